@@ -1,0 +1,158 @@
+"""speechkit checkpoints: safetensors weights with JSON metadata, never pickle.
+
+One ``.safetensors`` file holds the weights; its header metadata holds one entry,
+``"speechkit"``, a JSON document::
+
+    {"format": "speechkit-checkpoint", "format_version": 1,
+     "model": "conv_tasnet", "task": "separation", "sample_rate": 8000,
+     "config": {...}, "speechkit_version": "0.1.0", "provenance": {...}}
+
+Loading checks the format, the model name, the config fields, and every tensor name and shape,
+and explains each mismatch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._version import __version__
+from .errors import CheckpointError, ConfigError
+from .models import config_from_dict, config_to_dict, get_model_class
+from .models.base import SpeechModel, json_ready
+
+FORMAT = "speechkit-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "speechkit"
+
+
+def checkpoint_metadata(model: SpeechModel, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON metadata describing ``model`` (and how it was trained, if given)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.name,
+        "task": model.task,
+        "sample_rate": model.sample_rate,
+        "config": config_to_dict(model.config),
+        "speechkit_version": __version__,
+        "provenance": json_ready(provenance or {}),
+    }
+
+
+def save_checkpoint(
+    model: SpeechModel,
+    path: str | os.PathLike,
+    provenance: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` to ``path`` (``.safetensors``) atomically.
+
+    Args:
+        model: the model to save.
+        path: destination file.
+        provenance: training facts (data, steps, metrics, command) stored with the weights.
+        overwrite: replace an existing file.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CheckpointError(f"{path} exists; pass overwrite=True to replace it")
+    metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(model, provenance), sort_keys=True)}
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, tmp_name, metadata=metadata)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The speechkit metadata of a checkpoint file, validated."""
+    from safetensors import safe_open
+    from safetensors import SafetensorError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a safetensors file ({error})") from error
+    if METADATA_KEY not in header:
+        raise CheckpointError(
+            f"{path} has no speechkit metadata; official checkpoints must be converted first "
+            "(see speechkit.convert)"
+        )
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: speechkit metadata is not valid JSON ({error})") from error
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: unknown checkpoint format {metadata.get('format')!r}")
+    if int(metadata.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {metadata['format_version']}, newer than this speechkit "
+            f"({FORMAT_VERSION}); upgrade speechkit"
+        )
+    for key in ("model", "config"):
+        if key not in metadata:
+            raise CheckpointError(f"{path}: metadata lacks {key!r}")
+    return metadata
+
+
+def load_state_dict_strict(model: SpeechModel, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``, failing with a list of every missing, unexpected or mis-shaped key."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = sorted(
+        f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
+        for key in set(state) & set(expected)
+        if tuple(state[key].shape) != tuple(expected[key].shape)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} tensor(s): {_preview(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} tensor(s): {_preview(unexpected)}")
+    if mis_shaped:
+        problems.append(f"wrong shape for {len(mis_shaped)} tensor(s): {_preview(mis_shaped)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit {model.name}: " + "; ".join(problems))
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> SpeechModel:
+    """Build the model a checkpoint describes and load its weights (in eval mode)."""
+    from safetensors.torch import load_file
+
+    metadata = read_metadata(path)
+    try:
+        model_class = get_model_class(metadata["model"])
+        config = config_from_dict(model_class.config_class, metadata["config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error}") from error
+    model = model_class(config)
+    state = load_file(str(path), device=str(map_location))
+    load_state_dict_strict(model, state, str(path))
+    model.to(map_location)
+    model.eval()
+    model.checkpoint_metadata = metadata  # type: ignore[attr-defined]
+    return model
+
+
+def _preview(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

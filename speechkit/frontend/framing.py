@@ -1,0 +1,86 @@
+"""Causal framing and overlap-add, offline and streaming, shared by every frame-based front-end.
+
+Convention (used by the learned filterbank and by the STFT in ``"causal"`` padding mode): frame
+``t`` covers input samples ``[t*hop - (win - hop), t*hop + hop)``, i.e. the signal is left-padded
+with ``win - hop`` zeros. Frame ``t`` can therefore be computed as soon as input block ``t``
+(samples ``[t*hop, (t+1)*hop)``) has arrived, and the overlap-added output of block ``t`` is
+final once frame ``t + win/hop - 1`` is in, so a stream is delayed by ``win - hop`` samples
+against the offline transform and its algorithmic latency is ``win`` samples.
+
+Offline::
+
+    padded = causal_pad(x, win, hop)            # [..., T] -> [..., (n_frames - 1) * hop + win]
+    frames = analysis(padded)                    # any strided conv: n_frames frames
+    y_full = synthesis(frames)                   # transposed conv: [..., (n_frames - 1) * hop + win]
+    y = causal_crop(y_full, win, hop, T)         # [..., T]
+
+Streaming (all state explicit tensors, ONNX-friendly)::
+
+    frame, analysis_state = analysis_step(block, analysis_state)    # block [..., hop] -> [..., win]
+    out, synthesis_state = overlap_add_step(frame_out, synthesis_state)  # [..., win] -> [..., hop]
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def causal_num_frames(length: int, win: int, hop: int) -> int:
+    """Frames needed so that every output sample ``< length`` has all its overlapping frames."""
+    return math.ceil((length + win - hop) / hop)
+
+
+def causal_pad(x: torch.Tensor, win: int, hop: int) -> torch.Tensor:
+    """Left-pad ``win - hop`` zeros and right-pad so a stride-``hop`` window ``win`` covers the tail.
+
+    ``x [..., T] -> [..., (n_frames - 1) * hop + win]`` with ``n_frames = causal_num_frames(T)``.
+    """
+    length = x.shape[-1]
+    n_frames = causal_num_frames(length, win, hop)
+    padded_length = (n_frames - 1) * hop + win
+    return F.pad(x, (win - hop, padded_length - (win - hop) - length))
+
+
+def causal_crop(y: torch.Tensor, win: int, hop: int, length: int) -> torch.Tensor:
+    """Undo :func:`causal_pad` on an overlap-added signal: ``[..., L] -> [..., length]``."""
+    return y[..., win - hop : win - hop + length]
+
+
+def stream_delay(win: int, hop: int) -> int:
+    """Delay in samples of the streamed output against the offline output."""
+    return win - hop
+
+
+def analysis_state_shape(leading: tuple[int, ...], win: int, hop: int) -> tuple[int, ...]:
+    """Shape of the analysis state: the last ``win - hop`` input samples."""
+    return (*leading, win - hop)
+
+
+def analysis_step(block: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append one hop of input to the buffered history and return the newest full frame.
+
+    ``block [..., hop]``, ``state [..., win - hop]`` -> ``frame [..., win]``, new state.
+    """
+    frame = torch.cat([state, block], dim=-1)  # [..., win]
+    hop = block.shape[-1]
+    return frame, frame[..., hop:]
+
+
+def synthesis_state_shape(leading: tuple[int, ...], win: int, hop: int) -> tuple[int, ...]:
+    """Shape of the overlap-add state: the ``win - hop`` pending output samples."""
+    return (*leading, win - hop)
+
+
+def overlap_add_step(
+    frame: torch.Tensor, state: torch.Tensor, hop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Overlap-add one synthesised frame; return the ``hop`` samples that are now final.
+
+    ``frame [..., win]``, ``state [..., win - hop]`` -> ``out [..., hop]``, new state.
+    """
+    overlap = state.shape[-1]
+    head = frame[..., :overlap] + state
+    total = torch.cat([head, frame[..., overlap:]], dim=-1)  # [..., win]
+    return total[..., :hop], total[..., hop:]
