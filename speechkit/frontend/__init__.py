@@ -1,0 +1,64 @@
+"""Signal front-ends shared by every model: causal framing, STFT/iSTFT and time-frequency masks.
+
+* :mod:`speechkit.frontend.framing`: the one causal framing / overlap-add convention.
+* :mod:`speechkit.frontend.stft`: :class:`STFT` / :class:`ISTFT` (``[B, C, T] <-> [B, C, 2, F, N]``),
+  torch or ONNX-exportable conv backend, centred or causal padding, streaming steps.
+* :mod:`speechkit.frontend.masks`: bounded real/complex masks on stacked real/imag spectra.
+"""
+from __future__ import annotations
+
+from .masks import (
+    COMPLEX_MASK_KINDS,
+    REAL_MASK_KINDS,
+    DualMaskOutput,
+    apply_complex_mask,
+    apply_dual_mask,
+    apply_mask,
+    apply_real_mask,
+    bounded_complex_mask,
+    bounded_real_mask,
+    complex_conjugate,
+    complex_multiply,
+    imag_part,
+    magnitude,
+    real_part,
+    stack_complex,
+)
+from .stft import (
+    ISTFT,
+    STFT,
+    WINDOWS,
+    STFTConfig,
+    analysis_dft_kernel,
+    make_window,
+    steady_window_sum_square,
+    stft_pair,
+    synthesis_dft_kernel,
+)
+
+__all__ = [
+    "COMPLEX_MASK_KINDS",
+    "DualMaskOutput",
+    "ISTFT",
+    "REAL_MASK_KINDS",
+    "STFT",
+    "STFTConfig",
+    "WINDOWS",
+    "analysis_dft_kernel",
+    "apply_complex_mask",
+    "apply_dual_mask",
+    "apply_mask",
+    "apply_real_mask",
+    "bounded_complex_mask",
+    "bounded_real_mask",
+    "complex_conjugate",
+    "complex_multiply",
+    "imag_part",
+    "magnitude",
+    "make_window",
+    "real_part",
+    "stack_complex",
+    "steady_window_sum_square",
+    "stft_pair",
+    "synthesis_dft_kernel",
+]

@@ -21,15 +21,17 @@ Streaming (all state explicit tensors, ONNX-friendly)::
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 
 def causal_num_frames(length: int, win: int, hop: int) -> int:
-    """Frames needed so that every output sample ``< length`` has all its overlapping frames."""
-    return math.ceil((length + win - hop) / hop)
+    """Frames needed so that every output sample ``< length`` has all its overlapping frames.
+
+    Integer ceiling division (no float round trip), so a traced ``length`` stays symbolic and an
+    exported graph keeps a dynamic time axis.
+    """
+    return (length + win - 1) // hop  # == ceil((length + win - hop) / hop)
 
 
 def causal_pad(x: torch.Tensor, win: int, hop: int) -> torch.Tensor:
