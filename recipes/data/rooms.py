@@ -1,0 +1,147 @@
+"""Room impulse responses: measured 32-channel office RIRs and pyroomacoustics shoebox rooms.
+
+The measured set (``rirs/office_32ch_linear``, 48 kHz, 32-mic uniform linear array with 3 cm
+spacing, 9 source positions, T60 about 40 ms) is resampled once per bank to the working rate.
+Simulated rooms use the image source method (pyroomacoustics, ``speechkit[train]`` extra) with
+a random size, RT60 and positions; the reflection order is capped to keep generation fast, so
+long RT60 tails are approximated by the late part of the capped image set.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speechkit._optional import require
+from speechkit.errors import ConfigError
+
+from .audio import read_audio
+from .mixing import uniform
+
+MEASURED_MIC_SPACING_METRES = 0.03
+MEASURED_MIC_COUNT = 32
+
+
+class MeasuredRirBank:
+    """The measured multichannel RIRs at one sample rate, loaded lazily on first use.
+
+    Args:
+        paths: one multichannel RIR file per source position.
+        sample_rate: working rate; files are resampled with soxr.
+        max_seconds: RIRs are cut to this length (the office tail is short).
+    """
+
+    def __init__(self, paths: list[str | Path], sample_rate: int, max_seconds: float = 0.5) -> None:
+        if not paths:
+            raise ConfigError("A measured RIR bank needs at least one RIR file.")
+        self.paths = [Path(path) for path in paths]
+        self.sample_rate = sample_rate
+        self.max_seconds = max_seconds
+        self._responses: list[np.ndarray] | None = None
+
+    def responses(self) -> list[np.ndarray]:
+        """All RIRs as ``[mics, samples]`` arrays at ``sample_rate``."""
+        if self._responses is None:
+            length = int(self.max_seconds * self.sample_rate)
+            self._responses = [read_audio(path, self.sample_rate)[:, :length] for path in self.paths]
+        return self._responses
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def sample(
+        self,
+        rng: np.random.Generator,
+        mic_count: int = 1,
+        source_count: int = 1,
+        mic_stride: int = 1,
+    ) -> np.ndarray:
+        """RIRs ``[source_count, mic_count, samples]`` from distinct random source positions.
+
+        The ``mic_count`` microphones are a contiguous sub-array (every ``mic_stride``-th mic) at
+        a random position along the 32-mic line.
+        """
+        responses = self.responses()
+        if source_count > len(responses):
+            raise ConfigError(
+                f"Asked for {source_count} distinct source positions but the bank has {len(responses)}."
+            )
+        span = (mic_count - 1) * mic_stride + 1
+        mic_total = responses[0].shape[0]
+        if span > mic_total:
+            raise ConfigError(f"A {mic_count}-mic sub-array with stride {mic_stride} does not fit {mic_total} mics.")
+        first_mic = int(rng.integers(0, mic_total - span + 1))
+        mics = np.arange(first_mic, first_mic + span, mic_stride)
+        positions = rng.choice(len(responses), size=source_count, replace=False)
+        return np.stack([responses[int(p)][mics] for p in positions])  # -> [sources, mics, samples]
+
+
+@dataclass(frozen=True)
+class ShoeboxConfig:
+    """Random shoebox room parameters (metres, seconds)."""
+
+    room_size_min: tuple[float, float, float] = (3.0, 3.0, 2.4)
+    room_size_max: tuple[float, float, float] = (10.0, 8.0, 3.5)
+    rt60_range: tuple[float, float] = (0.2, 0.7)
+    max_order: int = 12
+    mic_spacing: float = 0.05
+    source_distance_range: tuple[float, float] = (0.5, 2.5)
+    wall_margin: float = 0.4
+    max_seconds: float = 0.8
+
+
+def simulate_shoebox(
+    rng: np.random.Generator,
+    sample_rate: int,
+    mic_count: int = 1,
+    source_count: int = 1,
+    config: ShoeboxConfig = ShoeboxConfig(),
+) -> tuple[np.ndarray, dict]:
+    """RIRs ``[source_count, mic_count, samples]`` of a random shoebox room and its parameters.
+
+    The microphones form a linear array with ``config.mic_spacing`` in a random orientation;
+    each source is placed at a random distance and direction from the array centre.
+    """
+    pyroomacoustics = require("pyroomacoustics", "train", "simulated rooms")
+    size = np.array([uniform(rng, (low, high)) for low, high in zip(config.room_size_min, config.room_size_max)])
+    rt60 = uniform(rng, config.rt60_range)
+    try:
+        absorption, order = pyroomacoustics.inverse_sabine(rt60, size)
+    except ValueError:  # RT60 too short for this room: use the most absorbing walls
+        absorption, order = 0.99, 0
+    margin = config.wall_margin + (mic_count - 1) * config.mic_spacing / 2
+    centre = np.array([uniform(rng, (margin, size[0] - margin)), uniform(rng, (margin, size[1] - margin)),
+                       uniform(rng, (1.0, min(1.8, size[2] - 0.3)))])
+    angle = uniform(rng, (0.0, np.pi))
+    offsets = (np.arange(mic_count) - (mic_count - 1) / 2) * config.mic_spacing
+    mics = centre[:, None] + np.stack([offsets * np.cos(angle), offsets * np.sin(angle), 0 * offsets])  # [3, M]
+    room = pyroomacoustics.ShoeBox(
+        size, fs=sample_rate, materials=pyroomacoustics.Material(float(absorption)),
+        max_order=int(min(order, config.max_order)),
+    )
+    sources = []
+    for _ in range(source_count):
+        for _attempt in range(50):
+            distance = uniform(rng, config.source_distance_range)
+            direction = uniform(rng, (0.0, 2 * np.pi))
+            position = centre + np.array([distance * np.cos(direction), distance * np.sin(direction),
+                                          uniform(rng, (-0.3, 0.3))])
+            if np.all(position > config.wall_margin * 0.5) and np.all(position < size - config.wall_margin * 0.5):
+                break
+        else:  # no random position fitted: put the source in the middle of the room
+            position = size / 2
+        sources.append(position)
+        room.add_source(position)
+    room.add_microphone_array(mics)
+    room.compute_rir()
+    length = min(int(config.max_seconds * sample_rate), max(len(room.rir[m][s]) for m in range(mic_count)
+                                                             for s in range(source_count)))
+    responses = np.zeros((source_count, mic_count, length), dtype=np.float32)
+    for mic in range(mic_count):
+        for source in range(source_count):
+            response = np.asarray(room.rir[mic][source], dtype=np.float32)[:length]
+            responses[source, mic, : response.shape[0]] = response
+    parameters = {"room_size": [float(v) for v in size], "rt60": float(rt60),
+                  "max_order": int(min(order, config.max_order))}
+    return responses, parameters

@@ -1,0 +1,315 @@
+"""Mini corpus splits, deterministic dynamic mixing and fixed sets, on a synthetic fake data tree."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from recipes.data.audio import snr_db
+from recipes.data.datasets import EnhancementConfig, EnhancementDataset, ReverbConfig
+from recipes.data.fixedset import FixedSetDataset, write_fixed_set
+from recipes.data.minicorpus import MiniCorpus, default_data_root, read_manifest, write_manifest
+from speechkit.errors import ConfigError, OutputExistsError
+
+SPEAKERS = ["c22d3f18"] + [f"{number:08x}" for number in range(1, 40)]
+WORDS = ["yes", "no", "up"]
+
+
+def _tone_word(rng: np.random.Generator, sample_rate: int, seconds: float) -> np.ndarray:
+    time = np.arange(int(seconds * sample_rate)) / sample_rate
+    envelope = np.sin(np.pi * time / seconds) ** 2
+    pitch = rng.uniform(100, 250)
+    voiced = sum(np.sin(2 * np.pi * pitch * k * time) / k for k in range(1, 6))
+    padded = np.zeros(int((seconds + 0.2) * sample_rate))
+    padded[int(0.1 * sample_rate): int(0.1 * sample_rate) + time.size] = 0.3 * envelope * voiced
+    return padded
+
+
+def make_fake_shared_data(root: Path) -> Path:
+    """A tiny tree with the layout of ``../shared/data`` (synthetic audio)."""
+    rng = np.random.default_rng(0)
+    for speaker in SPEAKERS:
+        for word in WORDS:
+            path = root / "speech_commands" / word / f"{speaker}_nohash_0.flac"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            soundfile.write(path, _tone_word(rng, 16000, 0.3), 16000)
+    background = root / "noise" / "speech_commands_background"
+    background.mkdir(parents=True)
+    for name in ("doing_the_dishes", "running_tap", "exercise_bike", "white_noise"):
+        soundfile.write(background / f"{name}.flac", 0.1 * rng.standard_normal(16000 * 2), 16000)
+    for category in ("cafe", "street"):
+        folder = root / "noise" / "cafe_street_train" / category
+        folder.mkdir(parents=True)
+        for number in range(15):
+            soundfile.write(folder / f"clip_{number}.flac", 0.1 * rng.standard_normal(16000), 16000)
+    rirs = root / "rirs" / "office_32ch_linear"
+    rirs.mkdir(parents=True)
+    for source in range(1, 4):
+        response = np.zeros((4800, 8))
+        response[100 + 10 * source] = 1.0
+        response[200:] += 0.01 * rng.standard_normal((4600, 8)) * np.exp(-np.arange(4600) / 500)[:, None]
+        soundfile.write(rirs / f"rir_source_{source}.wav", response, 48000, subtype="FLOAT")
+    fsdd = root / "fsdd"
+    fsdd.mkdir()
+    for speaker in ("george", "theo", "yweweler"):
+        for digit in range(3):
+            soundfile.write(fsdd / f"{digit}_{speaker}_0.flac", _tone_word(rng, 8000, 0.3), 8000)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fake_corpus(tmp_path_factory: pytest.TempPathFactory) -> MiniCorpus:
+    root = make_fake_shared_data(tmp_path_factory.mktemp("shared_data"))
+    return MiniCorpus.scan(root, cache_root=root / "no_cache", words_per_utterance=3)
+
+
+def test_scan_reports_missing_asterisk(fake_corpus: MiniCorpus) -> None:
+    assert any("asterisk" in message for message in fake_corpus.missing)
+
+
+def test_scan_missing_root_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does_not_exist"):
+        MiniCorpus.scan(tmp_path / "does_not_exist")
+
+
+def test_splits_are_disjoint_by_speaker_and_noise_file(fake_corpus: MiniCorpus) -> None:
+    for kind in ("speech", "noise"):
+        groups = {split: {e.group for e in fake_corpus.select(kind, split)} for split in ("train", "validation", "test")}
+        assert not groups["train"] & groups["validation"]
+        assert not groups["train"] & groups["test"]
+        assert not groups["validation"] & groups["test"]
+        assert groups["train"]
+    test_speakers = {e.group for e in fake_corpus.select("speech", "test")}
+    assert "speech_commands:c22d3f18" in test_speakers
+    test_noises = {e.group for e in fake_corpus.select("noise", "test")}
+    assert "doing_the_dishes.flac" in test_noises
+    assert all(e.corpus != "synthetic" for e in fake_corpus.select("noise", "test"))
+    assert any(e.corpus == "synthetic" for e in fake_corpus.select("noise", "train"))
+
+
+def test_manifest_round_trip_and_band_limited_flag(fake_corpus: MiniCorpus, tmp_path: Path) -> None:
+    manifest = fake_corpus.manifest(16000)
+    write_manifest(manifest, tmp_path / "manifest.jsonl")
+    loaded = read_manifest(tmp_path / "manifest.jsonl")
+    assert loaded == manifest
+    by_corpus = {e.corpus: e for e in loaded}
+    assert by_corpus["fsdd"].band_limited and not by_corpus["speech_commands"].band_limited
+    assert all(e.license and e.provenance for e in loaded)
+    assert not any(e.band_limited for e in fake_corpus.manifest(8000))
+
+
+def test_utterances_concatenate_words_of_one_speaker(fake_corpus: MiniCorpus) -> None:
+    from recipes.data.minicorpus import load_speech
+
+    entry = fake_corpus.select("speech", "test", corpora=("speech_commands",))[0]
+    assert len(entry.sources) == 3 and len({Path(s).name.split("_")[0] for s in entry.sources}) == 1
+    audio = load_speech(entry, 16000)
+    assert audio.shape[0] == 1 and 0.9 * 16000 < audio.shape[1] < 3 * 0.5 * 16000
+
+
+def _enhancement(corpus: MiniCorpus, seed: int = 3, reverb: float = 0.0) -> EnhancementDataset:
+    config = EnhancementConfig(segment_seconds=0.5, reverb=ReverbConfig(probability=reverb))
+    return EnhancementDataset.from_minicorpus("train", config, length=8, seed=seed, corpus=corpus)
+
+
+def test_enhancement_item_shapes_and_determinism(fake_corpus: MiniCorpus) -> None:
+    first, again, other_seed = _enhancement(fake_corpus), _enhancement(fake_corpus), _enhancement(fake_corpus, 4)
+    item = first[2]
+    assert item["mixture"].shape == (1, 8000) and item["targets"].shape == (1, 1, 8000)
+    assert item["mixture"].dtype == torch.float32
+    assert torch.equal(item["mixture"], again[2]["mixture"])
+    assert torch.equal(item["targets"], again[2]["targets"])
+    assert not torch.equal(item["mixture"], first[3]["mixture"])
+    assert not torch.equal(item["mixture"], other_seed[2]["mixture"])
+    first.set_epoch(1)
+    assert not torch.equal(item["mixture"], first[2]["mixture"])
+
+
+def test_enhancement_snr_is_exact(fake_corpus: MiniCorpus) -> None:
+    dataset = _enhancement(fake_corpus)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        measured = snr_db(item["targets"][0].numpy(), item["noise"].numpy())
+        assert abs(measured - item["snr_db"]) < 0.1
+        assert -5.0 <= item["snr_db"] <= 15.0
+        assert torch.allclose(item["mixture"], item["targets"][0] + item["noise"], atol=1e-6)
+        assert item["mixture"].abs().max() <= 0.99 + 1e-6
+
+
+def test_enhancement_reverb_uses_measured_rirs(fake_corpus: MiniCorpus) -> None:
+    item = _enhancement(fake_corpus, reverb=1.0)[0]
+    assert item["reverb"] == "measured"
+    assert not torch.allclose(item["mixture"], item["targets"][0] + item["noise"], atol=1e-4)
+
+
+def test_fixed_set_round_trip(fake_corpus: MiniCorpus, tmp_path: Path) -> None:
+    dataset = _enhancement(fake_corpus)
+    write_fixed_set(dataset, tmp_path / "valid", 16000, count=3, source={"seed": 3})
+    fixed = FixedSetDataset(tmp_path / "valid")
+    assert len(fixed) == 3
+    for index in range(3):
+        original, loaded = dataset[index], fixed[index]
+        for key in ("mixture", "targets", "noise"):
+            assert loaded[key].shape == original[key].shape
+            assert torch.equal(loaded[key], original[key])
+        assert loaded["snr_db"] == original["snr_db"] and loaded["speech_id"] == original["speech_id"]
+    with pytest.raises(OutputExistsError):
+        write_fixed_set(dataset, tmp_path / "valid", 16000, count=1)
+    with pytest.raises(ConfigError, match="index.json"):
+        FixedSetDataset(tmp_path)
+
+
+def test_real_shared_data_split_requirements() -> None:
+    root = default_data_root()
+    if root is None:
+        pytest.skip("../shared/data is not available (only on development machines and CI)")
+    corpus = MiniCorpus.scan(root, include_asterisk=False)
+    groups = {split: {e.group for e in corpus.select("speech", split)} for split in ("train", "validation", "test")}
+    assert "speech_commands:c22d3f18" in groups["test"]
+    assert not groups["train"] & groups["test"] and not groups["validation"] & groups["test"]
+    assert "doing_the_dishes.flac" in {e.group for e in corpus.select("noise", "test")}
+
+
+def test_separation_speakers_overlap_and_determinism(fake_corpus: MiniCorpus) -> None:
+    from recipes.data.datasets import SeparationConfig, SeparationDataset, pad_sources_collate
+
+    config = SeparationConfig(sample_rate=8000, segment_seconds=0.5, speaker_counts=(2, 3, 4),
+                              noise_probability=1.0, snr_range_db=(5.0, 5.0))
+    dataset = SeparationDataset.from_minicorpus("train", config, length=6, seed=1, corpus=fake_corpus)
+    items = [dataset[index] for index in range(6)]
+    for item in items:
+        count = item["source_count"]
+        assert item["targets"].shape == (count, 1, 4000) and 2 <= count <= 4
+        assert len(set(i.split("/")[1] for i in item["speech_ids"].split("|"))) == count
+        assert torch.allclose(item["mixture"], item["targets"].sum(0) + item["noise"], atol=1e-5)
+        assert abs(snr_db(item["targets"].sum(0).numpy(), item["noise"].numpy()) - 5.0) < 0.1
+    assert torch.equal(dataset[4]["targets"], items[4]["targets"])
+    batch = pad_sources_collate(items[:4])
+    most = max(item["source_count"] for item in items[:4])
+    assert batch["targets"].shape == (4, most, 1, 4000)
+
+
+def test_overlap_layout() -> None:
+    from recipes.data.mixing import overlap_layout
+
+    full = overlap_layout(3, 1000, 1.0)
+    assert full.starts == (0, 0, 0) and full.lengths == (1000, 1000, 1000)
+    half = overlap_layout(2, 1500, 0.5)
+    assert half.starts == (0, 500) and half.lengths == (1000, 1000)
+
+
+def test_dereverberation_early_target(fake_corpus: MiniCorpus) -> None:
+    from recipes.data.datasets import DereverberationDataset
+
+    config = EnhancementConfig(segment_seconds=0.5, reverb=ReverbConfig(probability=1.0, source="measured"),
+                               noise_probability=0.0)
+    dataset = DereverberationDataset(fake_corpus.select("speech", "train"), fake_corpus.select("noise", "train"),
+                                     config, length=2, seed=0, rirs=fake_corpus.select("rir"))
+    item = dataset[0]
+    assert item["reverb"] == "measured" and item["snr_db"] == float("inf")
+    assert not torch.allclose(item["mixture"], item["targets"][0], atol=1e-4)
+    with pytest.raises(ConfigError):
+        DereverberationDataset(fake_corpus.select("speech", "train"), fake_corpus.select("noise", "train"),
+                               EnhancementConfig(), rirs=fake_corpus.select("rir"))
+
+
+@pytest.mark.slow
+def test_simulated_room_reverb(fake_corpus: MiniCorpus) -> None:
+    pytest.importorskip("pyroomacoustics")
+    from recipes.data.datasets import MultichannelConfig, MultichannelDataset
+    from recipes.data.rooms import ShoeboxConfig
+
+    room = ShoeboxConfig(rt60_range=(0.2, 0.3), max_order=6, room_size_max=(5.0, 5.0, 3.0))
+    config = MultichannelConfig(segment_seconds=0.5, mic_count=3, array="simulated", target_channels="all",
+                                reverb=ReverbConfig(probability=1.0, shoebox=room))
+    dataset = MultichannelDataset.from_minicorpus("train", config, length=2, seed=0, corpus=fake_corpus)
+    item = dataset[1]
+    assert item["mixture"].shape == (3, 8000) and item["targets"].shape == (1, 3, 8000)
+    assert item["array"].startswith("shoebox") and torch.equal(item["mixture"], dataset[1]["mixture"])
+
+
+def test_multichannel_measured_array(fake_corpus: MiniCorpus) -> None:
+    from recipes.data.datasets import MultichannelConfig, MultichannelDataset
+
+    config = MultichannelConfig(segment_seconds=0.5, mic_count=4, mic_stride=2, snr_range_db=(0.0, 0.0))
+    dataset = MultichannelDataset.from_minicorpus("train", config, length=2, seed=0, corpus=fake_corpus)
+    item = dataset[0]
+    assert item["mixture"].shape == (4, 8000) and item["targets"].shape == (1, 1, 8000)
+    with pytest.raises(ConfigError, match="does not fit"):
+        MultichannelDataset.from_minicorpus("train", MultichannelConfig(mic_count=8, mic_stride=2),
+                                            length=1, corpus=fake_corpus)[0]
+
+
+def test_echo_scenarios_are_consistent(fake_corpus: MiniCorpus) -> None:
+    from recipes.data.datasets import EchoDataset
+    from recipes.data.echo import EchoConfig
+
+    seen = set()
+    for scenario in ("far_end_single_talk", "near_end_single_talk", "double_talk"):
+        config = EchoConfig(segment_seconds=0.5, scenario_weights={scenario: 1.0}, rir_source="measured",
+                            noise_probability=0.0, echo_path_change_probability=0.5)
+        dataset = EchoDataset.from_minicorpus("train", config, length=3, seed=2, corpus=fake_corpus)
+        for index in range(3):
+            item = dataset[index]
+            seen.add(item["scenario"])
+            assert item["scenario"] == scenario
+            assert item["mixture"].shape == (2, 8000) and item["targets"].shape == (1, 1, 8000)
+            assert torch.allclose(item["mic"], item["near_end"] + item["echo"] + item["noise"], atol=1e-6)
+            assert torch.equal(item["mixture"][1:], item["far_end"])
+            assert item["far_id"].split("/")[1] != item["near_id"].split("/")[1]
+            if scenario == "far_end_single_talk":
+                assert torch.count_nonzero(item["near_end"]) == 0 and item["echo"].abs().max() > 0
+            elif scenario == "near_end_single_talk":
+                assert torch.count_nonzero(item["far_end"]) == 0 and torch.count_nonzero(item["echo"]) == 0
+            else:
+                ser = snr_db(item["near_end"].numpy(), item["echo"].numpy())
+                assert abs(ser - item["ser_db"]) < 0.1
+    assert len(seen) == 3
+
+
+def test_loudspeaker_models_and_delay() -> None:
+    from recipes.data.echo import asymmetric_sigmoid, delay, hard_clip
+
+    signal = np.linspace(-1, 1, 101, dtype=np.float32)[None]
+    assert np.max(np.abs(hard_clip(signal, 0.5))) == pytest.approx(0.5, abs=1e-6)
+    bent = asymmetric_sigmoid(signal)
+    assert np.max(np.abs(bent)) == pytest.approx(1.0, abs=1e-5) and not np.allclose(bent, signal, atol=0.05)
+    delayed = delay(signal, 10)
+    assert np.all(delayed[:, :10] == 0) and np.array_equal(delayed[:, 10:], signal[:, :-10])
+
+
+def test_prepare_data_cli_manifest_and_fixed_sets(tmp_path: Path, fake_corpus: MiniCorpus) -> None:
+    from recipes.data.fixedset import TASKS
+    from recipes.prepare_data import main
+
+    root = make_fake_shared_data(tmp_path / "shared")
+    cache = tmp_path / "cache"
+    common = ["--data-root", str(root), "--cache", str(cache)]
+    assert main(common + ["manifest", "--materialize", "--no-asterisk"]) == 0
+    manifest = cache / "minicorpus" / "manifest_16k.jsonl"
+    entries = read_manifest(manifest)
+    speech = [e for e in entries if e.kind == "speech"]
+    assert all(Path(e.audio).is_file() for e in speech)
+    assert {e.band_limited for e in speech if e.corpus == "fsdd"} == {True}
+    for task in TASKS:
+        out = tmp_path / "fixed" / task
+        args = common + ["fixed", "--task", task, "--split", "test", "--count", "2",
+                         "--segment-seconds", "0.5", "--manifest", str(manifest), "--out", str(out)]
+        assert main(args) == 0
+        fixed = FixedSetDataset(out)
+        assert len(fixed) == 2 and fixed.index["source"]["task"] == task
+        assert fixed[0]["mixture"].shape[-1] == 8000
+        assert main(args) == 1  # exists already: one-line error, no traceback
+
+
+def test_dataloader_workers_match_direct_indexing(fake_corpus: MiniCorpus) -> None:
+    from torch.utils.data import DataLoader
+
+    dataset = _enhancement(fake_corpus, seed=9)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, shuffle=False)
+    batches = list(loader)
+    direct = torch.stack([dataset[index]["mixture"] for index in range(len(dataset))])
+    assert torch.equal(torch.cat([batch["mixture"] for batch in batches]), direct)
