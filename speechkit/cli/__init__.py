@@ -19,6 +19,11 @@ from ..errors import SpeechkitError
 #: built-in subcommand modules, in help order
 COMMAND_MODULES = (
     "speechkit.cli.models",
+    "speechkit.cli.enhance",
+    "speechkit.cli.info",
+    "speechkit.cli.demo",
+    "speechkit.cli.eval",
+    "speechkit.cli.export",
 )
 
 EXIT_OK = 0

@@ -1,0 +1,128 @@
+"""``speechkit stream``: run an exported streaming model on a microphone or a file, live.
+
+Registered through the ``speechkit.commands`` entry point (``stream = "realtime.cli:register"``),
+so speechkit itself never imports this package and torch is never imported here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .engine import FALLBACKS, Engine
+from .errors import RealtimeError
+
+#: smallest default device block in samples (PortAudio callbacks much shorter than this are fragile)
+MIN_DEFAULT_BLOCK = 128
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``stream`` subcommand."""
+    parser = subparsers.add_parser(
+        "stream",
+        help="stream audio through an exported model in real time",
+        description="Run a streaming ONNX export (speechkit export --streaming) block by block, "
+        "from the microphone or a file to the speaker or a file, and report latency and timing.",
+    )
+    parser.add_argument("--model", required=True, help="streaming .onnx file from 'speechkit export --streaming'")
+    parser.add_argument("--input", default="mic", help="'mic' or an audio file at the model's sample rate")
+    parser.add_argument("--output", default="speaker", help="'speaker' or an output audio file")
+    parser.add_argument("--ref", default=None, help="far-end audio file (echo-cancellation models)")
+    parser.add_argument("--latency-ms", type=float, default=None, help="refuse configurations above this latency")
+    parser.add_argument("--block", type=int, default=None, help="device block in samples (default: hops >= 128)")
+    parser.add_argument("--fallback", choices=FALLBACKS, default="passthrough", help="output of a missed step")
+    parser.add_argument("--extra-buffer-ms", type=float, default=0.0, help="added output buffering (safety margin)")
+    parser.add_argument("--realtime", action="store_true", help="pace a file-to-file run in real time")
+    parser.add_argument("--duration", type=float, default=None, help="seconds to record from the microphone")
+    parser.add_argument("--no-compensate", action="store_true", help="keep the latency in the output file")
+    parser.add_argument("--spinning", action="store_true", help="let ONNX Runtime threads spin")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--cuda", action="store_true", help="use the CUDA execution provider if installed")
+    parser.add_argument("--input-device", default=None, help="PortAudio input device (name or index)")
+    parser.add_argument("--output-device", default=None, help="PortAudio output device (name or index)")
+    parser.add_argument("--force", action="store_true", help="overwrite the output file")
+    parser.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no live status line")
+    parser.set_defaults(func=run)
+
+
+def _device(value: str | None) -> Any:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _print_live(engine: Engine) -> None:
+    print(f"\r{engine.metrics.describe()}", end="", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``speechkit stream``."""
+    from .io import file_input, read_audio, write_audio
+    from .model import StreamModel
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.cuda else None
+    model = StreamModel(args.model, spinning=args.spinning, intra_op_threads=args.threads, providers=providers)
+    rate = model.sample_rate
+    hop = model.hop_length
+    block = args.block or hop * -(-MIN_DEFAULT_BLOCK // hop)
+    use_mic = args.input == "mic"
+    use_speaker = args.output == "speaker"
+    far = None
+    signal = None
+    if use_mic:
+        if args.ref is not None:
+            far = read_audio(args.ref, rate)[:1]
+        elif model.num_input_channels != 1:
+            raise RealtimeError("this model needs a far-end signal: pass --ref FILE")
+    else:
+        signal = file_input(args.input, rate, args.ref, model.num_input_channels)
+    device_in = device_out = 0
+    if use_mic or use_speaker:
+        from .devices import device_latency
+
+        device_in, device_out = device_latency(
+            rate, block, _device(args.input_device), _device(args.output_device), use_mic, use_speaker
+        )
+    engine = Engine(
+        model,
+        block,
+        latency_budget_ms=args.latency_ms,
+        fallback=args.fallback,
+        extra_buffer=round(args.extra_buffer_ms * rate / 1000.0),
+        device_input=device_in,
+        device_output=device_out,
+    )
+    live = None if args.quiet else _print_live
+    if not args.quiet:
+        print(f"{args.model}: {rate} Hz, hop {hop}, block {block}; {engine.latency.describe()}", file=sys.stderr)
+    step_times = engine.warm_up()
+    realtime = use_mic or use_speaker or args.realtime
+    if realtime:
+        engine.check_compute(step_times)
+    output = None
+    try:
+        if use_mic or use_speaker:
+            from .devices import run_device
+
+            output = run_device(
+                engine, file_input=signal, far_end=far, speaker=use_speaker, duration=args.duration,
+                input_device=_device(args.input_device), output_device=_device(args.output_device), progress=live,
+            )
+            if output is not None and not args.no_compensate:
+                output = output[:, engine.signal_delay :]
+        else:
+            output = engine.run_array(signal, paced=args.realtime, compensate_latency=not args.no_compensate, progress=live)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+    if not args.quiet:
+        print(file=sys.stderr)
+    if output is not None and not use_speaker:
+        write_audio(args.output, output, rate, overwrite=args.force)
+    summary = engine.summary()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(engine.latency.describe())
+        print(engine.metrics.describe())
+        print(f"fallback on missed steps: {engine.fallback}; skipped steps: {engine.metrics.skipped_steps}")
+    return 0

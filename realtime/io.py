@@ -1,0 +1,84 @@
+"""File sources and sinks, and the lazy import of sounddevice (microphone and speaker).
+
+A file source is read whole into memory and then delivered callback by callback, either paced on
+the clock (as a microphone would) or as fast as possible; a far-end file (echo cancellation)
+becomes the second input channel. A file sink writes the output stream with soundfile.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import RealtimeError
+
+
+def import_sounddevice() -> Any:
+    """sounddevice, or a :class:`RealtimeError` saying how to get it (PortAudio included)."""
+    try:
+        import sounddevice
+    except ImportError as error:
+        raise RealtimeError(
+            "sounddevice is needed for microphone and speaker streaming: pip install 'speechkit[realtime]'"
+        ) from error
+    except OSError as error:  # sounddevice imports but finds no PortAudio library
+        raise RealtimeError(f"PortAudio is not available ({error}); install libportaudio2") from error
+    return sounddevice
+
+
+def _import_soundfile() -> Any:
+    try:
+        import soundfile
+    except ImportError as error:
+        raise RealtimeError("soundfile is needed to read and write audio files: pip install soundfile") from error
+    return soundfile
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """A file as ``[channels, T]`` float32, which must already be at ``sample_rate`` Hz."""
+    soundfile = _import_soundfile()
+    path = Path(path)
+    if not path.is_file():
+        raise RealtimeError(f"audio file {path} does not exist")
+    try:
+        data, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [T, channels]
+    except RuntimeError as error:  # soundfile.LibsndfileError derives from RuntimeError
+        raise RealtimeError(f"{path} is not a readable audio file ({error})") from error
+    if file_rate != sample_rate:
+        raise RealtimeError(
+            f"{path} is at {file_rate} Hz but the model runs at {sample_rate} Hz; resample it first"
+        )
+    if data.shape[0] == 0:
+        raise RealtimeError(f"{path} is empty")
+    return np.ascontiguousarray(data.T)  # [channels, T]
+
+
+def file_input(path: str | os.PathLike, sample_rate: int, far_end: str | os.PathLike | None, channels: int) -> np.ndarray:
+    """The model input ``[channels, T]`` from a file (first channel) and an optional far-end file.
+
+    With a far end, the two are cut to the shorter length. ``channels`` is the model's input
+    channel count: 2 for echo cancellation (microphone, far end), else 1.
+    """
+    near = read_audio(path, sample_rate)[:1]  # [1, T]
+    if far_end is None:
+        if channels != 1:
+            raise RealtimeError(f"the model takes {channels} input channels; pass the far-end signal with --ref")
+        return near
+    if channels != 2:
+        raise RealtimeError("--ref is only for echo-cancellation models (two input channels)")
+    far = read_audio(far_end, sample_rate)[:1]  # [1, T_far]
+    length = min(near.shape[-1], far.shape[-1])
+    return np.concatenate([near[:, :length], far[:, :length]], axis=0)  # [2, T]
+
+
+def write_audio(path: str | os.PathLike, signal: np.ndarray, sample_rate: int, overwrite: bool = False) -> Path:
+    """Write ``signal [channels, T]`` as a WAV/FLAC file (by extension)."""
+    soundfile = _import_soundfile()
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise RealtimeError(f"{path} exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), np.ascontiguousarray(signal.T), sample_rate, subtype="FLOAT" if path.suffix.lower() == ".wav" else None)
+    return path

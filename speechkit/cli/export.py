@@ -1,0 +1,71 @@
+"""``speechkit export``: write a model as ONNX (streaming step graph or whole-chunk graph), verified."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..errors import ConfigError
+
+_LOG = logging.getLogger("speechkit.export")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX (verified against PyTorch)",
+        description="Export MODEL (a bundled model name, a .safetensors checkpoint, or ARCH:PRESET for an "
+        "untrained build) to ONNX. Streaming models export a one-block graph with explicit state "
+        "(--streaming), others a whole-chunk graph. ONNX Runtime is checked against PyTorch; golden "
+        "input/output arrays are written beside the model.",
+    )
+    parser.add_argument("model", help="bundled name, checkpoint path, or ARCH:PRESET (untrained)")
+    parser.add_argument("-o", "--output", required=True, help="destination .onnx file")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--streaming", action="store_true", default=None, help="export the one-block step graph")
+    mode.add_argument("--chunk", dest="streaming", action="store_false", help="export the whole-chunk graph")
+    parser.add_argument("--hops-per-step", type=int, default=1, help="model blocks per streaming graph run")
+    parser.add_argument("--preset", default=None, help="preset for an untrained architecture build")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative ORT/PyTorch difference")
+    parser.add_argument("--force", action="store_true", help="overwrite existing files")
+    parser.set_defaults(func=run)
+
+
+def resolve_model(spec: str, preset: str | None = None):  # -> SpeechModel
+    """The model named by a CLI ``spec``: ``arch:preset`` (untrained), else a checkpoint path or bundled name.
+
+    ``--preset`` with a bare architecture name means the same as ``arch:preset``.
+    """
+    from .. import models
+    from ..checkpoint import load_checkpoint
+    from ..pretrained import resolve_model as resolve_checkpoint
+
+    architecture, separator, spec_preset = spec.partition(":")
+    chosen = spec_preset if separator else preset
+    if architecture in models.model_names() and chosen:
+        _LOG.warning("exporting an untrained %s (preset %s): its output is meaningless", architecture, chosen)
+        return models.build_model(architecture, chosen).eval()
+    if separator:
+        raise ConfigError(f"unknown architecture {architecture!r} (known: {', '.join(models.model_names())})")
+    return load_checkpoint(resolve_checkpoint(spec))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``speechkit export``."""
+    from ..export import export_onnx
+
+    model = resolve_model(args.model, args.preset)
+    result = export_onnx(model, args.output, streaming=args.streaming, hops_per_step=args.hops_per_step, tolerance=args.tolerance, overwrite=args.force)
+    meta = result.metadata
+    kind = "streaming step graph" if result.streaming else "whole-chunk graph"
+    print(f"wrote {result.onnx_path} ({kind}, {meta['model_name']}, {meta['sample_rate']} Hz)")
+    if result.streaming:
+        rate = meta["sample_rate"]
+        print(
+            f"hop {meta['block_size']} samples, stream delay {meta['stream_delay']}, algorithmic latency "
+            f"{meta['algorithmic_latency']} samples ({1000.0 * meta['algorithmic_latency'] / rate:.2f} ms), "
+            f"{len(meta['state_names'])} state tensors"
+        )
+    print(f"ONNX Runtime vs PyTorch: max relative error {result.max_abs_error:.3g} (tolerance {result.tolerance:.3g})")
+    print(f"golden data: {result.golden_path}")
+    return 0

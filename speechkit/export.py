@@ -1,0 +1,385 @@
+"""ONNX export of speechkit models, verified against PyTorch.
+
+Two graph kinds:
+
+* **streaming** (models with ``supports_streaming``): a fixed-shape one-block graph::
+
+      (x[1, C_in, block_size], state_1, ..., state_k) -> (y[1, S, C_out, block_size], state_1_out, ..., state_k_out)
+
+  with every state tensor an explicit input and output (named after ``model.state_names()``;
+  outputs carry an ``_out`` suffix). The ``realtime`` engine runs this graph once per hop.
+* **chunk** (any model): ``x[1, C_in, T] -> y[1, S, C_out, T]`` with a dynamic time axis T.
+
+The legacy TorchScript exporter is used (``torch.onnx.export(dynamo=False)``, opset 17). After
+export, ONNX Runtime is run against PyTorch on random input (several consecutive steps for
+streaming graphs, two lengths for chunk graphs); the export fails with
+:class:`ExportVerificationError` if the error exceeds the tolerance. Golden input/output arrays
+(``<model>.golden.npz``) are written beside the model so a runtime can check itself later.
+
+Everything the runtime needs is stored in the ONNX ``metadata_props`` as JSON-encoded strings,
+under the keys of :data:`METADATA_KEYS`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._optional import require
+from ._version import __version__
+from .errors import OutputExistsError, SpeechkitError
+from .models.base import SpeechModel, config_to_dict
+
+#: ONNX opset used by every export
+OPSET = 17
+#: metadata_props keys written by :func:`export_onnx` (values are JSON strings)
+METADATA_KEYS = (
+    "speechkit_format",
+    "speechkit_version",
+    "model_name",
+    "task",
+    "graph_kind",
+    "sample_rate",
+    "block_size",
+    "hop_length",
+    "window",
+    "lookahead",
+    "stream_delay",
+    "algorithmic_latency",
+    "model_block_size",
+    "input_names",
+    "output_names",
+    "input_shape",
+    "output_shape",
+    "state_names",
+    "state_shapes",
+    "num_input_channels",
+    "num_sources",
+    "num_output_channels",
+    "config",
+    "verification",
+)
+#: config fields that describe an analysis window, copied into the ``window`` metadata entry
+_WINDOW_FIELDS = (
+    "window",
+    "window_length",
+    "win_length",
+    "n_fft",
+    "fft_size",
+    "hop_length",
+    "kernel_size",
+    "stride",
+    "filter_length",
+)
+
+
+class ExportError(SpeechkitError):
+    """A model cannot be exported to ONNX."""
+
+
+class ExportVerificationError(ExportError):
+    """ONNX Runtime disagrees with PyTorch on the exported graph beyond the tolerance."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote and measured."""
+
+    onnx_path: Path
+    golden_path: Path
+    streaming: bool
+    metadata: dict[str, Any]
+    max_abs_error: float
+    tolerance: float
+
+
+class _StepGraph(nn.Module):
+    """``forward_step`` as a module with flat tensor inputs/outputs (what the exporter traces)."""
+
+    def __init__(self, model: SpeechModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_block: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y_block, new_state = self.model.forward_step(x_block, list(state))
+        return (y_block, *new_state)
+
+
+def window_info(model: SpeechModel) -> dict[str, Any]:
+    """Window / filterbank description of ``model``, read from its config (empty if none)."""
+    values = config_to_dict(model.config)
+    info = {key: values[key] for key in _WINDOW_FIELDS if key in values}
+    for attribute in ("window_length", "hop_length"):
+        value = getattr(model, attribute, None)
+        if isinstance(value, (int, str)) and attribute not in info:
+            info[attribute] = value
+    return info
+
+
+def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1) -> dict[str, Any]:
+    """The metadata an export of ``model`` carries (values JSON-serialisable, not yet encoded).
+
+    A streaming graph consumes ``hops_per_step * model.block_size`` samples per run (for models
+    whose ``forward_step`` accepts whole multiples of its block); its algorithmic latency is that
+    block plus ``stream_delay``.
+
+    ``lookahead`` is the model's ``lookahead`` attribute when it defines one, else its
+    ``stream_delay`` (how far the offline output at time t may look past t), else 0.
+    """
+    model.eval()
+    num_input_channels = model.num_input_channels
+    metadata: dict[str, Any] = {
+        "speechkit_format": "speechkit-onnx/1",
+        "speechkit_version": __version__,
+        "model_name": model.name,
+        "task": model.task,
+        "graph_kind": "streaming" if streaming else "chunk",
+        "sample_rate": model.sample_rate,
+        "window": window_info(model),
+        "num_input_channels": num_input_channels,
+        "num_sources": model.num_sources,
+        "num_output_channels": model.num_output_channels,
+        "config": config_to_dict(model.config),
+    }
+    if streaming:
+        if hops_per_step < 1:
+            raise ExportError(f"hops_per_step must be at least 1, got {hops_per_step}")
+        block_size = int(model.block_size) * int(hops_per_step)
+        delay = int(model.stream_delay)
+        state = model.initial_state(1)
+        names = list(model.state_names())
+        if len(names) != len(state):
+            raise ExportError(
+                f"{model.name} names {len(names)} states but initial_state returns {len(state)} tensors"
+            )
+        metadata.update(
+            {
+                "block_size": block_size,
+                "hop_length": block_size,
+                "stream_delay": delay,
+                "lookahead": int(getattr(model, "lookahead", delay)),
+                "algorithmic_latency": block_size + delay,
+                "model_block_size": int(model.block_size),
+                "input_names": ["x", *names],
+                "output_names": ["y", *[f"{name}_out" for name in names]],
+                "input_shape": [1, num_input_channels, block_size],
+                "output_shape": [1, model.num_sources, model.num_output_channels, block_size],
+                "state_names": names,
+                "state_shapes": [list(tensor.shape) for tensor in state],
+            }
+        )
+    else:
+        metadata.update(
+            {
+                "block_size": None,
+                "hop_length": None,
+                "stream_delay": None,
+                "lookahead": None,
+                "algorithmic_latency": None,
+                "model_block_size": None,
+                "input_names": ["x"],
+                "output_names": ["y"],
+                "input_shape": [1, num_input_channels, "time"],
+                "output_shape": [1, model.num_sources, model.num_output_channels, "time"],
+                "state_names": [],
+                "state_shapes": [],
+            }
+        )
+    return metadata
+
+
+def export_onnx(
+    model: SpeechModel,
+    path: str | os.PathLike,
+    *,
+    streaming: bool | None = None,
+    hops_per_step: int = 1,
+    tolerance: float = 1e-4,
+    verify_steps: int = 16,
+    chunk_lengths: Sequence[int] | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export ``model`` to ONNX at ``path``, verify it with ONNX Runtime and save golden data.
+
+    Args:
+        model: the model (put in eval mode; weights are not changed).
+        path: destination ``.onnx`` file; golden data goes to ``<stem>.golden.npz`` beside it.
+        streaming: export the one-block step graph (default: when the model supports streaming).
+        hops_per_step: model blocks per graph run (fewer, larger runs: less overhead, more latency).
+        tolerance: largest allowed ``max|ort - torch| / max(1, max|torch|)`` over outputs and states.
+        verify_steps: consecutive streaming steps compared (states carried between steps).
+        chunk_lengths: input lengths compared for chunk graphs (default: 1 s and 0.37 s).
+        seed: seed of the random verification input.
+        overwrite: replace existing files.
+
+    Raises:
+        ExportVerificationError: ONNX Runtime and PyTorch disagree beyond ``tolerance``.
+        OutputExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    onnx = require("onnx", "onnx", "ONNX export")
+    path = Path(path)
+    golden_path = path.with_name(path.stem + ".golden.npz")
+    for target in (path, golden_path):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    if streaming is None:
+        streaming = bool(model.supports_streaming)
+    if streaming and not model.supports_streaming:
+        raise ExportError(f"{model.name} does not support streaming; export it without --streaming")
+    model.eval()
+    metadata = export_metadata(model, streaming, hops_per_step)
+    generator = torch.Generator().manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        with torch.no_grad():
+            try:
+                with warnings.catch_warnings():
+                    # tracing warnings about Python control flow on shapes: the numerical check below decides
+                    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                    warnings.filterwarnings("ignore", message="Constant folding")
+                    warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, on purpose
+                    if streaming:
+                        _export_step_graph(model, tmp_name, metadata)
+                    else:
+                        _export_chunk_graph(model, tmp_name)
+            except (RuntimeError, TypeError, ValueError) as error:  # torch.onnx errors are RuntimeErrors
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                raise ExportError(f"torch.onnx cannot export {model.name}: {first_line}") from error
+            if streaming:
+                golden, error = _verify_streaming(model, tmp_name, metadata, verify_steps, generator)
+            else:
+                lengths = list(chunk_lengths or (model.sample_rate, int(0.37 * model.sample_rate)))
+                golden, error = _verify_chunk(model, tmp_name, lengths, generator)
+        if error > tolerance:
+            raise ExportVerificationError(
+                f"ONNX Runtime differs from PyTorch by {error:.3g} (relative max), above the tolerance "
+                f"{tolerance:.3g}; the export of {model.name} is not faithful"
+            )
+        metadata["verification"] = {"max_abs_error": error, "tolerance": tolerance, "seed": seed}
+        proto = onnx.load(tmp_name)
+        del proto.metadata_props[:]
+        for key in METADATA_KEYS:
+            entry = proto.metadata_props.add()
+            entry.key = key
+            entry.value = json.dumps(metadata[key], sort_keys=True)
+        proto.producer_name = "speechkit"
+        proto.producer_version = __version__
+        onnx.checker.check_model(proto)
+        onnx.save(proto, tmp_name)
+        os.replace(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
+    return ExportResult(path, golden_path, streaming, metadata, error, tolerance)
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded speechkit metadata of an exported ONNX file."""
+    onnx = require("onnx", "onnx", "reading ONNX metadata")
+    proto = onnx.load(str(path), load_external_data=False)
+    return {entry.key: json.loads(entry.value) for entry in proto.metadata_props}
+
+
+# ---------------------------------------------------------------------------------- internals
+def _export_step_graph(model: SpeechModel, target: str, metadata: dict[str, Any]) -> None:
+    x_block = torch.zeros(metadata["input_shape"])
+    state = model.initial_state(1)
+    torch.onnx.export(
+        _StepGraph(model),
+        (x_block, *state),
+        target,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=metadata["input_names"],
+        output_names=metadata["output_names"],
+        do_constant_folding=True,
+    )
+
+
+def _export_chunk_graph(model: SpeechModel, target: str) -> None:
+    x = torch.zeros(1, model.num_input_channels, model.sample_rate)
+    torch.onnx.export(
+        model,
+        (x,),
+        target,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {2: "time"}, "y": {3: "time"}},
+        do_constant_folding=True,
+    )
+
+
+def _session(target: str) -> Any:
+    ort = require("onnxruntime", "onnx", "verifying the ONNX export")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
+
+
+def _relative_error(ort_value: np.ndarray, reference: np.ndarray) -> float:
+    if reference.size == 0:
+        return 0.0
+    scale = max(1.0, float(np.max(np.abs(reference))))
+    return float(np.max(np.abs(ort_value - reference))) / scale
+
+
+def _verify_streaming(
+    model: SpeechModel,
+    target: str,
+    metadata: dict[str, Any],
+    steps: int,
+    generator: torch.Generator,
+) -> tuple[dict[str, np.ndarray], float]:
+    session = _session(target)
+    input_names = metadata["input_names"]
+    x_steps = 0.5 * torch.randn(steps, *metadata["input_shape"], generator=generator)  # [steps, 1, C_in, hop]
+    torch_state = model.initial_state(1)
+    ort_state = [tensor.numpy().copy() for tensor in torch_state]
+    worst = 0.0
+    outputs = []
+    for step in range(steps):
+        y_torch, torch_state = model.forward_step(x_steps[step], torch_state)
+        feeds = {name: value for name, value in zip(input_names, [x_steps[step].numpy(), *ort_state])}
+        y_ort, *ort_state = session.run(None, feeds)
+        worst = max(worst, _relative_error(y_ort, y_torch.numpy()))
+        for ort_value, torch_value in zip(ort_state, torch_state):
+            worst = max(worst, _relative_error(ort_value, torch_value.numpy()))
+        outputs.append(y_torch.numpy())
+    golden = {"x": x_steps.numpy(), "y": np.stack(outputs)}  # x [steps, 1, C_in, hop], y [steps, 1, S, C_out, hop]
+    return golden, worst
+
+
+def _verify_chunk(
+    model: SpeechModel, target: str, lengths: Sequence[int], generator: torch.Generator
+) -> tuple[dict[str, np.ndarray], float]:
+    session = _session(target)
+    worst = 0.0
+    golden: dict[str, np.ndarray] = {}
+    for index, length in enumerate(lengths):
+        x = 0.5 * torch.randn(1, model.num_input_channels, int(length), generator=generator)
+        y_torch = model(x).numpy()
+        (y_ort,) = session.run(None, {"x": x.numpy()})
+        if y_ort.shape != y_torch.shape:
+            raise ExportVerificationError(
+                f"ONNX output shape {y_ort.shape} differs from PyTorch {y_torch.shape} at length {length}"
+            )
+        worst = max(worst, _relative_error(y_ort, y_torch))
+        golden[f"x_{index}"] = x.numpy()
+        golden[f"y_{index}"] = y_torch
+    return golden, worst

@@ -1,0 +1,362 @@
+"""Realtime engine: exactness against the offline graph and PyTorch, latency, deadlines, flush, no torch."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from realtime.clock import VirtualClock  # noqa: E402
+from realtime.engine import Engine  # noqa: E402
+from realtime.errors import LatencyBudgetError, RealtimeError  # noqa: E402
+from realtime.latency import minimum_prefill  # noqa: E402
+from realtime.model import StreamModel  # noqa: E402
+from realtime.ring import RingBuffer  # noqa: E402
+from test_realtime_support import make_identity_onnx, make_tiny_model, random_signal  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """The tiny streaming model and its verified ONNX export (model, path, tolerance)."""
+    pytest.importorskip("torch")
+    from speechkit.export import export_onnx
+
+    model = make_tiny_model(seed=1)
+    result = export_onnx(model, tmp_path_factory.mktemp("export") / "tiny.onnx", verify_steps=8)
+    return model, result.onnx_path, result.tolerance
+
+
+@pytest.fixture(scope="module")
+def aec_export(tmp_path_factory):
+    pytest.importorskip("torch")
+    from speechkit.export import export_onnx
+
+    model = make_tiny_model(num_inputs=2, seed=2)
+    return model, export_onnx(model, tmp_path_factory.mktemp("aec") / "aec.onnx", verify_steps=4).onnx_path
+
+
+def _torch_stream(model, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    hop = model.block_size
+    hops = -(-x.shape[-1] // hop)
+    padded = np.zeros((x.shape[0], hops * hop), dtype=np.float32)
+    padded[:, : x.shape[-1]] = x
+    state, outputs = model.initial_state(1), []
+    with torch.no_grad():
+        for index in range(hops):
+            y, state = model.forward_step(torch.from_numpy(padded[None, :, index * hop : (index + 1) * hop]), state)
+            outputs.append(y.reshape(1, hop).numpy())
+    return np.concatenate(outputs, axis=-1)[:, : x.shape[-1]]
+
+
+def test_no_torch_imported():
+    code = "import sys, realtime, realtime.engine, realtime.cli, realtime.model, realtime.devices; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_ring_buffer_wraps_and_keeps_history():
+    ring = RingBuffer(2, 10)
+    data = np.arange(2 * 37, dtype=np.float32).reshape(2, 37)
+    for start in range(0, 37, 7):
+        ring.write(data[:, start : start + 7])
+    out = np.empty((2, 6), dtype=np.float32)
+    ring.read(31, out)
+    np.testing.assert_array_equal(out, data[:, 31:37])
+    ring.read(24, out)  # 24..26 were overwritten: zeros, then held samples
+    np.testing.assert_array_equal(out[:, 3:], data[:, 27:30])
+    assert not out[:, :3].any() and not ring.holds(24, 6) and ring.holds(27, 10)
+
+
+@pytest.mark.parametrize("hop,block", [(8, 8), (8, 1), (8, 16), (8, 5), (16, 100), (160, 256)])
+def test_minimum_prefill_gives_every_step_a_callback(hop, block):
+    prefill = minimum_prefill(hop, block)
+    assert prefill >= hop
+    if block == hop:
+        assert prefill == hop
+    if block % hop == 0:
+        assert prefill == block
+
+
+def test_engine_stream_equals_offline_graph_and_pytorch(tiny_export):
+    model, path, tolerance = tiny_export
+    stream_model = StreamModel(path)
+    x = random_signal(2999)
+    offline = stream_model.process(x)  # the same graph, hop by hop, no engine
+    reference = _torch_stream(model, x)
+    assert np.max(np.abs(offline - reference)) <= tolerance
+    rng = np.random.default_rng(0)
+    for device_block in (8, 13, 64):
+        sizes = rng.integers(1, device_block + 1, size=40)
+        engine = Engine(stream_model, device_block, variable_blocks=True)
+        streamed = engine.run_array(x, callback_sizes=sizes, compensate_latency=False)
+        prefill = engine.latency.prefill
+        np.testing.assert_array_equal(streamed[:, prefill:], offline[:, : x.shape[-1] - prefill])
+        assert not streamed[:, :prefill].any()
+        assert engine.metrics.deadline_misses == 0 and engine.metrics.ring_underflows == 0
+        aligned = engine.run_array(x, callback_sizes=sizes)  # latency compensated: aligned with the offline model
+        assert np.max(np.abs(aligned[:, : x.shape[-1] - model.stream_delay] - reference[:, model.stream_delay :])) <= tolerance
+
+
+def test_file_source_to_file_sink_cli(tiny_export, tmp_path):
+    soundfile = pytest.importorskip("soundfile")
+    from speechkit.cli import main as cli_main
+
+    _, path, _ = tiny_export
+    x = random_signal(4000)
+    soundfile.write(tmp_path / "in.wav", x[0], 8000, subtype="FLOAT")
+    assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "in.wav"),
+                     "--output", str(tmp_path / "out.wav"), "--block", "24", "--quiet"]) == 0
+    y, rate = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    offline = StreamModel(path).process(x)[0]
+    assert rate == 8000 and y.shape == (4000,)
+    np.testing.assert_array_equal(y[: 4000 - 8], offline[8:])  # compensated by stream_delay + buffering, exactly
+    code = cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "in.wav"),
+                     "--output", str(tmp_path / "out.wav"), "--latency-ms", "1", "--quiet", "--force"])
+    assert code == 2  # 2 ms algorithmic latency cannot meet a 1 ms budget
+
+
+@pytest.mark.parametrize("hop,delay,block", [(8, 0, 8), (8, 3, 8), (8, 3, 5), (16, 7, 40), (4, 2, 1)])
+def test_identity_output_delay_equals_declared_latency(tmp_path, hop, delay, block):
+    model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", hop, delay))
+    engine = Engine(model, block)
+    x = random_signal(1500)
+    y = engine.run_array(x, compensate_latency=False)
+    declared = engine.latency.algorithmic + engine.latency.buffering
+    assert declared == engine.latency.total  # file streaming: no device terms
+    assert engine.latency.algorithmic == hop + delay
+    np.testing.assert_array_equal(y[:, declared:], x[:, :-declared])
+    assert not y[:, :declared].any()
+    # measured by cross-correlation too: the peak is at the declared lag
+    lag = int(np.argmax(np.correlate(y[0], x[0], mode="full"))) - (x.shape[-1] - 1)
+    assert lag == declared
+
+
+@pytest.mark.parametrize("fallback", ["passthrough", "silence"])
+def test_virtual_clock_counts_injected_misses_and_latency_recovers(tmp_path, fallback):
+    hop = 8
+    model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", hop, 0))
+    clock = VirtualClock()
+    injected = {10, 57, 200}
+    hop_seconds = hop / model.sample_rate
+
+    def slow_step(hop_index: int) -> None:
+        if hop_index in injected:
+            clock.advance(1.5 * hop_seconds)  # longer than the step's slack of one hop
+
+    engine = Engine(model, hop, clock=clock, fallback=fallback, step_hook=slow_step)
+    x = random_signal(3200)
+    y = engine.run_array(x, paced=True, compensate_latency=False)
+    metrics = engine.metrics
+    assert metrics.deadline_misses == len(injected)
+    assert metrics.ring_underflows == 0 and metrics.skipped_steps == 0
+    delay = engine.signal_delay
+    wrong = np.nonzero(y[0, delay:] != x[0, :-delay])[0]
+    wrong_hops = sorted(set(((wrong + delay - engine.latency.prefill) // hop).tolist()))
+    if fallback == "passthrough":
+        assert wrong_hops == []  # the delayed input is the identity's output: timeline intact
+    else:
+        assert wrong_hops == sorted(injected)  # silence exactly where the steps were late, nowhere else
+    assert metrics.backlog_samples < hop  # no backlog left: latency back to the configured value
+    np.testing.assert_array_equal(y[0, -1000:], x[0, -1000 - delay : -delay])
+    assert clock.now() == pytest.approx((x.shape[-1] + delay) / model.sample_rate, abs=2 * hop_seconds)
+
+
+def test_very_slow_step_skips_steps_without_growing_latency(tmp_path):
+    model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", 8, 0))
+    clock = VirtualClock()
+    engine = Engine(model, 8, clock=clock, fallback="silence",
+                    step_hook=lambda index: clock.advance(0.02) if index == 30 else None)  # 20 hops long
+    x = random_signal(2000)
+    y = engine.run_array(x, paced=True, compensate_latency=False)
+    assert engine.metrics.deadline_misses > 1 and engine.metrics.skipped_steps == engine.metrics.deadline_misses - 1
+    delay = engine.signal_delay
+    np.testing.assert_array_equal(y[0, -800:], x[0, -800 - delay : -delay])
+
+
+def test_reset_and_flush_lengths(tiny_export):
+    _, path, _ = tiny_export
+    engine = Engine(StreamModel(path), 24)
+    for length in (1, 7, 8, 999):
+        x = random_signal(length, seed=length)
+        first = engine.run_array(x)
+        again = engine.run_array(x)  # run_array resets: same result
+        raw = engine.run_array(x, compensate_latency=False)
+        assert first.shape == raw.shape == (1, length)
+        np.testing.assert_array_equal(first, again)
+    engine.reset()
+    assert engine.metrics.steps == 0 and engine.metrics.deadline_misses == 0
+
+
+def test_echo_cancellation_mode_with_far_end(aec_export, tmp_path):
+    soundfile = pytest.importorskip("soundfile")
+    from realtime.io import file_input
+
+    model, path = aec_export
+    near, far = random_signal(1200, seed=1), random_signal(1000, seed=2)
+    soundfile.write(tmp_path / "near.wav", near[0], 8000, subtype="FLOAT")
+    soundfile.write(tmp_path / "far.wav", far[0], 8000, subtype="FLOAT")
+    x = file_input(tmp_path / "near.wav", 8000, tmp_path / "far.wav", 2)
+    assert x.shape == (2, 1000)
+    stream_model = StreamModel(path)
+    engine = Engine(stream_model, 16)
+    y = engine.run_array(x, compensate_latency=False)
+    prefill = engine.latency.prefill
+    np.testing.assert_array_equal(y[:, prefill:], stream_model.process(x)[:, :-prefill])
+    with pytest.raises(RealtimeError, match="far-end"):
+        file_input(tmp_path / "near.wav", 8000, None, 2)
+
+
+def test_budget_refusal_and_compute_check(tmp_path):
+    model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", 80, 0))  # 10 ms hop at 8 kHz
+    with pytest.raises(LatencyBudgetError, match="budget"):
+        Engine(model, 160, latency_budget_ms=15.0)
+    engine = Engine(model, 80, latency_budget_ms=10.0, device_output=0)
+    assert engine.latency.milliseconds(engine.latency.total) == 10.0
+    with pytest.raises(RealtimeError, match="real time"):
+        engine.check_compute([0.02] * 10)  # 20 ms per 10 ms hop
+    assert engine.slack_seconds() == pytest.approx(0.01)
+    with pytest.raises(RealtimeError, match="extra-buffer"):
+        engine.check_compute([0.001] * 95 + [0.05] * 5)  # fast on average (3.45 ms), 5 % of steps take 50 ms
+    engine.check_compute([0.001] * 100)
+
+
+def test_rejects_chunk_graph_and_missing_file(tmp_path, tiny_export):
+    from speechkit.export import export_onnx
+
+    with pytest.raises(RealtimeError, match="does not exist"):
+        StreamModel(tmp_path / "missing.onnx")
+    chunk = export_onnx(tiny_export[0], tmp_path / "chunk.onnx", streaming=False, chunk_lengths=(400,))
+    with pytest.raises(RealtimeError, match="streaming export"):
+        StreamModel(chunk.onnx_path)
+
+
+def test_portaudio_smoke_with_null_sink(tmp_path, tiny_export):
+    """Real clock through PortAudio, where a PulseAudio null sink can be started."""
+    if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
+        pytest.skip("no PulseAudio on this machine (pulseaudio/pactl not found), so no null sink to stream to")
+    try:
+        import sounddevice  # noqa: F401
+    except (ImportError, OSError) as error:
+        pytest.skip(f"sounddevice/PortAudio unavailable: {error}")
+    started = subprocess.run(["pulseaudio", "--start", "--exit-idle-time=30"], capture_output=True)
+    loaded = subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=speechkit_test"], capture_output=True)
+    if started.returncode != 0 or loaded.returncode != 0:
+        pytest.skip("a PulseAudio null sink could not be started here")
+    os.environ["PULSE_SINK"] = "speechkit_test"
+    try:
+        from realtime.devices import run_device
+
+        _, path, _ = tiny_export
+        engine = Engine(StreamModel(path), 256)
+        x = random_signal(4000)
+        run_device(engine, file_input=x, speaker=True)
+        assert engine.metrics.steps > 0
+    finally:
+        subprocess.run(["pactl", "unload-module", loaded.stdout.decode().strip()], capture_output=True)
+        os.environ.pop("PULSE_SINK", None)
+
+
+class _FakeSoundDevice:
+    """Stands in for sounddevice: streams call the callback from a thread, paced at real time."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, signal: np.ndarray, rate: int) -> None:
+        self.signal = signal
+        self.rate = rate
+        self.played: list[np.ndarray] = []
+
+    def _stream(self, kind: str):
+        fake = self
+
+        class Stream:
+            latency = (0.004, 0.006) if kind == "duplex" else 0.005
+
+            def __init__(self, callback=None, blocksize=0, **_):
+                self.callback, self.blocksize = callback, blocksize
+
+            def close(self):
+                pass
+
+            def __enter__(self):
+                import threading
+
+                self.running = True
+                self.thread = threading.Thread(target=self._run, daemon=True)
+                self.thread.start()
+                return self
+
+            def _run(self):
+                import time as time_module
+
+                position = 0
+                while self.running:
+                    frames = self.blocksize
+                    indata = np.zeros((frames, 1), dtype=np.float32)
+                    chunk = fake.signal[position : position + frames]
+                    indata[: chunk.shape[0], 0] = chunk
+                    outdata = np.zeros((frames, 1), dtype=np.float32)
+                    if kind == "input":
+                        self.callback(indata, frames, None, None)
+                    elif kind == "output":
+                        self.callback(outdata, frames, None, None)
+                    else:
+                        self.callback(indata, outdata, frames, None, None)
+                    fake.played.append(outdata[:, 0].copy())
+                    position += frames
+                    time_module.sleep(frames / fake.rate / 4)  # 4x faster than real time
+
+            def __exit__(self, *exc):
+                self.running = False
+                self.thread.join()
+
+        return Stream
+
+    @property
+    def Stream(self):  # noqa: N802 - sounddevice's names
+        return self._stream("duplex")
+
+    @property
+    def InputStream(self):  # noqa: N802
+        return self._stream("input")
+
+    @property
+    def OutputStream(self):  # noqa: N802
+        return self._stream("output")
+
+
+def test_device_driver_with_fake_portaudio(tiny_export, monkeypatch):
+    import realtime.devices as devices
+
+    _, path, _ = tiny_export
+    x = random_signal(4000)
+    fake = _FakeSoundDevice(x[0], 8000)
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    assert devices.device_latency(8000, 64, None, None, True, True) == (32, 48)
+    stream_model = StreamModel(path)
+    engine = Engine(stream_model, 64, device_input=32, device_output=48)
+    captured = devices.run_device(engine, speaker=False, duration=0.5)  # microphone -> capture
+    assert captured.shape[0] == 1 and captured.shape[-1] >= 4000
+    prefill = engine.latency.prefill
+    offline = stream_model.process(x)
+    if engine.metrics.deadline_misses == 0:  # the worker thread kept up (it should; the machine may be loaded)
+        np.testing.assert_array_equal(captured[:, prefill:4000], offline[:, : 4000 - prefill])
+    fake.played.clear()
+    engine.reset()
+    devices.run_device(engine, file_input=x, speaker=True)  # file -> speaker
+    played = np.concatenate(fake.played)
+    assert played.shape[0] >= 4000 + engine.signal_delay - 64
+    if engine.metrics.deadline_misses == 0:
+        np.testing.assert_array_equal(played[prefill:4000], offline[0, : 4000 - prefill])
