@@ -1,0 +1,196 @@
+"""Import asteroid Conv-TasNet checkpoints (Zenodo ``.pth`` or Hugging Face ``pytorch_model.bin``).
+
+An asteroid checkpoint is a ``torch.save``-d dict ``{"model_name": "ConvTasNet", "state_dict":
+{...}, "model_args": {...}, "infos": {...}}``. It is read with ``torch.load(weights_only=True)``
+(no arbitrary unpickling), its ``model_args`` become a :class:`ConvTasNetConfig` and its tensors
+are renamed onto :class:`ConvTasNet`, whose keys mirror asteroid's. Every source tensor must be
+consumed; leftovers are an error.
+
+Norm names differ: asteroid ``"gLN"`` -> ``"gLN"``; asteroid ``"cLN"`` (a per-frame channel norm)
+-> ``"chanLN"``; asteroid ``"cgLN"`` (the paper's cumulative norm) -> ``"cLN"``.
+
+Framing note: asteroid frames the raw signal with no padding, speechkit pads it causally (``kernel
+- stride`` zeros on the left, see :mod:`speechkit.frontend.framing`). Inner frames coincide, so a
+converted model computes the same network on the same frame grid, with one extra frame at each
+edge; outputs match asteroid's except for those edge frames (and, for gLN, the slightly different
+global statistics they bring).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..models.conv_tasnet import MASK_ACTIVATIONS, ConvTasNet, ConvTasNetConfig
+
+#: asteroid norm_type -> speechkit norm_type
+ASTEROID_NORMS: Mapping[str, str] = MappingProxyType({"gLN": "gLN", "cLN": "chanLN", "cgLN": "cLN"})
+
+#: asteroid fb_name values (case-insensitive) meaning the free learned filterbank
+FREE_FILTERBANK_NAMES = ("free", "freefb")
+
+
+def read_asteroid_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load an asteroid checkpoint dict safely (``weights_only=True``) and check its layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"asteroid checkpoint {path} does not exist")
+    try:
+        package = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, ...)
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint loadable with weights_only=True ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})"
+        ) from error
+    if not isinstance(package, dict) or "state_dict" not in package or "model_args" not in package:
+        raise CheckpointError(
+            f"{path} is not an asteroid model file (expected a dict with 'state_dict' and 'model_args')"
+        )
+    model_name = package.get("model_name", "ConvTasNet")
+    if model_name != "ConvTasNet":
+        raise CheckpointError(f"{path} holds an asteroid {model_name!r}, only 'ConvTasNet' converts to conv_tasnet")
+    if not isinstance(package["state_dict"], dict) or not isinstance(package["model_args"], dict):
+        raise CheckpointError(f"{path}: 'state_dict' and 'model_args' must both be dicts")
+    return package
+
+
+def asteroid_config(model_args: dict[str, Any], source: str = "checkpoint") -> ConvTasNetConfig:
+    """Translate asteroid ``model_args`` into a :class:`ConvTasNetConfig` (norm names mapped)."""
+    fb_name = str(model_args.get("fb_name", "free"))
+    if fb_name.lower() not in FREE_FILTERBANK_NAMES:
+        raise CheckpointError(
+            f"{source}: asteroid filterbank {fb_name!r} is not supported; only the free learned filterbank converts"
+        )
+    if model_args.get("encoder_activation") not in (None, "linear"):
+        raise CheckpointError(
+            f"{source}: encoder_activation {model_args['encoder_activation']!r} is not supported (only none/linear)"
+        )
+    if model_args.get("is_pinv"):
+        raise CheckpointError(f"{source}: pseudo-inverse filterbanks are not supported")
+    mask_act = str(model_args.get("mask_act", "sigmoid"))
+    if mask_act not in MASK_ACTIVATIONS:
+        raise CheckpointError(
+            f"{source}: mask_act {mask_act!r} is not supported (supported: {', '.join(MASK_ACTIVATIONS)})"
+        )
+    norm_type = str(model_args.get("norm_type", "gLN"))
+    if norm_type not in ASTEROID_NORMS:
+        raise CheckpointError(
+            f"{source}: asteroid norm_type {norm_type!r} is not supported (supported: {', '.join(ASTEROID_NORMS)})"
+        )
+    n_filters = int(model_args["n_filters"]) if "n_filters" in model_args else 512
+    for key in ("in_chan", "out_chan"):
+        if model_args.get(key) not in (None, n_filters):
+            raise CheckpointError(f"{source}: {key}={model_args[key]} differs from n_filters={n_filters}")
+    kernel_size = int(model_args.get("kernel_size", 16))
+    stride = model_args.get("stride")
+    skip_chan = model_args.get("skip_chan", 128)
+    try:
+        return ConvTasNetConfig(
+            n_filters=n_filters,
+            kernel_size=kernel_size,
+            stride=int(stride) if stride else kernel_size // 2,
+            bn_chan=int(model_args.get("bn_chan", 128)),
+            hid_chan=int(model_args.get("hid_chan", 512)),
+            skip_chan=int(skip_chan) if skip_chan else 0,
+            conv_kernel_size=int(model_args.get("conv_kernel_size", 3)),
+            n_blocks=int(model_args.get("n_blocks", 8)),
+            n_repeats=int(model_args.get("n_repeats", 3)),
+            n_src=int(model_args["n_src"]),
+            mask_act=mask_act,
+            norm_type=ASTEROID_NORMS[norm_type],
+            causal=bool(model_args.get("causal", False)),
+            sample_rate=int(round(float(model_args.get("sample_rate", 8000)))),
+        )
+    except KeyError as error:
+        raise CheckpointError(f"{source}: model_args lacks {error.args[0]!r}") from error
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: unsupported asteroid configuration ({error})") from error
+
+
+def asteroid_key_to_speechkit(key: str) -> str:
+    """Map one asteroid state-dict key to ours (only the causal depthwise conv is renamed)."""
+    parts = key.split(".")
+    # masker.TCN.{i}.shared_block.3.0.{weight,bias}: the causal build wraps the conv with a chop
+    if len(parts) == 7 and parts[:2] == ["masker", "TCN"] and parts[3:6] == ["shared_block", "3", "0"]:
+        return ".".join([*parts[:5], parts[6]])
+    return key
+
+
+def convert_asteroid_state_dict(
+    state_dict: dict[str, torch.Tensor], model: ConvTasNet, source: str = "checkpoint"
+) -> dict[str, torch.Tensor]:
+    """Rename asteroid tensors onto ``model``; fail listing unconsumed, missing or mis-shaped keys."""
+    expected = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    leftovers = []
+    for key, tensor in state_dict.items():
+        target = asteroid_key_to_speechkit(key)
+        if target in expected and target not in converted and isinstance(tensor, torch.Tensor):
+            converted[target] = tensor.detach().to(torch.float32)
+        else:
+            leftovers.append(key)
+    problems = []
+    if leftovers:
+        problems.append(f"{len(leftovers)} unconsumed tensor(s): {', '.join(sorted(leftovers)[:8])}")
+    missing = sorted(set(expected) - set(converted))
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:8])}")
+    mis_shaped = [
+        f"{key} {tuple(converted[key].shape)} != {tuple(expected[key].shape)}"
+        for key in sorted(converted)
+        if converted[key].shape != expected[key].shape
+    ]
+    if mis_shaped:
+        problems.append(f"{len(mis_shaped)} mis-shaped tensor(s): {', '.join(mis_shaped[:8])}")
+    if problems:
+        raise CheckpointError(f"{source} does not match its model_args: " + "; ".join(problems))
+    return converted
+
+
+def _json_safe(value: Any) -> Any:
+    """Drop what JSON cannot hold (tensors, objects) from the ``infos`` dict, keeping text and numbers."""
+    return json.loads(json.dumps(value, default=lambda item: str(item)[:200]))
+
+
+def convert_asteroid_checkpoint(
+    path: str | os.PathLike,
+    out_path: str | os.PathLike | None = None,
+    overwrite: bool = False,
+) -> ConvTasNet:
+    """Build a :class:`ConvTasNet` from an asteroid checkpoint, optionally saving it as ours.
+
+    Args:
+        path: asteroid ``.pth`` (Zenodo) or Hugging Face ``pytorch_model.bin`` with the same layout.
+        out_path: if given, write a speechkit ``.safetensors`` checkpoint there with provenance.
+        overwrite: replace an existing ``out_path``.
+
+    Returns:
+        The converted model, in eval mode.
+    """
+    package = read_asteroid_checkpoint(path)
+    source = str(path)
+    model_args = package["model_args"]
+    config = asteroid_config(model_args, source)
+    model = ConvTasNet(config)
+    state = convert_asteroid_state_dict(package["state_dict"], model, source)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    if out_path is not None:
+        from ..checkpoint import save_checkpoint
+
+        provenance = {
+            "converted_from": "asteroid",
+            "source_file": Path(path).name,
+            "asteroid_model_name": package.get("model_name", "ConvTasNet"),
+            "asteroid_model_args": _json_safe(model_args),
+            "asteroid_infos": _json_safe(package.get("infos", {})),
+            "note": "asteroid frames without padding; speechkit pads causally (edge frames differ)",
+        }
+        save_checkpoint(model, out_path, provenance=provenance, overwrite=overwrite)
+    return model

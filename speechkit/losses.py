@@ -1,0 +1,145 @@
+"""Signal-level metrics and training losses: SNR, SI-SDR, and permutation-invariant training.
+
+SI-SDR follows Le Roux et al., "SDR - half-baked or well done?", ICASSP 2019; utterance-level PIT
+follows Kolbaek et al., "Multitalker speech separation with utterance-level permutation invariant
+training", IEEE/ACM TASLP 2017 (exhaustive search over permutations, fine for 2-4 sources).
+
+All functions work on the last axis (time) and broadcast over any leading axes, returning one
+value per example: ``estimate [..., T]``, ``reference [..., T]`` -> ``[...]``. They are eps-safe:
+silent references or perfect estimates give large finite values, never NaN.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import torch
+
+from .errors import ConfigError
+
+#: default eps guarding divisions and logarithms
+EPS = 1e-8
+
+#: most sources :func:`pit_loss` searches exhaustively (S! permutations)
+MAX_PIT_SOURCES = 4
+
+
+def _check_shapes(estimate: torch.Tensor, reference: torch.Tensor) -> None:
+    if estimate.shape[-1] != reference.shape[-1]:
+        raise ConfigError(
+            f"estimate and reference lengths differ ({estimate.shape[-1]} vs {reference.shape[-1]})"
+        )
+
+
+def snr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = False,
+        eps: float = EPS) -> torch.Tensor:
+    """Signal-to-noise ratio in dB: ``10 log10(|ref|^2 / |ref - est|^2)``, ``[..., T] -> [...]``.
+
+    Args:
+        estimate: estimated signal ``[..., T]``.
+        reference: target signal, broadcastable to ``estimate``.
+        zero_mean: subtract each signal's mean first.
+        eps: added to both energies.
+    """
+    _check_shapes(estimate, reference)
+    if zero_mean:
+        estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+        reference = reference - reference.mean(dim=-1, keepdim=True)
+    signal_energy = reference.pow(2).sum(dim=-1)  # [...]
+    noise_energy = (reference - estimate).pow(2).sum(dim=-1)  # [...]
+    return 10.0 * torch.log10((signal_energy + eps) / (noise_energy + eps))
+
+
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = True,
+           eps: float = EPS) -> torch.Tensor:
+    """Scale-invariant SDR in dB (Le Roux et al. 2019), ``[..., T] -> [...]``.
+
+    The reference is scaled by ``alpha = <est, ref> / |ref|^2``; SI-SDR is
+    ``10 log10(|alpha ref|^2 / |est - alpha ref|^2)``.
+
+    Args:
+        estimate: estimated signal ``[..., T]``.
+        reference: target signal, broadcastable to ``estimate``.
+        zero_mean: subtract each signal's mean first (the usual SI-SNR definition).
+        eps: guards the projection and the ratio.
+    """
+    _check_shapes(estimate, reference)
+    if zero_mean:
+        estimate = estimate - estimate.mean(dim=-1, keepdim=True)
+        reference = reference - reference.mean(dim=-1, keepdim=True)
+    dot = (estimate * reference).sum(dim=-1, keepdim=True)  # [..., 1]
+    reference_energy = reference.pow(2).sum(dim=-1, keepdim=True)  # [..., 1]
+    target = dot / (reference_energy + eps) * reference  # [..., T]
+    noise = estimate - target
+    return 10.0 * torch.log10((target.pow(2).sum(dim=-1) + eps) / (noise.pow(2).sum(dim=-1) + eps))
+
+
+def neg_si_sdr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = True,
+               eps: float = EPS) -> torch.Tensor:
+    """``-si_sdr`` per example (a loss to minimise), ``[..., T] -> [...]``."""
+    return -si_sdr(estimate, reference, zero_mean=zero_mean, eps=eps)
+
+
+def neg_snr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = False,
+            eps: float = EPS) -> torch.Tensor:
+    """``-snr`` per example (a loss to minimise), ``[..., T] -> [...]``."""
+    return -snr(estimate, reference, zero_mean=zero_mean, eps=eps)
+
+
+def pairwise_losses(
+    estimates: torch.Tensor,
+    references: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = neg_si_sdr,
+) -> torch.Tensor:
+    """Loss of every (estimate, reference) pair: ``[B, S, ..., T]`` twice -> ``[B, S_est, S_ref]``.
+
+    Extra axes between the source axis and time (e.g. channels) are averaged.
+    """
+    _check_shapes(estimates, references)
+    if estimates.shape[:2] != references.shape[:2] or estimates.dim() < 3:
+        raise ConfigError(
+            f"estimates {tuple(estimates.shape)} and references {tuple(references.shape)} must both be "
+            "[batch, sources, ..., time] with the same batch and source counts"
+        )
+    losses = loss_fn(estimates.unsqueeze(2), references.unsqueeze(1))  # [B, S, S, ...]
+    return losses.reshape(*losses.shape[:3], -1).mean(dim=-1)  # [B, S, S]
+
+
+def pit_loss(
+    estimates: torch.Tensor,
+    references: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = neg_si_sdr,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Utterance-level permutation-invariant loss for 1-4 sources.
+
+    Args:
+        estimates: ``[B, S, ..., T]`` model outputs.
+        references: ``[B, S, ..., T]`` targets.
+        loss_fn: per-example loss ``[..., T] x [..., T] -> [...]`` (default :func:`neg_si_sdr`).
+
+    Returns:
+        ``(loss, permutation)``: the batch mean of each example's best mean-over-sources loss (a
+        scalar), and ``permutation [B, S]`` (long) such that ``estimates[b, permutation[b, j]]``
+        is matched to ``references[b, j]``; see :func:`reorder_sources`.
+    """
+    num_sources = estimates.shape[1] if estimates.dim() >= 2 else 0
+    if not 1 <= num_sources <= MAX_PIT_SOURCES:
+        raise ConfigError(f"pit_loss handles 1 to {MAX_PIT_SOURCES} sources, got {num_sources}")
+    pairwise = pairwise_losses(estimates, references, loss_fn)  # [B, S_est, S_ref]
+    permutations = torch.tensor(
+        list(itertools.permutations(range(num_sources))), device=pairwise.device
+    )  # [P, S]: permutation[j] = estimate index for reference j
+    reference_index = torch.arange(num_sources, device=pairwise.device)
+    per_permutation = pairwise[:, permutations, reference_index].mean(dim=-1)  # [B, P]
+    best_loss, best_index = per_permutation.min(dim=1)  # [B], [B]
+    return best_loss.mean(), permutations[best_index]  # scalar, [B, S]
+
+
+def reorder_sources(estimates: torch.Tensor, permutation: torch.Tensor) -> torch.Tensor:
+    """Reorder ``estimates [B, S, ...]`` so source j of example b is ``estimates[b, permutation[b, j]]``."""
+    if permutation.shape != estimates.shape[:2]:
+        raise ConfigError(
+            f"permutation {tuple(permutation.shape)} does not match estimates {tuple(estimates.shape[:2])}"
+        )
+    batch_index = torch.arange(estimates.shape[0], device=estimates.device)[:, None]  # [B, 1]
+    return estimates[batch_index, permutation.to(estimates.device)]  # [B, S, ...]

@@ -1,0 +1,70 @@
+"""Dilated depthwise 1-D convolution, "same"-padded or causal with a streaming cache.
+
+The temporal convolution of TCN-style separators (Conv-TasNet, Luo & Mesgarani 2019, Fig. 1C).
+Parameters are ``weight [C, 1, kernel_size]`` and ``bias [C]``, the layout of
+``nn.Conv1d(C, C, kernel_size, groups=C)``, so checkpoints of such convs load unchanged.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+
+class DilatedDepthwiseConv1d(nn.Module):
+    """Depthwise conv over ``[B, C, T]`` with dilation, keeping the length T.
+
+    Non-causal: ``(k - 1) * d`` zeros split evenly between both sides (``(k - 1) * d`` must be
+    even). Causal: all ``(k - 1) * d`` zeros on the left, so frame t sees frames ``t - (k-1)d .. t``;
+    :meth:`forward_step` then streams with a cache of the last ``(k - 1) * d`` input frames.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int = 1, causal: bool = False,
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.causal = causal
+        self.context = (kernel_size - 1) * dilation
+        if not causal and self.context % 2:
+            raise ConfigError(
+                f"a non-causal depthwise conv needs an even context (kernel_size-1)*dilation, got {self.context}"
+            )
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
+        self.bias = nn.Parameter(torch.empty(channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default Conv1d initialisation."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.kernel_size)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def _conv(self, padded: torch.Tensor) -> torch.Tensor:
+        return F.conv1d(padded, self.weight, self.bias, dilation=self.dilation, groups=self.channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, T] -> [B, C, T]``."""
+        if self.causal:
+            padded = F.pad(x, (self.context, 0))  # [B, C, T + context]
+        else:
+            padded = F.pad(x, (self.context // 2, self.context // 2))  # [B, C, T + context]
+        return self._conv(padded)
+
+    def cache_shape(self, batch_size: int) -> tuple[int, int, int]:
+        """Shape ``[B, C, (k - 1) * d]`` of the streaming cache."""
+        return (batch_size, self.channels, self.context)
+
+    def forward_step(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Causal streaming: ``x [B, C, T_step]`` and ``cache [B, C, (k-1)d]`` -> ``[B, C, T_step]``, new cache."""
+        if not self.causal:
+            raise ConfigError("only a causal depthwise conv can stream")
+        padded = torch.cat([cache, x], dim=-1)  # [B, C, context + T_step]
+        new_cache = padded[..., padded.shape[-1] - self.context :]  # [B, C, context]
+        return self._conv(padded), new_cache

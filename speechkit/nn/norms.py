@@ -1,0 +1,114 @@
+"""Layer norms over ``[B, C, T]`` feature maps: global, true cumulative (streamable), channel-wise.
+
+All three have a learned per-channel gain ``gamma`` and bias ``beta`` (shape ``[C]``, the names
+asteroid uses) and ``eps = 1e-8`` inside the square root, as in Conv-TasNet (Luo & Mesgarani,
+IEEE/ACM TASLP 2019, section II-D):
+
+- :class:`GlobalLayerNorm` ("gLN"): mean and variance over channels and *all* frames.
+  Non-causal.
+- :class:`CumulativeLayerNorm` ("cLN" in the paper, ``cgLN`` in asteroid): mean and variance over
+  channels and every frame up to and including the current one. Causal; streams with an explicit
+  running-sum state.
+- :class:`ChannelLayerNorm` ("chanLN", asteroid's ``cLN``): mean and variance over channels of each
+  frame separately. Causal and stateless.
+
+Use :func:`make_norm` to build one by name.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+#: eps added to the variance before the square root
+NORM_EPS = 1e-8
+
+#: norm names accepted by :func:`make_norm`
+NORM_TYPES = ("gLN", "cLN", "chanLN")
+
+#: norms whose output at frame t depends on no frame after t
+CAUSAL_NORM_TYPES = ("cLN", "chanLN")
+
+
+class _AffineNorm(nn.Module):
+    """Shared gain/bias parameters; subclasses compute the normalised features."""
+
+    def __init__(self, num_channels: int) -> None:
+        super().__init__()
+        self.num_channels = num_channels
+        self.gamma = nn.Parameter(torch.ones(num_channels))
+        self.beta = nn.Parameter(torch.zeros(num_channels))
+
+    def _affine(self, normed: torch.Tensor) -> torch.Tensor:
+        """``gamma * normed + beta`` per channel of ``[B, C, T]``."""
+        return self.gamma[:, None] * normed + self.beta[:, None]
+
+
+class GlobalLayerNorm(_AffineNorm):
+    """gLN: normalise ``[B, C, T]`` by the mean and variance over channels and all frames."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, T] -> [B, C, T]``."""
+        mean = x.mean(dim=(1, 2), keepdim=True)  # [B, 1, 1]
+        var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)  # [B, 1, 1]
+        return self._affine((x - mean) / torch.sqrt(var + NORM_EPS))
+
+
+class ChannelLayerNorm(_AffineNorm):
+    """chanLN: normalise each frame of ``[B, C, T]`` by its own mean and variance over channels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, T] -> [B, C, T]``."""
+        mean = x.mean(dim=1, keepdim=True)  # [B, 1, T]
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)  # [B, 1, T]
+        return self._affine((x - mean) / torch.sqrt(var + NORM_EPS))
+
+
+class CumulativeLayerNorm(_AffineNorm):
+    """cLN: normalise frame t by the mean and variance over channels and frames ``0..t``.
+
+    Streaming state (one tensor ``[B, 3]``): the running sum of the features, the running sum of
+    their squares, and the number of frames seen so far. ``forward`` on a whole signal equals
+    ``forward_step`` applied chunk by chunk from :meth:`initial_state`.
+    """
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Zero running statistics ``[batch_size, 3]`` (sum, sum of squares, frame count)."""
+        return torch.zeros(batch_size, 3, device=device, dtype=dtype)
+
+    def _normalise(self, x: torch.Tensor, cum_sum: torch.Tensor, cum_pow_sum: torch.Tensor,
+                   cum_frames: torch.Tensor) -> torch.Tensor:
+        count = cum_frames * self.num_channels  # [B, 1, T]
+        cum_mean = cum_sum / count
+        cum_var = (cum_pow_sum / count - cum_mean.pow(2)).clamp(min=0.0)
+        return self._affine((x - cum_mean) / torch.sqrt(cum_var + NORM_EPS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, T] -> [B, C, T]`` (offline, from an empty history)."""
+        output, _ = self.forward_step(x, self.initial_state(x.shape[0], x.device, x.dtype))
+        return output
+
+    def forward_step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalise ``x [B, C, T]`` continuing the history in ``state [B, 3]``; return the new state."""
+        frame_sum = x.sum(dim=1, keepdim=True)  # [B, 1, T]
+        frame_pow_sum = x.pow(2).sum(dim=1, keepdim=True)  # [B, 1, T]
+        cum_sum = torch.cumsum(frame_sum, dim=-1) + state[:, 0:1, None]  # [B, 1, T]
+        cum_pow_sum = torch.cumsum(frame_pow_sum, dim=-1) + state[:, 1:2, None]  # [B, 1, T]
+        frame_index = torch.cumsum(torch.ones_like(frame_sum), dim=-1)  # [B, 1, T]: 1, 2, ...
+        cum_frames = frame_index + state[:, 2:3, None]  # [B, 1, T]
+        output = self._normalise(x, cum_sum, cum_pow_sum, cum_frames)
+        new_state = torch.cat([cum_sum[..., -1], cum_pow_sum[..., -1], cum_frames[..., -1]], dim=1)  # [B, 3]
+        return output, new_state
+
+
+def make_norm(norm_type: str, num_channels: int) -> nn.Module:
+    """Build a norm by name: ``"gLN"``, ``"cLN"`` (true cumulative) or ``"chanLN"`` (per frame)."""
+    if norm_type == "gLN":
+        return GlobalLayerNorm(num_channels)
+    if norm_type == "cLN":
+        return CumulativeLayerNorm(num_channels)
+    if norm_type == "chanLN":
+        return ChannelLayerNorm(num_channels)
+    raise ConfigError(f"unknown norm_type {norm_type!r}; use one of {', '.join(NORM_TYPES)}")
