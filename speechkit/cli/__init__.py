@@ -20,6 +20,7 @@ from ..errors import SpeechkitError
 COMMAND_MODULES = (
     "speechkit.cli.models",
     "speechkit.cli.enhance",
+    "speechkit.cli.aec",
     "speechkit.cli.info",
     "speechkit.cli.demo",
     "speechkit.cli.eval",

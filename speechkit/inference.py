@@ -1,0 +1,342 @@
+"""Bounded-memory inference over arbitrarily long signals.
+
+The signal arrives in blocks of any size at any rate. :class:`Pipeline` resamples it (streaming,
+soxr) to the model rate, :class:`ChunkedRunner` runs the model on fixed-length chunks that overlap
+by ``overlap_length`` samples and joins them with a raised-cosine cross-fade (the fade-in and
+fade-out sum to one), and the result is resampled back to the input rate. Only one chunk and one
+overlap are held at a time, so memory does not grow with the length of the signal.
+
+Chunk layout (``N`` = chunk length, ``O`` = overlap, hop ``N - O``)::
+
+    chunk k   : [k(N-O), k(N-O) + N)
+    emitted   : cross-fade of the previous chunk's last O outputs with this chunk's first O,
+                then this chunk's outputs up to its last O (kept for the next cross-fade)
+
+For separation models the order of the sources in each chunk is arbitrary; before the cross-fade
+each chunk's sources are permuted to best match the previous chunk over the shared overlap
+(normalised correlation), so speakers never swap at chunk boundaries.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from .audio import StreamResampler
+from .errors import AudioError, ConfigError
+from .models.base import SpeechModel
+
+#: default chunk and overlap lengths in seconds (at the model rate)
+DEFAULT_CHUNK_SECONDS = 10.0
+DEFAULT_OVERLAP_SECONDS = 1.0
+#: chunks shorter than this many samples are zero-padded on the right before the model sees them
+MIN_MODEL_INPUT = 1024
+#: above this many sources the permutation search is greedy instead of exhaustive
+MAX_EXHAUSTIVE_SOURCES = 6
+CHANNEL_MODES = ("separate", "mix")
+
+
+def select_device(device: str | torch.device = "cpu") -> torch.device:
+    """Validate a device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"auto"``) and return it.
+
+    ``"auto"`` picks CUDA when available, else the CPU. Requesting CUDA on a machine without it
+    raises :class:`~speechkit.errors.ConfigError` instead of failing later.
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        selected = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from error
+    if selected.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} was requested but CUDA is not available here; use --device cpu")
+        if selected.index is not None and selected.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r} does not exist (this machine has {torch.cuda.device_count()} CUDA device(s))"
+            )
+    elif selected.type != "cpu":
+        raise ConfigError(f"device type {selected.type!r} is not supported (use cpu or cuda)")
+    return selected
+
+
+def crossfade_windows(length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raised-cosine fade-in and fade-out of ``length`` samples that sum to exactly one."""
+    position = (np.arange(length, dtype=np.float64) + 0.5) / max(length, 1)
+    fade_in = np.sin(0.5 * math.pi * position) ** 2
+    return fade_in.astype(np.float32), (1.0 - fade_in).astype(np.float32)
+
+
+def best_source_order(reference: np.ndarray, candidate: np.ndarray) -> tuple[int, ...]:
+    """The permutation of ``candidate``'s sources that best matches ``reference``.
+
+    Args:
+        reference: previous chunk's overlap ``[S, C, O]``.
+        candidate: current chunk's overlap ``[S, C, O]``.
+
+    Returns:
+        ``order`` such that ``candidate[list(order)]`` lines up with ``reference`` (maximum summed
+        normalised correlation; exhaustive for up to :data:`MAX_EXHAUSTIVE_SOURCES` sources).
+    """
+    num_sources = reference.shape[0]
+    ref = reference.reshape(num_sources, -1).astype(np.float64)  # [S, C, O] -> [S, C*O]
+    cand = candidate.reshape(num_sources, -1).astype(np.float64)  # [S, C, O] -> [S, C*O]
+    norms = np.linalg.norm(ref, axis=1)[:, None] * np.linalg.norm(cand, axis=1)[None, :] + 1e-12
+    similarity = (ref @ cand.T) / norms  # [S, S]
+    if num_sources <= MAX_EXHAUSTIVE_SOURCES:
+        return max(
+            itertools.permutations(range(num_sources)),
+            key=lambda order: sum(similarity[index, source] for index, source in enumerate(order)),
+        )
+    order = [-1] * num_sources
+    taken: set[int] = set()
+    for flat in np.argsort(-similarity, axis=None):
+        row, column = divmod(int(flat), num_sources)
+        if order[row] < 0 and column not in taken:
+            order[row] = column
+            taken.add(column)
+    return tuple(order)
+
+
+class ChunkedRunner:
+    """Run a model over a stream of model-rate blocks in overlapping chunks.
+
+    Args:
+        model: a :class:`~speechkit.models.base.SpeechModel` (put in eval mode here).
+        channel_groups: input channels fed together as one batch item, e.g. ``[[0], [1]]`` to
+            process two channels independently with a mono model, ``[[0, 1]]`` for a two-input model.
+        chunk_length: samples per chunk.
+        overlap_length: samples shared by consecutive chunks (cross-faded), ``< chunk_length``.
+        device: where the model runs.
+        align_sources: re-order each chunk's sources to match the previous chunk.
+    """
+
+    def __init__(
+        self,
+        model: SpeechModel,
+        channel_groups: list[list[int]],
+        chunk_length: int,
+        overlap_length: int,
+        device: torch.device | str = "cpu",
+        align_sources: bool = True,
+    ) -> None:
+        if chunk_length <= 0 or overlap_length < 0 or overlap_length >= chunk_length:
+            raise ConfigError(
+                f"need 0 <= overlap ({overlap_length}) < chunk length ({chunk_length}) samples"
+            )
+        self.model = model.eval()
+        self.channel_groups = [list(group) for group in channel_groups]
+        self.chunk_length = int(chunk_length)
+        self.overlap_length = int(overlap_length)
+        self.device = torch.device(device)
+        self.align_sources = align_sources
+        self.num_sources = int(model.num_sources)
+        self.output_channels = len(self.channel_groups) * int(model.num_output_channels)
+        self.nonfinite_outputs = 0
+        self.chunks_processed = 0
+        self.permutations_applied = 0
+        self._num_input_channels = sum(len(group) for group in self.channel_groups)
+        self._buffer = np.zeros((self._num_input_channels, 0), dtype=np.float32)
+        self._tail: np.ndarray | None = None
+        self._fade_in, self._fade_out = crossfade_windows(self.overlap_length)
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Add input ``[C, n]``; returns the output ``[S, C_out, m]`` that is now final (m may be 0)."""
+        buffer = np.concatenate([self._buffer, block.astype(np.float32, copy=False)], axis=-1)  # [C, k + n]
+        pieces = []
+        hop = self.chunk_length - self.overlap_length
+        start = 0
+        while buffer.shape[-1] - start >= self.chunk_length:
+            chunk_output = self._run(buffer[:, start : start + self.chunk_length])  # [S, C_out, N]
+            pieces.append(self._join(chunk_output, final=False))
+            start += hop
+        self._buffer = buffer[:, start:].copy()  # [C, k + n] -> [C, < N] (only the unprocessed rest is kept)
+        return self._concat(pieces)
+
+    def flush(self) -> np.ndarray:
+        """The remaining output ``[S, C_out, m]`` once the input has ended."""
+        pending = self._buffer.shape[-1]
+        if self._tail is None:  # never reached one full chunk: process everything at once
+            output = self._join(self._run(self._buffer), final=True) if pending else self._empty()
+        elif pending > self.overlap_length:
+            output = self._join(self._run(self._buffer), final=True)
+        else:  # only the already processed overlap is left
+            output = self._tail
+        self._buffer = self._buffer[:, :0]
+        self._tail = None
+        return output
+
+    # ------------------------------------------------------------------ internals
+    def _empty(self) -> np.ndarray:
+        return np.zeros((self.num_sources, self.output_channels, 0), dtype=np.float32)
+
+    def _concat(self, pieces: list[np.ndarray]) -> np.ndarray:
+        if not pieces:
+            return self._empty()
+        return np.concatenate(pieces, axis=-1)  # [S, C_out, sum m]
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        """Model output ``[S, C_out, L]`` for input ``[C, L]``, one channel group at a time."""
+        length = chunk.shape[-1]
+        outputs = []
+        for group in self.channel_groups:
+            group_input = chunk[group]  # [C, L] -> [C_g, L]
+            if not np.any(group_input):  # digital silence: no model call, exact zeros out
+                outputs.append(
+                    np.zeros((self.num_sources, self.model.num_output_channels, length), dtype=np.float32)
+                )
+                continue
+            padded_length = max(length, MIN_MODEL_INPUT)
+            model_input = torch.from_numpy(
+                np.pad(group_input, ((0, 0), (0, padded_length - length)))
+            )[None]  # [C_g, L'] -> [1, C_g, L']
+            with torch.inference_mode():
+                estimate = self.model(model_input.to(self.device))  # [1, C_g, L'] -> [1, S, C_out, L']
+            estimate = estimate[0, :, :, :length].float().cpu().numpy()  # -> [S, C_out, L]
+            finite = np.isfinite(estimate)
+            if not finite.all():
+                self.nonfinite_outputs += int((~finite).sum())
+                estimate = np.where(finite, estimate, np.float32(0.0))
+            outputs.append(estimate)
+        self.chunks_processed += 1
+        return np.concatenate(outputs, axis=1)  # G x [S, C_out, L] -> [S, G*C_out, L]
+
+    def _join(self, chunk_output: np.ndarray, final: bool) -> np.ndarray:
+        """Cross-fade ``chunk_output`` onto the pending tail; keep the new tail unless ``final``."""
+        overlap = self.overlap_length
+        length = chunk_output.shape[-1]
+        if self._tail is None:
+            if final:
+                return chunk_output
+            self._tail = chunk_output[..., length - overlap :]
+            return chunk_output[..., : length - overlap]
+        if self.align_sources and self.num_sources > 1 and overlap > 0:
+            order = best_source_order(self._tail, chunk_output[..., :overlap])
+            if list(order) != list(range(self.num_sources)):
+                chunk_output = chunk_output[list(order)]  # reorder sources, same shape
+                self.permutations_applied += 1
+        blended = self._tail * self._fade_out + chunk_output[..., :overlap] * self._fade_in  # [S, C_out, O]
+        if final:
+            self._tail = None
+            return np.concatenate([blended, chunk_output[..., overlap:]], axis=-1)  # [S, C_out, L]
+        self._tail = chunk_output[..., length - overlap :]
+        return np.concatenate([blended, chunk_output[..., overlap : length - overlap]], axis=-1)  # [S, C_out, L - O]
+
+
+class Pipeline:
+    """Input-rate blocks in, input-rate model outputs out, in bounded memory.
+
+    Handles channel layout (``channels="separate"`` runs a mono model on every channel,
+    ``"mix"`` averages the channels first), resampling to and from the model rate, chunking, and
+    exact output length (the output has as many frames as the input).
+
+    Args:
+        model: the model (already on ``device``).
+        input_rate: sample rate of the blocks.
+        input_channels: channels of the blocks.
+        channels: ``"separate"`` or ``"mix"`` (ignored for models with several input channels).
+        chunk_seconds: chunk length at the model rate.
+        overlap_seconds: overlap of consecutive chunks.
+        device: where the model runs.
+    """
+
+    def __init__(
+        self,
+        model: SpeechModel,
+        input_rate: int,
+        input_channels: int,
+        channels: str = "separate",
+        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+        overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if channels not in CHANNEL_MODES:
+            raise ConfigError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {channels!r}")
+        if input_rate <= 0:
+            raise AudioError(f"invalid sample rate {input_rate}")
+        if not chunk_seconds > 0 or not overlap_seconds >= 0 or overlap_seconds >= chunk_seconds:
+            raise ConfigError(
+                f"need chunk_seconds > overlap_seconds >= 0 (got {chunk_seconds} and {overlap_seconds})"
+            )
+        model_inputs = int(model.num_input_channels)
+        self.downmix = False
+        if model_inputs == 1:
+            if channels == "mix" and input_channels > 1:
+                self.downmix = True
+                groups = [[0]]
+            else:
+                groups = [[channel] for channel in range(input_channels)]
+        else:
+            if input_channels != model_inputs:
+                raise AudioError(
+                    f"{model.name} needs {model_inputs}-channel input, got {input_channels} channel(s)"
+                )
+            groups = [list(range(input_channels))]
+        model_rate = int(model.sample_rate)
+        self.input_rate = int(input_rate)
+        self.runner = ChunkedRunner(
+            model,
+            groups,
+            chunk_length=max(1, round(chunk_seconds * model_rate)),
+            overlap_length=round(overlap_seconds * model_rate),
+            device=device,
+        )
+        self.num_sources = self.runner.num_sources
+        self.output_channels = self.runner.output_channels
+        self._to_model = StreamResampler(input_rate, model_rate, 1 if self.downmix else input_channels)
+        self._from_model = StreamResampler(model_rate, input_rate, self.num_sources * self.output_channels)
+        self.frames_in = 0
+        self.frames_out = 0
+        self._carry = np.zeros((self.num_sources, self.output_channels, 0), dtype=np.float32)
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Add an input block ``[C, n]``; returns the output ``[S, C_out, m]`` that is final."""
+        self.frames_in += block.shape[-1]
+        if self.downmix:
+            block = block.mean(axis=0, keepdims=True)  # [C, n] -> [1, n]
+        model_output = self.runner.push(self._to_model.process(block))  # [S, C_out, k]
+        return self._deliver(self._back(model_output, last=False), final=False)
+
+    def finish(self) -> np.ndarray:
+        """The rest of the output ``[S, C_out, m]``; the total equals the input length exactly."""
+        pieces = [self.runner.push(self._to_model.flush()), self.runner.flush()]
+        model_output = np.concatenate(pieces, axis=-1)  # [S, C_out, k]
+        return self._deliver(self._back(model_output, last=True), final=True)
+
+    def _back(self, model_output: np.ndarray, last: bool) -> np.ndarray:
+        """Resample ``[S, C_out, k]`` at the model rate to ``[S, C_out, m]`` at the input rate."""
+        sources, channels, _ = model_output.shape
+        flat = model_output.reshape(sources * channels, -1)  # [S, C_out, k] -> [S*C_out, k]
+        resampled = self._from_model.process(flat, last=last)  # [S*C_out, k] -> [S*C_out, m]
+        return resampled.reshape(sources, channels, -1)  # [S*C_out, m] -> [S, C_out, m]
+
+    def _deliver(self, output: np.ndarray, final: bool) -> np.ndarray:
+        """Never deliver more frames than came in; on ``final`` pad or cut to the exact input length."""
+        output = np.concatenate([self._carry, output], axis=-1)  # [S, C_out, m + carry]
+        allowed = self.frames_in - self.frames_out
+        if final and output.shape[-1] < allowed:
+            output = np.pad(output, ((0, 0), (0, 0), (0, allowed - output.shape[-1])))  # [S, C_out, allowed]
+        self._carry = output[..., allowed:]
+        output = output[..., :allowed]
+        if final:
+            self._carry = self._carry[..., :0]
+        self.frames_out += output.shape[-1]
+        return output
+
+
+def process_array(
+    model: SpeechModel,
+    audio: np.ndarray,
+    sample_rate: int,
+    channels: str = "separate",
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Run ``model`` on an in-memory ``[C, T]`` float32 array at any rate; returns ``[S, C_out, T]``."""
+    pipeline = Pipeline(model, sample_rate, audio.shape[0], channels, chunk_seconds, overlap_seconds, device)
+    head = pipeline.push(audio)
+    return np.concatenate([head, pipeline.finish()], axis=-1)  # [S, C_out, T]

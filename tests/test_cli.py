@@ -1,0 +1,115 @@
+"""``speechkit enhance/separate/info/demo`` run in-process through ``speechkit.cli.main``."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile
+
+from conftest import speech_like, write_audio_file
+from speechkit.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
+from speechkit.pretrained import DEFAULT_MODEL, EXAMPLES_DIR, bundled_model_names
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_enhance_single_file(capsys, enhance_checkpoint, noisy_wav, tmp_path):
+    out = tmp_path / "clean.wav"
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, "-o", out, "--model", enhance_checkpoint)
+    assert code == EXIT_OK, err
+    assert soundfile.info(str(out)).frames == 11025
+    assert "1 file(s) done, 0 failed" in err
+
+
+def test_enhance_folder_and_glob(capsys, enhance_checkpoint, tmp_path):
+    source = tmp_path / "corpus"
+    write_audio_file(source / "a.wav", speech_like(0.2, 16000), 16000)
+    write_audio_file(source / "sub" / "b.flac", speech_like(0.2, 8000), 8000)
+    (source / "notes.txt").write_text("not audio")
+    code, _, err = run_cli(capsys, "enhance", source, "-o", tmp_path / "out", "--model", enhance_checkpoint,
+                           "--no-progress")
+    assert code == EXIT_OK, err
+    assert (tmp_path / "out" / "a.wav").is_file() and (tmp_path / "out" / "sub" / "b.flac").is_file()
+    code, _, err = run_cli(capsys, "enhance", str(source / "**" / "*.flac"), "-o", tmp_path / "globbed",
+                           "--model", enhance_checkpoint)
+    assert code == EXIT_OK, err
+    assert [p.name for p in (tmp_path / "globbed").iterdir()] == ["b.flac"]
+
+
+def test_batch_continues_after_a_failure(capsys, enhance_checkpoint, tmp_path):
+    good = write_audio_file(tmp_path / "in" / "good.wav", speech_like(0.2, 16000), 16000)
+    bad = tmp_path / "in" / "bad.wav"
+    bad.write_bytes(b"RIFF garbage")
+    code, _, err = run_cli(capsys, "enhance", bad, good, tmp_path / "missing.wav", "-o", tmp_path / "out",
+                           "--model", enhance_checkpoint, "--no-progress")
+    assert code == EXIT_FAILED
+    assert (tmp_path / "out" / "good.wav").is_file()
+    assert "Traceback" not in err
+    failures = [line for line in err.splitlines() if "FAILED" in line]
+    assert len(failures) == 2
+    assert "1 file(s) done, 2 failed" in err
+
+
+def test_separate_command(capsys, separation_checkpoint, noisy_wav, tmp_path):
+    code, _, err = run_cli(capsys, "separate", noisy_wav, "-o", tmp_path / "sep", "--model", separation_checkpoint)
+    assert code == EXIT_OK, err
+    assert sorted(p.name for p in (tmp_path / "sep").iterdir()) == ["noisy_s1.wav", "noisy_s2.wav"]
+    assert soundfile.info(str(tmp_path / "sep" / "noisy_s1.wav")).channels == 1  # mixed to mono by default
+    pattern = str(tmp_path / "pat" / "{name}-spk{source}.flac")
+    code, _, err = run_cli(capsys, "separate", noisy_wav, "-o", pattern, "--model", separation_checkpoint)
+    assert code == EXIT_OK, err
+    assert sorted(p.name for p in (tmp_path / "pat").iterdir()) == ["noisy-spk1.flac", "noisy-spk2.flac"]
+    code, _, err = run_cli(capsys, "separate", noisy_wav, "-o", tmp_path / "x.wav", "--model", separation_checkpoint)
+    assert code == EXIT_USAGE and "output folder" in err
+
+
+def test_bad_model_is_one_line(capsys, noisy_wav, tmp_path):
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, "-o", tmp_path / "o.wav", "--model", "conv_tasnet")
+    assert code == EXIT_USAGE
+    assert len(err.strip().splitlines()) == 1 and "without trained weights" in err
+
+
+def test_wrong_task_is_a_usage_error(capsys, separation_checkpoint, noisy_wav, tmp_path):
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, "-o", tmp_path / "o.wav", "--model", separation_checkpoint)
+    assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "use separate" in err
+
+
+def test_several_inputs_need_a_folder(capsys, enhance_checkpoint, noisy_wav, tmp_path):
+    other = write_audio_file(tmp_path / "b.wav", speech_like(0.1, 16000), 16000)
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, other, "-o", tmp_path / "o.wav", "--model", enhance_checkpoint)
+    assert code == EXIT_USAGE and "output folder" in err
+
+
+def test_info_installation(capsys):
+    code, out, _ = run_cli(capsys, "info")
+    assert code == EXIT_OK and "speechkit" in out and "torch" in out and "devices: cpu" in out
+    code, out, _ = run_cli(capsys, "info", "--json")
+    assert json.loads(out)["default_model"] == DEFAULT_MODEL
+
+
+def test_info_files(capsys, enhance_checkpoint, noisy_wav, tmp_path):
+    code, out, _ = run_cli(capsys, "info", noisy_wav, enhance_checkpoint)
+    assert code == EXIT_OK
+    assert "22050 Hz, 2 channel(s), 11025 frames" in out and "checkpoint: conv_tasnet" in out
+    (tmp_path / "x.txt").write_text("hello")
+    code, _, err = run_cli(capsys, "info", tmp_path / "x.txt")
+    assert code == EXIT_FAILED and "unsupported" in err
+
+
+def test_demo(capsys, enhance_checkpoint, tmp_path):
+    if DEFAULT_MODEL not in bundled_model_names():
+        code, _, err = run_cli(capsys, "demo", "-o", tmp_path / "demo")
+        assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "not installed" in err
+    if not (EXAMPLES_DIR / "noisy_speech.flac").is_file():
+        pytest.skip("bundled example missing")
+    code, _, err = run_cli(capsys, "demo", "-o", tmp_path / "demo", "--model", enhance_checkpoint)
+    assert code == EXIT_OK, err
+    names = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    assert names == ["clean_speech.wav", "enhanced_speech.wav", "noisy_speech.wav", "spectrogram.png"]
+    assert (tmp_path / "demo" / "spectrogram.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_cli(capsys, "demo", "-o", tmp_path / "demo", "--model", enhance_checkpoint)
+    assert code == EXIT_USAGE and "--force" in err
