@@ -19,6 +19,7 @@ from .base import SpeechModel, config_from_dict, config_to_dict, make_config
 MODEL_CLASSES: Mapping[str, str] = MappingProxyType(
     {
         "conv_tasnet": "speechkit.models.conv_tasnet:ConvTasNet",
+        "complex_d3net_aec": "speechkit.models.complex_d3net_aec:ComplexD3NetAEC",
     }
 )
 

@@ -1,0 +1,351 @@
+"""Pseudocomplex multidilated D3Net for joint acoustic echo cancellation and noise suppression.
+
+K. N. Watcharasupat, T. N. T. Nguyen, W.-S. Gan, S. Zhao, B. Ma, "End-to-End Complex-Valued
+Multidilated Convolutional Neural Network for Joint Acoustic Echo Cancellation and Noise
+Suppression", ICASSP 2022 (arXiv:2110.00745).
+
+What the paper states (abstract) and this model follows: end-to-end complex-valued network on
+complex STFTs with no separate adaptive filter; building block = pseudocomplex extension of the
+D3Net block (densely connected multidilated convolutions, Takahashi & Mitsufuji, CVPR 2021); no
+pooling (every layer at full time-frequency resolution); a dual complex mask for joint echo and
+noise suppression; 354 K parameters.
+
+The full paper text was not available, so everything below is a documented design choice, not
+a transcription (see ``/work/shared/dossiers/complex_d3net_aec.md``):
+
+* **Signal flow.** ``x [B, 2, T]`` (channel 0 microphone ``d``, channel 1 far-end reference
+  ``x``) -> causal STFT of both -> complex features ``[B, 2, 2, F, N]`` -> power-law magnitude
+  compression (exponent ``input_compression``, phase kept; only for the network input) -> causal
+  3x3 complex input conv to ``channels`` -> ``num_d3_blocks`` pseudocomplex D3 blocks (each back
+  to ``channels``) -> two 1-frame complex mask heads with bounded outputs.
+* **Dual mask** (:func:`speechkit.frontend.masks.apply_dual_mask`): echo estimate
+  ``E = M_e * X`` from the far-end spectrum (a complex per-bin gain rotates phase, i.e. it
+  compensates echo-path offsets shorter than a frame: the "offset-compensating property"),
+  then ``S = M_s * (D - E)`` removes residual echo and noise. Both masks are
+  ``tanh_magnitude`` bounded: ``|M_e| < echo_mask_bound`` (2: the echo may be louder than the
+  reference), ``|M_s| < speech_mask_bound`` (1: the second stage only attenuates). Both heads read
+  the same trunk features; :meth:`ComplexD3NetAEC.forward_with_echo` also returns ``E`` for an
+  echo-estimate loss term.
+* **STFT.** 512-point sqrt-Hann window, hop 256 (32 ms / 16 ms at 16 kHz), causal framing
+  (:mod:`speechkit.frontend.framing`). Why: the algorithmic latency is one window, 512 samples =
+  32 ms, the budget; the longest window within it gives the finest frequency resolution (257
+  bins) and the widest within-frame offset a complex mask can compensate; sqrt-Hann at 50 %
+  overlap is a perfect-reconstruction analysis/synthesis pair. The compute of a full-resolution
+  network scales with bins x frames per second, about the same for 512/256 (257 x 62.5) and
+  320/160 (161 x 100), but 512/256 needs 62.5 instead of 100 streaming steps per second (less
+  per-step overhead). The ``"conv"`` STFT backend keeps :meth:`forward_step` to plain real tensor
+  ops (ONNX opset 17 export checked in the tests).
+* **Compute.** Measured with ``torch.utils.flop_counter`` on 1 s of input: about 11.6 G real
+  multiply-accumulates per second of audio for ``"paper"`` (a complex weight, 2 parameters, costs
+  4 real MACs per output bin, at 257 bins x 62.5 frames/s).
+* **Causality.** Every time-axis conv is left-padded (causal); frequency-axis convs are
+  "same"-padded (within a frame). Streaming caches one history tensor per D2 block (plus the
+  input conv's and the STFT/ISTFT states); offline :meth:`forward` runs the same code with zero
+  caches, so a stream of :meth:`forward_step` calls equals the offline output delayed by
+  ``win_length - hop_length`` samples.
+* **D2/D3 blocks** (:mod:`speechkit.nn.d3net`): post-activation (conv -> norm -> split
+  activation) so caches hold final features; D2 layer ``l`` sees the block input and earlier
+  layers through a multidilated conv with dilations ``2**i`` on time AND frequency; the D2 output
+  is the concatenation of its layer outputs; the D3 block densely connects its D2 blocks and
+  compresses with a 1x1 complex conv. Bias is omitted before a norm.
+* **Norm / activation.** Split batch norm (D3Net uses batch norm; in eval mode it is a per-channel
+  affine map, causal and stateless) and leaky ReLU (slope 0.01) on real and imaginary parts
+  separately. ``norm="frame"`` (per-frame layer norm) is available for frame-local training.
+* **Paper preset size.** 354 K parameters cannot be decomposed uniquely; ``"paper"`` picks
+  ``channels=24, num_d3_blocks=2, num_d2_blocks=2, num_layers=5, growth_rate=12`` (3x3 kernels):
+  353,188 parameters (-0.23 %). Its causal time receptive field is
+  ``2 + 2 * 2 * 2 * (2**5 - 1) = 250`` frames (4 s); the frequency receptive field covers the
+  whole 257-bin spectrum.
+
+Expected input scaling: waveforms in [-1, 1] at 16 kHz, microphone and reference already aligned
+to within a few milliseconds (``speechkit aec`` estimates and removes the bulk delay with
+:func:`speechkit.delay.estimate_delay`), since a per-frame mask on ``X`` cannot reach echoes that
+lag the reference by more than about a frame.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..frontend.masks import COMPLEX_MASK_KINDS, apply_dual_mask, bounded_complex_mask
+from ..frontend.stft import WINDOWS, STFTConfig, stft_pair
+from ..nn.complex import (
+    COMPLEX_ACTIVATIONS,
+    COMPLEX_NORMS,
+    ComplexConv2d,
+    ComplexSplitActivation,
+    compress_magnitude,
+    make_complex_norm,
+)
+from ..nn.d3net import D3Block
+from .base import SpeechModel
+
+
+@dataclasses.dataclass(frozen=True)
+class ComplexD3NetAECConfig:
+    """Hyper-parameters of :class:`ComplexD3NetAEC` (defaults: the ``"paper"`` preset)."""
+
+    n_fft: int = 512  # DFT size; F = n_fft // 2 + 1 bins
+    hop_length: int = 256  # STFT hop = streaming block size
+    win_length: int = 512  # window = frame length (algorithmic latency)
+    window: str = "sqrt_hann"
+    stft_backend: str = "conv"  # "conv" (ONNX-exportable) or "torch"
+    input_compression: float = 0.3  # magnitude exponent of the network input (1: none)
+    channels: int = 24  # complex channels of the trunk
+    input_kernel: tuple[int, int] = (3, 3)  # (freq, time) kernel of the input conv
+    num_d3_blocks: int = 2
+    num_d2_blocks: int = 2  # D2 blocks per D3 block
+    num_layers: int = 5  # layers per D2 block (dilations 1 .. 2**(num_layers-1))
+    growth_rate: int = 12  # complex channels added per D2 layer
+    kernel_size: tuple[int, int] = (3, 3)  # (freq, time) kernel of the multidilated convs
+    dilation_base: int = 2
+    dilate_freq: bool = True  # dilate along frequency as well as time
+    norm: str = "batch"  # "batch", "frame" or "none"
+    activation: str = "leaky_relu"
+    mask_kernel: tuple[int, int] = (3, 1)  # (freq, time) kernel of the mask heads; time must be 1
+    mask_kind: str = "tanh_magnitude"
+    echo_mask_bound: float = 2.0
+    speech_mask_bound: float = 1.0
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        positive = ("n_fft", "hop_length", "win_length", "channels", "num_d3_blocks", "num_d2_blocks",
+                    "num_layers", "growth_rate", "dilation_base", "sample_rate")
+        for name in positive:
+            if int(getattr(self, name)) <= 0:
+                raise ConfigError(f"ComplexD3NetAECConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.window not in WINDOWS:
+            raise ConfigError(f"unknown window {self.window!r} (known: {', '.join(WINDOWS)})")
+        if self.norm not in COMPLEX_NORMS:
+            raise ConfigError(f"unknown norm {self.norm!r} (known: {', '.join(COMPLEX_NORMS)})")
+        if self.activation not in COMPLEX_ACTIVATIONS:
+            raise ConfigError(f"unknown activation {self.activation!r} (known: {', '.join(COMPLEX_ACTIVATIONS)})")
+        if self.mask_kind not in COMPLEX_MASK_KINDS:
+            raise ConfigError(f"unknown mask_kind {self.mask_kind!r} (known: {', '.join(COMPLEX_MASK_KINDS)})")
+        if self.mask_kernel[1] != 1:
+            raise ConfigError(f"the mask heads look at one frame; mask_kernel time size must be 1, got {self.mask_kernel[1]}")
+        if self.input_kernel[1] < 2 or self.kernel_size[1] < 2:
+            raise ConfigError("input_kernel and kernel_size need a time size of at least 2 frames")
+        if self.input_compression <= 0 or self.echo_mask_bound <= 0 or self.speech_mask_bound <= 0:
+            raise ConfigError("input_compression and the mask bounds must be positive")
+
+    def stft_config(self) -> STFTConfig:
+        """The causal STFT settings of the model."""
+        return STFTConfig(
+            n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length, window=self.window,
+            padding="causal", backend=self.stft_backend,
+        )
+
+
+class ComplexD3NetAEC(SpeechModel):
+    """Joint AEC + noise suppression: ``x [B, 2, T]`` (mic, far end) -> near-end ``[B, 1, 1, T]``.
+
+    Causal; streams one hop (``hop_length`` samples of both channels) per :meth:`forward_step`,
+    with an algorithmic latency of ``win_length`` samples (32 ms for the presets).
+    """
+
+    name = "complex_d3net_aec"
+    task = "aec"
+    config_class = ComplexD3NetAECConfig
+    paper = (
+        "K. N. Watcharasupat, T. N. T. Nguyen, W.-S. Gan, S. Zhao, B. Ma, End-to-End Complex-Valued "
+        "Multidilated Convolutional Neural Network for Joint Acoustic Echo Cancellation and Noise "
+        "Suppression, ICASSP 2022 (arXiv:2110.00745)"
+    )
+    presets = MappingProxyType(
+        {
+            # 354 K-parameter configuration (the paper's size; layout is our design, see docstring)
+            "paper": ComplexD3NetAECConfig(),
+            # the same with per-frame layer norm (frame-local in training too)
+            "paper_frame_norm": ComplexD3NetAECConfig(norm="frame"),
+            # small and fast, for tests
+            "tiny": ComplexD3NetAECConfig(
+                n_fft=128, hop_length=64, win_length=128, channels=4, num_d3_blocks=1,
+                num_d2_blocks=2, num_layers=2, growth_rate=2,
+            ),
+        }
+    )
+
+    def __init__(self, config: ComplexD3NetAECConfig) -> None:
+        super().__init__(config)
+        # the fixed DFT kernels are computed on the CPU even under a meta-device context
+        # (registry summaries build models on "meta"); .to() moves them with the model
+        with torch.device("cpu"):
+            self.stft, self.istft = stft_pair(config.stft_config())
+        channels = config.channels
+        self.input_conv = ComplexConv2d(2, channels, config.input_kernel, bias=config.norm == "none")
+        self.input_norm = make_complex_norm(config.norm, channels)
+        self.input_activation = ComplexSplitActivation(config.activation, channels)
+        self.d3_blocks = nn.ModuleList(
+            D3Block(
+                channels, channels, config.num_d2_blocks, config.growth_rate, config.num_layers,
+                config.kernel_size, config.dilation_base, config.dilate_freq, config.norm, config.activation,
+            )
+            for _ in range(config.num_d3_blocks)
+        )
+        self.echo_mask_head = ComplexConv2d(channels, 1, config.mask_kernel)
+        self.speech_mask_head = ComplexConv2d(channels, 1, config.mask_kernel)
+
+    # ----------------------------------------------------------------- description
+    @property
+    def num_input_channels(self) -> int:
+        """Two: microphone, then far-end reference."""
+        return 2
+
+    @property
+    def causal(self) -> bool:
+        """Always causal."""
+        return True
+
+    @property
+    def supports_streaming(self) -> bool:
+        """Always streams."""
+        return True
+
+    @property
+    def block_size(self) -> int:
+        """One STFT hop."""
+        return int(self.config.hop_length)
+
+    @property
+    def stream_delay(self) -> int:
+        """``win_length - hop_length`` samples (causal overlap-add)."""
+        return self.stft.stream_delay
+
+    @property
+    def num_freqs(self) -> int:
+        """STFT bins ``F``."""
+        return self.stft.num_freqs
+
+    def receptive_field_frames(self) -> int:
+        """Past STFT frames (besides the current one) the output of a frame depends on."""
+        config = self.config
+        input_context = self.input_conv.time_context
+        per_d2 = sum(
+            (config.kernel_size[1] - 1) * config.dilation_base**layer for layer in range(config.num_layers)
+        )
+        return input_context + config.num_d3_blocks * config.num_d2_blocks * per_d2
+
+    # ----------------------------------------------------------------- computation
+    def _network(
+        self, spec: torch.Tensor, states: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Spectra ``[B, 2, 2, F, N]`` after ``states`` (input history, D2 histories) -> near end, echo.
+
+        Returns the near-end and echo-estimate spectra ``[B, 1, 2, F, N]`` and the new states.
+        """
+        states = list(states)
+        features = compress_magnitude(spec, self.config.input_compression)  # [B, 2, 2, F, N]
+        padded = torch.cat([states[0], features], dim=-1)  # [B, 2, 2, F, ctx + N]
+        new_states = [padded[..., padded.shape[-1] - self.input_conv.time_context :]]  # [B, 2, 2, F, ctx]
+        hidden = self.input_activation(self.input_norm(self.input_conv.forward_valid(padded)))  # [B, C, 2, F, N]
+        position = 1
+        for block in self.d3_blocks:
+            count = len(block.d2_blocks)
+            hidden, histories = block.forward_step(hidden, states[position : position + count])  # [B, C, 2, F, N]
+            new_states.extend(histories)
+            position += count
+        config = self.config
+        echo_mask = bounded_complex_mask(
+            self.echo_mask_head.forward_valid(hidden), config.mask_kind, config.echo_mask_bound
+        )  # [B, 1, 2, F, N]
+        speech_mask = bounded_complex_mask(
+            self.speech_mask_head.forward_valid(hidden), config.mask_kind, config.speech_mask_bound
+        )  # [B, 1, 2, F, N]
+        near_end, echo = apply_dual_mask(spec[:, 0:1], spec[:, 1:2], echo_mask, speech_mask)
+        return near_end, echo, new_states
+
+    def _network_state_shapes(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
+        freqs = self.num_freqs
+        specs = [("input_history", (batch_size, 2, 2, freqs, self.input_conv.time_context))]
+        for block_index, block in enumerate(self.d3_blocks):
+            specs.extend(
+                (f"d3_{block_index}_d2_{d2_index}_history", shape)
+                for d2_index, shape in enumerate(block.history_shapes(batch_size, freqs))
+            )
+        return specs
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if torch.jit.is_tracing():
+            return
+        if x.dim() != 3 or x.shape[1] != 2:
+            raise ConfigError(
+                f"{self.name} expects x [batch, 2, time] (microphone, far end), got shape {tuple(x.shape)}"
+            )
+
+    def forward_with_echo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, 2, T]`` -> near-end estimate and echo estimate, each ``[B, 1, 1, T]``."""
+        self._check_input(x)
+        length = x.shape[-1]
+        spec = self.stft(x)  # [B, 2, 2, F, N]
+        zeros = [spec.new_zeros(shape) for _, shape in self._network_state_shapes(x.shape[0])]
+        near_end, echo, _ = self._network(spec, zeros)  # [B, 1, 2, F, N] each
+        both = self.istft(torch.cat([near_end, echo], dim=1), length=length)  # [B, 2, T]
+        return both[:, 0:1].unsqueeze(1), both[:, 1:2].unsqueeze(1)  # [B, 1, 1, T] each
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, 2, T]`` (microphone, far end) -> near-end speech ``[B, 1, 1, T]``."""
+        self._check_input(x)
+        length = x.shape[-1]
+        spec = self.stft(x)  # [B, 2, 2, F, N]
+        zeros = [spec.new_zeros(shape) for _, shape in self._network_state_shapes(x.shape[0])]
+        near_end, _, _ = self._network(spec, zeros)  # [B, 1, 2, F, N]
+        return self.istft(near_end, length=length).unsqueeze(1)  # [B, 1, 1, T]
+
+    def forward_chunked(self, x: torch.Tensor, chunk_frames: int = 256) -> torch.Tensor:
+        """:meth:`forward` in bounded memory: the network runs ``chunk_frames`` STFT frames at a time.
+
+        The caches carry the causal context between chunks, so the result equals :meth:`forward`
+        (to float rounding) while activations stay ``O(chunk_frames)`` instead of ``O(T)``.
+        ``x [B, 2, T] -> [B, 1, 1, T]``.
+        """
+        self._check_input(x)
+        if chunk_frames <= 0:
+            raise ConfigError(f"chunk_frames must be positive, got {chunk_frames}")
+        length = x.shape[-1]
+        spec = self.stft(x)  # [B, 2, 2, F, N]
+        states = [spec.new_zeros(shape) for _, shape in self._network_state_shapes(x.shape[0])]
+        pieces = []
+        for start in range(0, spec.shape[-1], chunk_frames):
+            near_end, _, states = self._network(spec[..., start : start + chunk_frames], states)  # [B, 1, 2, F, n]
+            pieces.append(near_end)
+        return self.istft(torch.cat(pieces, dim=-1), length=length).unsqueeze(1)  # [B, 1, 1, T]
+
+    # ----------------------------------------------------------------- streaming
+    def _state_specs(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
+        overlap = self.config.win_length - self.config.hop_length
+        return [
+            ("stft_buffer", (batch_size, 2, overlap)),
+            *self._network_state_shapes(batch_size),
+            ("istft_overlap", (batch_size, 1, overlap)),
+        ]
+
+    def state_names(self) -> list[str]:
+        """Names of the streaming states, in the order of :meth:`initial_state`."""
+        return [name for name, _ in self._state_specs(1)]
+
+    def initial_state(self, batch_size: int = 1) -> list[torch.Tensor]:
+        """Zero states for ``batch_size`` streams."""
+        parameter = self.input_conv.weight
+        return [
+            torch.zeros(shape, device=parameter.device, dtype=parameter.dtype)
+            for _, shape in self._state_specs(batch_size)
+        ]
+
+    def forward_step(
+        self, x_block: torch.Tensor, state: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One hop: ``x_block [B, 2, hop_length]`` -> near end ``[B, 1, 1, hop_length]`` and new states.
+
+        Use in eval mode (batch norm then uses its running statistics, like the offline output).
+        """
+        state = list(state)
+        spec, stft_state = self.stft.forward_step(x_block, state[0])  # [B, 2, 2, F, 1]
+        near_end, _, network_states = self._network(spec, state[1:-1])  # [B, 1, 2, F, 1]
+        block, istft_state = self.istft.forward_step(near_end, state[-1])  # [B, 1, hop]
+        return block.unsqueeze(1), [stft_state, *network_states, istft_state]  # [B, 1, 1, hop]

@@ -1,0 +1,294 @@
+"""The pseudocomplex multidilated D3Net echo canceller and its building blocks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from speechkit.checkpoint import load_checkpoint, save_checkpoint
+from speechkit.errors import ConfigError
+from speechkit.models import build_model, describe_presets, get_model_class
+from speechkit.models.complex_d3net_aec import ComplexD3NetAEC, ComplexD3NetAECConfig
+from speechkit.nn.complex import ComplexConv2d, ComplexFrameNorm, compress_magnitude
+from speechkit.nn.d3net import D2Block, D3Block, MultidilatedComplexConv2d
+
+PAPER_PARAMETERS = 354_000
+
+
+def _warm_batch_norm(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """A few training-mode passes so batch-norm running statistics are not the identity."""
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+    model.eval()
+
+
+def _random_split(total: int, generator: torch.Generator) -> list[int]:
+    """Split ``total`` into a random number of random positive parts."""
+    count = int(torch.randint(1, min(total, 6) + 1, (1,), generator=generator))
+    cuts = sorted(torch.randperm(total - 1, generator=generator)[: count - 1].add(1).tolist())
+    edges = [0, *cuts, total]
+    return [end - start for start, end in zip(edges[:-1], edges[1:])]
+
+
+# ----------------------------------------------------------------------------- registry and size
+def test_registered_with_presets() -> None:
+    assert get_model_class("complex_d3net_aec") is ComplexD3NetAEC
+    rows = {row["preset"]: row for row in describe_presets() if row["name"] == "complex_d3net_aec"}
+    assert {"paper", "tiny"} <= set(rows)
+    for row in rows.values():
+        assert row["task"] == "aec" and row["input_channels"] == 2 and row["causal"] and row["streaming"]
+        assert row["algorithmic_latency_ms"] <= 32.0
+
+
+def test_paper_preset_has_354k_parameters_and_32ms_latency() -> None:
+    with torch.device("meta"):
+        model = ComplexD3NetAEC.from_preset("paper")
+    count = model.num_parameters()
+    assert abs(count - PAPER_PARAMETERS) / PAPER_PARAMETERS < 0.02, count
+    assert model.sample_rate == 16000
+    assert model.block_size == 256 and model.stream_delay == 256
+    assert model.algorithmic_latency == 512  # 32 ms at 16 kHz
+    assert model.num_freqs == 257
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        ComplexD3NetAECConfig(norm="layer")
+    with pytest.raises(ConfigError):
+        ComplexD3NetAECConfig(mask_kernel=(3, 3))
+    with pytest.raises(ConfigError):
+        ComplexD3NetAECConfig(channels=0)
+
+
+# ----------------------------------------------------------------------------- pseudocomplex layers
+def test_complex_conv_matches_complex_arithmetic() -> None:
+    torch.manual_seed(0)
+    conv = ComplexConv2d(3, 4, kernel_size=(3, 2), dilation=(2, 3))
+    x = torch.randn(2, 3, 2, 9, 7)
+    y = conv(x)  # causal along time
+    assert y.shape == (2, 4, 2, 9, 7)
+    padded = torch.nn.functional.pad(x, (conv.time_context, 0, conv.freq_padding, conv.freq_padding))
+    x_real, x_imag = padded[:, :, 0], padded[:, :, 1]
+    w_real, w_imag = conv.weight[0], conv.weight[1]
+
+    def real_conv(signal: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(signal, weight, dilation=conv.dilation)
+
+    expected_real = real_conv(x_real, w_real) - real_conv(x_imag, w_imag) + conv.bias[0][None, :, None, None]
+    expected_imag = real_conv(x_real, w_imag) + real_conv(x_imag, w_real) + conv.bias[1][None, :, None, None]
+    torch.testing.assert_close(y[:, :, 0], expected_real, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y[:, :, 1], expected_imag, atol=1e-5, rtol=1e-5)
+    # a complex weight has 2 reals per tap
+    assert sum(p.numel() for p in conv.parameters()) == 2 * 3 * 4 * 3 * 2 + 2 * 4
+
+
+def test_frame_norm_and_compression() -> None:
+    x = torch.randn(2, 3, 2, 5, 4) * 10 + 3
+    normed = ComplexFrameNorm(3)(x)
+    assert torch.allclose(normed.mean(dim=(1, 2, 3)), torch.zeros(2, 4), atol=1e-5)
+    spec = torch.randn(2, 1, 2, 5, 4)
+    compressed = compress_magnitude(spec, 0.5)
+    magnitude = spec.pow(2).sum(2).sqrt()
+    torch.testing.assert_close(compressed.pow(2).sum(2).sqrt(), magnitude.sqrt(), atol=1e-4, rtol=1e-4)
+    # phase kept
+    torch.testing.assert_close(
+        torch.atan2(compressed[:, :, 1], compressed[:, :, 0]), torch.atan2(spec[:, :, 1], spec[:, :, 0]),
+        atol=1e-4, rtol=1e-4,
+    )
+
+
+def test_multidilated_conv_group_dilations_and_causality() -> None:
+    torch.manual_seed(0)
+    conv = MultidilatedComplexConv2d([2, 1, 1], 2, (3, 3), [(1, 1), (2, 2), (4, 4)])
+    assert conv.time_context == 8
+    x = torch.randn(1, 4, 2, 6, 20)
+    y = conv(x)
+    changed = x.clone()
+    changed[..., 12:] += 1.0
+    y_changed = conv(changed)
+    torch.testing.assert_close(y[..., :12], y_changed[..., :12])  # the past does not see the future
+    assert not torch.allclose(y[..., 12:], y_changed[..., 12:])
+
+
+@pytest.mark.parametrize("norm", ["batch", "frame"])
+def test_d3_block_chunked_equals_offline(norm: str) -> None:
+    torch.manual_seed(1)
+    block = D3Block(3, 4, num_d2_blocks=2, growth_rate=2, num_layers=3, norm=norm)
+    x = torch.randn(2, 3, 2, 7, 30)
+    _warm_batch_norm(block, x)
+    with torch.no_grad():
+        offline = block(x)
+        generator = torch.Generator().manual_seed(7)
+        for _ in range(3):
+            histories = [x.new_zeros(shape) for shape in block.history_shapes(2, 7)]
+            pieces, start = [], 0
+            for size in _random_split(30, generator):
+                piece, histories = block.forward_step(x[..., start : start + size], histories)
+                pieces.append(piece)
+                start += size
+            torch.testing.assert_close(torch.cat(pieces, dim=-1), offline, atol=1e-5, rtol=1e-5)
+
+
+def test_d2_block_receptive_field_is_causal_and_dilated() -> None:
+    torch.manual_seed(0)
+    block = D2Block(1, 2, num_layers=3, norm="none").eval()
+    assert block.history_frames == 2 * 4
+    impulse = torch.zeros(1, 1, 2, 5, 40)
+    impulse[..., 10] = 1.0
+    with torch.no_grad():
+        response = block(impulse) - block(torch.zeros_like(impulse))
+    active = response.abs().amax(dim=(0, 1, 2, 3)) > 1e-7
+    assert not active[:10].any()
+    assert active[10]
+    # three layers with dilations 1, 2, 4 (kernel 3) reach 2 * (1 + 2 + 4) = 14 frames ahead
+    assert active[10 + 14] and not active[10 + 15:].any()
+
+
+# ----------------------------------------------------------------------------- the model
+def test_forward_shapes_and_input_check() -> None:
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny").eval()
+    x = torch.randn(2, 2, 1000) * 0.1  # not a multiple of the hop
+    with torch.no_grad():
+        y = model(x)
+        near, echo = model.forward_with_echo(x)
+    assert y.shape == (2, 1, 1, 1000) and torch.isfinite(y).all()
+    torch.testing.assert_close(near, y)
+    assert echo.shape == (2, 1, 1, 1000)
+    with pytest.raises(ConfigError):
+        model(torch.randn(2, 1, 1000))
+
+
+def test_silent_far_end_gives_zero_echo_estimate() -> None:
+    model = build_model("complex_d3net_aec", "tiny").eval()
+    x = torch.zeros(1, 2, 640)
+    x[:, 0] = torch.randn(640) * 0.1
+    with torch.no_grad():
+        _, echo = model.forward_with_echo(x)
+    assert echo.abs().max() < 1e-6
+
+
+def test_offline_output_is_causal() -> None:
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny", norm="frame").eval()
+    x = torch.randn(1, 2, 1280) * 0.1
+    changed = x.clone()
+    changed[..., 800:] = torch.randn(1, 2, 480)
+    with torch.no_grad():
+        y, y_changed = model(x), model(changed)
+    # offline sample n depends on input up to n + algorithmic_latency - 1 (its last frame); the
+    # stream, delayed by stream_delay, emits it block_size samples after that input arrived
+    safe = 800 - model.algorithmic_latency + 1
+    torch.testing.assert_close(y[..., :safe], y_changed[..., :safe], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(y[..., 800:], y_changed[..., 800:])
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("norm", ["batch", "frame"])
+def test_streaming_equals_offline(seed: int, norm: str) -> None:
+    torch.manual_seed(seed)
+    model = build_model("complex_d3net_aec", "tiny", norm=norm)
+    hop = model.block_size
+    generator = torch.Generator().manual_seed(seed)
+    steps = int(torch.randint(3, 13, (1,), generator=generator))  # a random number of chunks
+    x = torch.randn(2, 2, steps * hop, generator=generator) * 0.1
+    _warm_batch_norm(model, x)
+    with torch.no_grad():
+        offline = model(x)
+        state = model.initial_state(2)
+        assert len(state) == len(model.state_names())
+        pieces = []
+        for step in range(steps):
+            block, state = model.forward_step(x[..., step * hop : (step + 1) * hop], state)
+            assert block.shape == (2, 1, 1, hop)
+            pieces.append(block)
+    streamed = torch.cat(pieces, dim=-1)
+    delay = model.stream_delay
+    torch.testing.assert_close(streamed[..., delay:], offline[..., : steps * hop - delay], atol=1e-5, rtol=1e-4)
+
+
+def test_chunked_forward_equals_forward() -> None:
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny").eval()
+    x = torch.randn(1, 2, 3000) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_chunked(x, chunk_frames=5), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny")
+    x = torch.randn(2, 2, 640) * 0.1
+    near, echo = model.forward_with_echo(x)
+    (near.pow(2).mean() + echo.pow(2).mean()).backward()
+    missing = [name for name, parameter in model.named_parameters() if parameter.grad is None]
+    assert not missing
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny").eval()
+    path = save_checkpoint(model, tmp_path / "aec.safetensors")
+    loaded = load_checkpoint(path)
+    x = torch.randn(1, 2, 500) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.slow
+def test_paper_preset_streams_like_offline() -> None:
+    torch.manual_seed(0)
+    model = ComplexD3NetAEC.from_preset("paper").eval()
+    hop = model.block_size
+    steps = 5
+    x = torch.randn(1, 2, steps * hop) * 0.1
+    with torch.no_grad():
+        offline = model(x)
+        state = model.initial_state(1)
+        pieces = []
+        for step in range(steps):
+            block, state = model.forward_step(x[..., step * hop : (step + 1) * hop], state)
+            pieces.append(block)
+    streamed = torch.cat(pieces, dim=-1)
+    delay = model.stream_delay
+    assert np.isfinite(streamed.numpy()).all()
+    torch.testing.assert_close(streamed[..., delay:], offline[..., : steps * hop - delay], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_forward_step_exports_to_onnx(tmp_path) -> None:
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny")
+    _warm_batch_norm(model, torch.randn(1, 2, 640) * 0.1)
+    names = model.state_names()
+
+    class Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            block, new_state = self.model.forward_step(x, list(state))
+            return (block, *new_state)
+
+    wrapper = Step().eval()
+    path = tmp_path / "aec_step.onnx"
+    example = (torch.zeros(1, 2, model.block_size), *model.initial_state(1))
+    torch.onnx.export(wrapper, example, str(path), input_names=["x", *names],
+                      output_names=["y", *[f"{name}_out" for name in names]], opset_version=17, dynamo=False)
+    wrapper.eval()  # the exporter restores the wrapper's (training) mode on its children
+    session = onnxruntime.InferenceSession(str(path))
+    torch_state = model.initial_state(1)
+    onnx_state = [state.numpy() for state in model.initial_state(1)]
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(6):
+        block = torch.randn(1, 2, model.block_size, generator=generator) * 0.1
+        with torch.no_grad():
+            expected, torch_state = model.forward_step(block, torch_state)
+        outputs = session.run(None, {"x": block.numpy(), **dict(zip(names, onnx_state))})
+        onnx_state = outputs[1:]
+        np.testing.assert_allclose(outputs[0], expected.numpy(), atol=1e-5)
