@@ -1,0 +1,195 @@
+"""The shared trainer: configs, LR schedule, smoke runs, export, and bit-exact resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipes.trainer import (
+    DEFAULT_CONFIG,
+    LearningRateController,
+    SyntheticMixtures,
+    Trainer,
+    load_config,
+    load_train_state,
+    merge_config,
+    run_training,
+)
+from speechkit.checkpoint import load_checkpoint, read_metadata
+from speechkit.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def tiny_config(run_dir: Path, **changes: object) -> dict:
+    """A tiny synthetic enhancement config (16 train items, 4 per batch, 2 validation items)."""
+    config = load_config(CONFIGS / "smoke_synthetic.yaml", [f"run_dir={run_dir}"])
+    for key, value in changes.items():
+        config[key] = value
+    return config
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_train_state(run_dir / "last.pt")["model"]
+
+
+def test_config_merging_and_overrides(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "smoke_synthetic.yaml", ["optim.lr=5e-4", "max_steps=3", f"run_dir={tmp_path}"])
+    assert config["optim"]["lr"] == pytest.approx(5e-4)
+    assert config["optim"]["clip_grad_norm"] == DEFAULT_CONFIG["optim"]["clip_grad_norm"]
+    assert config["max_steps"] == 3
+    with pytest.raises(ConfigError, match="unknown config key 'optim.learning_rate'"):
+        merge_config(DEFAULT_CONFIG, {"optim": {"learning_rate": 1.0}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_every_recipe_config_loads() -> None:
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        config = load_config(path)
+        assert config["model"]["name"], path
+
+
+def test_learning_rate_controller_warmup_cosine_and_plateau() -> None:
+    schedule = {**DEFAULT_CONFIG["schedule"], "warmup_steps": 4, "cosine": True, "plateau_patience": 2}
+    controller = LearningRateController(1.0, 104, schedule)
+    assert controller.lr(0) == pytest.approx(0.25)
+    assert controller.lr(3) == pytest.approx(1.0)
+    assert controller.lr(54) == pytest.approx(0.5)  # half way through the cosine
+    assert controller.lr(104) == pytest.approx(0.0, abs=1e-12)
+    plateau = LearningRateController(1.0, 100, {**DEFAULT_CONFIG["schedule"], "plateau_patience": 2})
+    assert not plateau.report_validation(1.0)
+    assert not plateau.report_validation(0.5)
+    assert plateau.report_validation(0.9)  # second validation without improvement: halve
+    assert plateau.lr(50) == pytest.approx(0.5)
+    restored = LearningRateController(1.0, 100, DEFAULT_CONFIG["schedule"])
+    restored.load_state_dict(plateau.state_dict())
+    assert restored.lr(50) == pytest.approx(0.5)
+
+
+def test_synthetic_dataset_is_deterministic() -> None:
+    dataset = SyntheticMixtures(num_items=3, num_samples=800, num_sources=2, num_channels=2)
+    first, again = dataset[1], dataset[1]
+    assert first["mixture"].shape == (2, 800)
+    assert first["targets"].shape == (2, 2, 800)
+    assert torch.equal(first["mixture"], again["mixture"])
+    assert not torch.equal(dataset[0]["mixture"], first["mixture"])
+
+
+def test_smoke_run_logs_and_exports(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path)
+    assert run_training(config, command="pytest smoke") == "done"
+    for name in ("last.pt", "best_model.pt", "best.safetensors", "train_log.csv", "valid_log.csv", "config.json"):
+        assert (tmp_path / name).is_file(), name
+    assert len(list(tmp_path.glob("step_*.pt"))) == config["keep_checkpoints"]
+    valid_rows = (tmp_path / "valid_log.csv").read_text().strip().splitlines()
+    assert valid_rows[0].startswith("step,epoch,si_sdr,si_sdri")
+    assert len(valid_rows) == 1 + 2  # validations at steps 3 and 6
+    model = load_checkpoint(tmp_path / "best.safetensors")
+    assert model.num_sources == 1 and model.sample_rate == 8000
+    provenance = read_metadata(tmp_path / "best.safetensors")["provenance"]
+    assert provenance["steps_trained"] == 6
+    assert provenance["command"] == "pytest smoke"
+    assert "valid_si_sdri" in provenance["validation"]
+    assert provenance["hardware"]["processes"] == 1
+    assert provenance["data"]["train_items"] == 16
+    state = load_train_state(tmp_path / "last.pt")  # weights_only=True inside
+    assert state["step"] == 6 and state["ema"]
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    straight = tiny_config(tmp_path / "straight", max_steps=7)
+    assert run_training(straight) == "done"
+    first_half = tiny_config(tmp_path / "split", max_steps=3)  # stops mid-epoch (4 batches per epoch)
+    assert run_training(first_half) == "done"
+    second_half = tiny_config(tmp_path / "split", max_steps=7)
+    assert run_training(second_half, resume=True) == "done"
+    expected, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=1e-7)
+    expected_state = load_train_state(tmp_path / "straight" / "last.pt")
+    resumed_state = load_train_state(tmp_path / "split" / "last.pt")
+    for key in expected_state["ema"]:
+        torch.testing.assert_close(resumed_state["ema"][key], expected_state["ema"][key], rtol=0, atol=1e-7)
+    assert resumed_state["epoch"] == expected_state["epoch"] == 1
+    logged_steps = [line.split(",")[0] for line in (tmp_path / "split" / "train_log.csv").read_text().splitlines()[1:]]
+    assert logged_steps == [str(step) for step in range(1, 8)]
+
+
+class SignalAtItem(SyntheticMixtures):
+    """Sends SIGTERM to this process while loading item ``trigger`` (simulates a scheduler kill)."""
+
+    def __init__(self, trigger: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.trigger = trigger
+        self.fired = False
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index == self.trigger and not self.fired:
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().__getitem__(index)
+
+
+def test_sigterm_saves_state_and_resume_continues(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "killed", max_steps=7, checkpoint_every=100)
+    data = config["data"]["train"]["kwargs"]
+    valid = SyntheticMixtures(**config["data"]["valid"]["kwargs"])
+    previous = signal.getsignal(signal.SIGTERM)
+    trainer = Trainer(config, train_dataset=SignalAtItem(trigger=5, **data), valid_dataset=valid)
+    assert trainer.fit() == "interrupted"
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+    state = load_train_state(tmp_path / "killed" / "last.pt")
+    assert 1 <= state["step"] < 7
+    assert run_training(config, resume=True) == "done"
+    straight = tiny_config(tmp_path / "straight", max_steps=7)
+    assert run_training(straight) == "done"
+    expected, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=1e-7)
+
+
+def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
+    assert run_training(tiny_config(tmp_path, max_steps=2)) == "done"
+    other = tiny_config(tmp_path, max_steps=4)
+    other["model"] = {**other["model"], "overrides": {"n_src": 1, "sample_rate": 8000, "n_filters": 32}}
+    with pytest.raises(ConfigError, match="was trained with model"):
+        run_training(other, resume=True)
+
+
+def test_separation_uses_permutation_invariant_loss(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, task="separation", max_steps=2, valid_every=2)
+    config["model"] = {"name": "conv_tasnet", "preset": "tiny", "overrides": {"n_src": 2, "sample_rate": 8000}}
+    for split in ("train", "valid"):
+        config["data"][split]["kwargs"]["num_sources"] = 2
+    assert run_training(config) == "done"
+    row = (tmp_path / "valid_log.csv").read_text().splitlines()[-1].split(",")
+    assert all(value != "nan" for value in row)
+
+
+def test_train_cli_smoke(tmp_path: Path) -> None:
+    from recipes import train
+
+    code = train.main([str(CONFIGS / "smoke_synthetic.yaml"), "max_steps=2", "--run-dir", str(tmp_path)])
+    assert code == 0
+    provenance = read_metadata(tmp_path / "best.safetensors")["provenance"]
+    assert provenance["command"].startswith("python -m recipes.train")
+    assert json.loads((tmp_path / "config.json").read_text())["max_steps"] == 2
+    assert train.main([str(tmp_path / "nope.yaml")]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data (the mini corpus)")
+@pytest.mark.parametrize("recipe", ["enhance_causal_16k_smoke.yaml", "separation_2spk_8k_smoke.yaml"])
+def test_recipe_smoke_on_mini_corpus(tmp_path: Path, recipe: str) -> None:
+    config = load_config(
+        CONFIGS / recipe, [f"run_dir={tmp_path / 'run'}", f"data.valid.kwargs.root={tmp_path / 'valid'}"]
+    )
+    assert run_training(config) == "done"
+    provenance = read_metadata(tmp_path / "run" / "best.safetensors")["provenance"]
+    assert provenance["steps_trained"] == config["max_steps"]
