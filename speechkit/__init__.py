@@ -15,6 +15,8 @@ _LAZY = {
     "load": "speechkit.api",
     "enhance_file": "speechkit.api",
     "separate_file": "speechkit.api",
+    "cancel_echo_file": "speechkit.api",
+    "load_echo_canceller": "speechkit.api",
     "build_model": "speechkit.models",
     "load_checkpoint": "speechkit.checkpoint",
     "save_checkpoint": "speechkit.checkpoint",

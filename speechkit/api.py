@@ -7,11 +7,15 @@ Example::
     clean = processor.enhance(noisy, sample_rate=44100)        # [T] or [C, T] -> [C, T]
     speechkit.enhance_file("noisy.flac", "clean.wav")          # bounded memory, atomic output
     speechkit.separate_file("mix.wav", "out/")                 # out/mix_s1.wav, out/mix_s2.wav
+    aec = speechkit.load_echo_canceller("aec.safetensors")     # microphone + far-end model
+    near_end = aec.cancel_echo(mic, far_end, sample_rate=16000)
+    speechkit.cancel_echo_file("mic.wav", "far_end.wav", "near_end.wav", model=aec)
 
 Arrays may be numpy arrays or torch tensors at any rate with any channel count; results come back
 at the input's rate, as the same kind of array (tensors on the input's device). Files are read in
-blocks, resampled and processed in overlapping chunks (see :mod:`speechkit.inference`), so memory
-does not depend on the file's length. See :mod:`speechkit.audio` for the bad-input and output
+blocks, resampled and processed in bounded memory (see :mod:`speechkit.inference`): streaming
+models run their ``forward_step`` with the state carried through the whole file (the result equals
+one offline pass), other models run in overlapping cross-faded chunks. See :mod:`speechkit.audio` for the bad-input and output
 format policies.
 """
 from __future__ import annotations
@@ -35,14 +39,27 @@ from .audio import (
     iter_blocks,
     open_audio,
 )
-from .errors import AudioError, ConfigError
-from .inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, Pipeline, select_device
+from .delay import DelayEstimate, estimate_delay
+from .errors import AudioError, CheckpointError, ConfigError
+from .inference import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_OVERLAP_SECONDS,
+    EchoPipeline,
+    Pipeline,
+    select_device,
+)
 from .models.base import SpeechModel
 
 #: seconds of input read per block when processing files
 READ_BLOCK_SECONDS = 1.0
 #: more channels than this in a [C, T] array is taken as a transposed [T, C] array
 MAX_ARRAY_CHANNELS = 64
+#: bundled echo-cancellation model used when no model is given
+DEFAULT_AEC_MODEL = "complex_d3net_aec_16k"
+#: default search range of the echo's bulk delay, in seconds
+DEFAULT_MAX_DELAY_SECONDS = 0.5
+#: default largest allowed length difference between microphone and reference, in seconds
+DEFAULT_MAX_LENGTH_DIFFERENCE = 1.0
 
 
 class AudioWarning(UserWarning):
@@ -72,6 +89,14 @@ class FileResult:
         return self.seconds_processed / max(self.duration, 1e-9)
 
 
+@dataclasses.dataclass
+class EchoFileResult(FileResult):
+    """What :func:`cancel_echo_file` did: a :class:`FileResult` plus the reference and the delay used."""
+
+    far_end: Path = Path()
+    delay: DelayEstimate | None = None
+
+
 class Processor:
     """A loaded model ready to process arrays and files.
 
@@ -81,6 +106,9 @@ class Processor:
         chunk_seconds: chunk length for long inputs (memory grows with it, not with input length).
         overlap_seconds: cross-faded overlap between chunks.
         name: how to refer to the model in messages.
+        streaming: None (default) runs streaming models step by step with their state carried
+            through the whole input (equal to one offline pass) and other models in cross-faded
+            chunks; False forces the chunks; True requires a streaming model.
     """
 
     def __init__(
@@ -90,6 +118,7 @@ class Processor:
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         name: str | None = None,
+        streaming: bool | None = None,
     ) -> None:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
@@ -100,6 +129,9 @@ class Processor:
         self.chunk_seconds = float(chunk_seconds)
         self.overlap_seconds = float(overlap_seconds)
         self.name = name or model.name
+        if streaming and not model.supports_streaming:
+            raise ConfigError(f"{self.name} does not support streaming; use streaming=None or False")
+        self.streaming = streaming
 
     @property
     def sample_rate(self) -> int:
@@ -269,14 +301,158 @@ class Processor:
             warnings=messages,
         )
 
+    # ------------------------------------------------------------------ echo cancellation
+    def cancel_echo(
+        self,
+        mic: np.ndarray | torch.Tensor,
+        far_end: np.ndarray | torch.Tensor,
+        sample_rate: int,
+        far_end_rate: int | None = None,
+        delay_seconds: float | None = None,
+        max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+        repair_nonfinite: bool = False,
+    ) -> np.ndarray | torch.Tensor:
+        """Remove the far-end echo (and noise) from a microphone signal; returns the near end ``[T]``.
+
+        Args:
+            mic: microphone signal ``[T]`` (or ``[1, T]``) at ``sample_rate``.
+            far_end: the loudspeaker (far-end) signal ``[T']`` at ``far_end_rate``.
+            sample_rate: rate of ``mic`` (and of the result).
+            far_end_rate: rate of ``far_end`` (default: ``sample_rate``).
+            delay_seconds: the echo's bulk delay (reference leading the microphone); None estimates
+                it with GCC-PHAT up to ``max_delay_seconds`` (0 disables the alignment).
+            max_delay_seconds: search range of the estimate.
+            repair_nonfinite: replace NaN/Inf input samples by 0 instead of refusing the input.
+
+        The reference is aligned, cut or zero-padded to the microphone's length and both run
+        through the same bounded-memory machinery as files (see :class:`speechkit.inference.EchoPipeline`).
+        """
+        self.check_action("cancel_echo")
+        as_tensor = isinstance(mic, torch.Tensor)
+        original_device = mic.device if as_tensor else None
+        rate = _check_rate(sample_rate, "sample_rate")
+        reference_rate = rate if far_end_rate is None else _check_rate(far_end_rate, "far_end_rate")
+        mic_array = _mono_array(mic, "mic", rate, repair_nonfinite)
+        reference = _mono_array(far_end, "far_end", reference_rate, repair_nonfinite)
+        reference_at_mic_rate = _resample_excerpt(reference, reference_rate, rate)
+        delay, _ = estimate_echo_delay(mic_array, reference_at_mic_rate, rate, delay_seconds, max_delay_seconds)
+        pipeline = self._echo_pipeline(rate, reference_rate, delay.samples)
+        output = np.concatenate([pipeline.push(mic_array, reference), pipeline.finish()])  # [T]
+        if as_tensor:
+            return torch.from_numpy(output).to(original_device)
+        return output
+
+    def cancel_echo_file(
+        self,
+        mic: str | os.PathLike,
+        far_end: str | os.PathLike,
+        output: str | os.PathLike,
+        force: bool = False,
+        delay_seconds: float | None = None,
+        max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+        max_length_difference: float = DEFAULT_MAX_LENGTH_DIFFERENCE,
+        resample: bool = False,
+        repair_nonfinite: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> "EchoFileResult":
+        """Cancel the echo of one microphone/far-end file pair into ``output``; see :func:`cancel_echo_file`."""
+        from .delay import DEFAULT_ANALYSIS_SECONDS, check_pair_lengths
+
+        self.check_action("cancel_echo")
+        started = time.perf_counter()
+        mic, far_end, output = Path(mic), Path(far_end), Path(output)
+        if output.is_dir():
+            output = output / default_output_name(mic, "_aec")
+        check_output_path(output, inputs=(mic, far_end), force=force)
+        with open_audio(mic) as mic_handle, open_audio(far_end) as reference_handle:
+            for path, handle in ((mic, mic_handle), (far_end, reference_handle)):
+                if handle.channels != 1:
+                    raise AudioError(f"{path} has {handle.channels} channels; echo cancellation needs mono files")
+            rate, reference_rate = int(mic_handle.samplerate), int(reference_handle.samplerate)
+            frames, reference_frames = int(mic_handle.frames), int(reference_handle.frames)
+            if rate != reference_rate and not resample:
+                raise AudioError(
+                    f"{mic} is at {rate} Hz but {far_end} is at {reference_rate} Hz; pass resample=True / "
+                    "--resample to resample the reference"
+                )
+            check_pair_lengths(frames, round(reference_frames * rate / reference_rate), rate, max_length_difference)
+            # the delay is estimated on the start of both files, then both are read again from the start
+            mic_excerpt = _read_excerpt(mic_handle, DEFAULT_ANALYSIS_SECONDS)
+            reference_excerpt = _resample_excerpt(
+                _read_excerpt(reference_handle, DEFAULT_ANALYSIS_SECONDS), reference_rate, rate
+            )
+            delay, messages = estimate_echo_delay(
+                mic_excerpt, reference_excerpt, rate, delay_seconds, max_delay_seconds, str(mic)
+            )
+            del mic_excerpt, reference_excerpt
+            pipeline = self._echo_pipeline(rate, reference_rate, delay.samples)
+            mic_checker = SampleChecker(rate, str(mic), repair_nonfinite)
+            reference_checker = SampleChecker(reference_rate, str(far_end), repair_nonfinite)
+            writer = AtomicAudioWriter(output, rate, 1, force=force)
+            try:
+                writer.open()
+                mic_blocks = iter_blocks(mic_handle, max(1, int(READ_BLOCK_SECONDS * rate)))
+                reference_blocks = iter_blocks(reference_handle, max(1, int(READ_BLOCK_SECONDS * reference_rate)))
+                for mic_block in mic_blocks:
+                    reference_block = next(reference_blocks, None)
+                    if reference_block is None:
+                        pipeline.end_reference()
+                    else:
+                        reference_block = reference_checker.check(reference_block)[0]
+                    produced = pipeline.push(mic_checker.check(mic_block)[0], reference_block)  # [m]
+                    writer.write(produced[None])
+                    if progress is not None:
+                        progress(mic_block.shape[-1])
+                writer.write(pipeline.finish()[None])
+                writer.commit()
+            except BaseException:
+                writer._discard()
+                raise
+        messages += mic_checker.warnings() + reference_checker.warnings()
+        if pipeline.runner.nonfinite_outputs:
+            messages.append(
+                f"{mic}: the model produced {pipeline.runner.nonfinite_outputs} non-finite sample(s), written as 0"
+            )
+        messages.extend(writer.warnings())
+        for message in messages:
+            warnings.warn(message, AudioWarning, stacklevel=3)
+        return EchoFileResult(
+            input=mic,
+            outputs=[output],
+            sample_rate=rate,
+            channels=1,
+            frames=frames,
+            seconds_processed=time.perf_counter() - started,
+            warnings=messages,
+            far_end=far_end,
+            delay=delay,
+        )
+
+    def _echo_pipeline(self, rate: int, reference_rate: int, delay_samples: int) -> EchoPipeline:
+        return EchoPipeline(
+            self.model, rate, reference_rate, delay_samples, self.chunk_seconds, self.overlap_seconds,
+            self.device, self.streaming,
+        )
+
     # ------------------------------------------------------------------ helpers
     def _pipeline(self, rate: int, num_channels: int, channels: str) -> Pipeline:
         return Pipeline(
-            self.model, rate, num_channels, channels, self.chunk_seconds, self.overlap_seconds, self.device
+            self.model, rate, num_channels, channels, self.chunk_seconds, self.overlap_seconds, self.device,
+            self.streaming,
         )
 
     def check_action(self, action: str) -> None:
-        """Raise :class:`ConfigError` unless this model can ``"enhance"`` (1 source) or ``"separate"``."""
+        """Raise :class:`ConfigError` unless this model can ``"enhance"`` (1 source), ``"separate"`` or ``"cancel_echo"``."""
+        is_echo_canceller = self.task == "aec" and self.model.num_input_channels == 2
+        if action == "cancel_echo":
+            if not is_echo_canceller:
+                raise ConfigError(
+                    f"{self.name} holds a {self.model.name} {self.task} model, not an echo canceller "
+                    "(microphone + reference input)"
+                )
+            return
+        if is_echo_canceller:
+            raise ConfigError(f"{self.name} is an echo canceller; use cancel_echo with a far-end reference")
         if action == "separate":
             if self.num_sources < 2:
                 raise ConfigError(
@@ -321,11 +497,13 @@ def load(
     device: str = "cpu",
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    streaming: bool | None = None,
 ) -> Processor:
     """Load a bundled model (by name) or a speechkit checkpoint (by path) into a :class:`Processor`.
 
     ``None`` loads the default bundled model. A bare architecture name such as ``"conv_tasnet"``
     raises :class:`~speechkit.errors.CheckpointError` (no weights, it would output noise).
+    ``streaming`` as in :class:`Processor`.
     """
     from .checkpoint import load_checkpoint
     from .pretrained import resolve_model
@@ -334,7 +512,7 @@ def load(
     path = resolve_model(name_or_path)
     model = load_checkpoint(path, map_location="cpu")
     name = path.stem if name_or_path is None or not Path(os.fspath(name_or_path)).is_file() else str(path)
-    return Processor(model, selected, chunk_seconds, overlap_seconds, name=name)
+    return Processor(model, selected, chunk_seconds, overlap_seconds, name=name, streaming=streaming)
 
 
 def _processor(model: "str | os.PathLike | Processor | None", device: str, chunk_seconds: float) -> Processor:
@@ -392,3 +570,143 @@ def separate_file(
     """
     processor = _processor(model, device, chunk_seconds)
     return processor.separate_file(input, output_dir_or_pattern, force, channels, repair_nonfinite, progress)
+
+
+# ---------------------------------------------------------------------- echo cancellation
+def load_echo_canceller(
+    name_or_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+) -> Processor:
+    """Load an echo-cancellation checkpoint (bundled name or path; None: :data:`DEFAULT_AEC_MODEL`).
+
+    Raises:
+        CheckpointError: the default model is not installed, or the file is not a checkpoint.
+        ConfigError: the checkpoint holds a model that is not an echo canceller.
+    """
+    from .pretrained import MODELS_DIR
+
+    if name_or_path is None and not (MODELS_DIR / f"{DEFAULT_AEC_MODEL}.safetensors").is_file():
+        raise CheckpointError(
+            f"the default echo-cancellation model {DEFAULT_AEC_MODEL!r} is not installed in this copy of "
+            "speechkit; pass --model PATH (model=PATH) to a trained complex_d3net_aec checkpoint"
+        )
+    processor = load(
+        DEFAULT_AEC_MODEL if name_or_path is None else name_or_path, device, chunk_seconds, overlap_seconds
+    )
+    processor.check_action("cancel_echo")
+    return processor
+
+
+def estimate_echo_delay(
+    mic: np.ndarray,
+    reference: np.ndarray,
+    sample_rate: int,
+    delay_seconds: float | None = None,
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+    source: str = "microphone",
+) -> tuple[DelayEstimate, list[str]]:
+    """The bulk delay to align ``reference`` to ``mic`` (both ``[T]`` at ``sample_rate``) and warnings.
+
+    ``delay_seconds`` imposes the delay; otherwise GCC-PHAT searches up to ``max_delay_seconds``
+    (0: no alignment). A silent input or an unreliable estimate adds a warning naming ``source``.
+    """
+    if delay_seconds is not None:
+        return DelayEstimate(int(round(delay_seconds * sample_rate)), sample_rate, float("inf")), []
+    if max_delay_seconds <= 0:
+        return DelayEstimate(0, sample_rate, 0.0), []
+    delay = estimate_delay(mic, reference, sample_rate, max_delay_seconds=max_delay_seconds)
+    messages = []
+    if delay.confidence == 0.0:
+        messages.append(f"{source}: the microphone or reference is silent; no delay alignment")
+    elif not delay.reliable:
+        messages.append(
+            f"{source}: uncertain bulk-delay estimate {1000 * delay.seconds:.1f} ms "
+            f"(confidence {delay.confidence:.1f}); pass the delay (--delay-ms) if you know it"
+        )
+    return delay, messages
+
+
+def _check_rate(sample_rate: Any, name: str) -> int:
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioError(f"{name} must be a positive integer, got {sample_rate!r}")
+    return int(sample_rate)
+
+
+def _mono_array(audio: np.ndarray | torch.Tensor, name: str, sample_rate: int, repair_nonfinite: bool) -> np.ndarray:
+    """A ``[T]`` or ``[1, T]`` array or tensor as a checked float32 ``[T]`` numpy array."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().float().numpy()
+    array = np.asarray(audio, dtype=np.float32)
+    if array.ndim == 2 and array.shape[0] == 1:
+        array = array[0]  # [1, T] -> [T]
+    if array.ndim != 1:
+        raise AudioError(f"{name} must be mono audio of shape [T], got {tuple(array.shape)}")
+    if array.shape[-1] == 0:
+        raise AudioError(f"{name} contains no samples (zero length)")
+    checker = SampleChecker(sample_rate, name, repair_nonfinite)
+    array = checker.check(np.ascontiguousarray(array)[None])[0]
+    for message in checker.warnings():
+        warnings.warn(message, AudioWarning, stacklevel=4)
+    return array
+
+
+def _resample_excerpt(signal: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Resample a whole in-memory ``[T]`` signal (identity when the rates match)."""
+    if rate == target_rate or signal.shape[-1] == 0:
+        return signal
+    import soxr
+
+    return soxr.resample(signal, rate, target_rate).astype(np.float32)
+
+
+def _read_excerpt(handle: Any, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of an open mono file as ``[T]`` (non-finite samples as 0); rewinds the file."""
+    frames = int(seconds * handle.samplerate)
+    excerpt = next(iter_blocks(handle, max(1, frames)), np.zeros((1, 0), np.float32))[0]  # [1, T] -> [T]
+    handle.seek(0)
+    return np.nan_to_num(excerpt, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def cancel_echo_file(
+    mic: str | os.PathLike,
+    far_end: str | os.PathLike,
+    output: str | os.PathLike,
+    model: "str | os.PathLike | Processor | None" = None,
+    force: bool = False,
+    delay_seconds: float | None = None,
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+    max_length_difference: float = DEFAULT_MAX_LENGTH_DIFFERENCE,
+    resample: bool = False,
+    device: str = "cpu",
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    repair_nonfinite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> EchoFileResult:
+    """Cancel the far-end echo (and noise) of the microphone file ``mic`` into ``output``, in bounded memory.
+
+    Args:
+        mic: mono microphone recording.
+        far_end: mono far-end (loudspeaker) reference of the same call.
+        output: destination file (``.wav``, ``.flac``, ``.ogg``) or an existing directory
+            (``<dir>/<mic name>_aec.<ext>``); written at the microphone's rate and length.
+        model: bundled model name, checkpoint path, a Processor from :func:`load_echo_canceller`,
+            or None (:data:`DEFAULT_AEC_MODEL`).
+        force: overwrite an existing output.
+        delay_seconds: impose the echo's bulk delay instead of estimating it (GCC-PHAT on the
+            first minute of both files, up to ``max_delay_seconds``; 0 disables the alignment).
+        max_length_difference: refuse pairs whose lengths differ by more seconds than this (the
+            reference is cut or zero-padded to the microphone's length after alignment).
+        resample: accept a reference at another rate than the microphone (it is resampled).
+        device, chunk_seconds, repair_nonfinite, progress: as in :func:`enhance_file`.
+
+    Both files are read block by block; a streaming model (such as ``complex_d3net_aec``) runs
+    its ``forward_step`` with the state carried through the whole recording, so the result equals
+    one offline pass while memory does not grow with the length of the call.
+    """
+    processor = model if isinstance(model, Processor) else load_echo_canceller(model, device, chunk_seconds)
+    return processor.cancel_echo_file(
+        mic, far_end, output, force, delay_seconds, max_delay_seconds, max_length_difference, resample,
+        repair_nonfinite, progress,
+    )

@@ -43,7 +43,7 @@ def test_chunking_changes_little_for_a_causal_model(enhance_checkpoint):
     chunked = speechkit.load(enhance_checkpoint, chunk_seconds=0.25, overlap_seconds=0.05)
     audio = speech_like(1.0, 16000)
     reference = whole.enhance(audio, 16000)
-    # a causal model with cumulative norm: chunks restart its statistics, so allow a small difference
+    # a non-causal model (global norm) runs in cross-faded chunks that change its statistics a little
     difference = chunked.enhance(audio, 16000) - reference
     assert np.sqrt(np.mean(difference**2)) < 0.5 * np.sqrt(np.mean(reference**2)) + 1e-6
 
@@ -133,3 +133,157 @@ def test_processor_reused_across_files(enhance_checkpoint, tmp_path):
         source = write_audio_file(tmp_path / f"in{index}.wav", speech_like(0.2, 16000, seed=index), 16000)
         speechkit.enhance_file(source, tmp_path / f"out{index}.wav", model=processor)
     assert (tmp_path / "out1.wav").is_file()
+
+
+# ---------------------------------------------------------------------- streaming models: exact files
+from speechkit.delay import align_reference  # noqa: E402
+from speechkit.errors import AudioError  # noqa: E402
+from speechkit.inference import ChunkedRunner, StreamingRunner, max_step_blocks, torch_threads  # noqa: E402
+from speechkit.models import build_model  # noqa: E402
+
+
+def _causal_model(n_src: int = 1, rate: int = 16000) -> torch.nn.Module:
+    torch.manual_seed(1)
+    return build_model("conv_tasnet", "tiny", n_src=n_src, causal=True, norm_type="cLN", sample_rate=rate).eval()
+
+
+def _aec_model() -> torch.nn.Module:
+    torch.manual_seed(2)
+    return build_model("complex_d3net_aec", "tiny").eval()
+
+
+def _offline(model, audio: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(np.ascontiguousarray(audio))[None])[0].numpy()  # [C, T] -> [S, C_out, T]
+
+
+@pytest.mark.parametrize("n_src, channels", [(1, 1), (2, 2)])
+def test_streaming_file_equals_one_offline_pass(tmp_path, n_src, channels):
+    """A file many steps long gives model(x) on the whole file: the cumulative norm never restarts."""
+    model = _causal_model(n_src)
+    audio = speech_like(0.9, 16000, channels=channels, seed=3) + 0.05  # a DC offset the cLN must carry
+    source = write_audio_file(tmp_path / "long.wav", audio, 16000, subtype="FLOAT")
+    processor = Processor(model, chunk_seconds=0.05, overlap_seconds=0.01)  # 18 steps of 800 samples
+    if n_src == 1:
+        result = processor.enhance_file(source, tmp_path / "out.wav")
+    else:
+        result = processor.separate_file(source, tmp_path / "sep")
+    outputs = np.stack([soundfile.read(str(path), dtype="float32", always_2d=True)[0].T for path in result.outputs])
+    expected = _offline(model, audio)  # [S, C, T]
+    assert outputs.shape == expected.shape
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+
+
+def test_streaming_array_any_block_layout_and_length():
+    model = _causal_model()
+    audio = speech_like(0.3, 16000, seed=4)[:, :4801]  # not a whole number of 8-sample blocks
+    expected = _offline(model, audio)[0]
+    for chunk_seconds in (0.0005, 0.013, 10.0):  # one block per call, odd steps, one call
+        processor = Processor(model, chunk_seconds=chunk_seconds, overlap_seconds=0.0)
+        np.testing.assert_allclose(processor.enhance(audio, 16000), expected, atol=1e-5)
+    tensor = Processor(model).enhance(torch.from_numpy(audio[0]), 16000)
+    assert isinstance(tensor, torch.Tensor)
+    np.testing.assert_allclose(tensor.numpy(), expected, atol=1e-5)
+    tiny = Processor(model).enhance(audio[:, :3], 16000)  # shorter than the stream delay
+    np.testing.assert_allclose(tiny, _offline(model, audio[:, :3])[0], atol=1e-6)
+
+
+def test_streaming_memory_is_bounded():
+    model = _causal_model()
+    runner = StreamingRunner(model, [[0]], step_length=800)
+    state_sizes = [tensor.numel() for tensor in runner._state]
+    total_out = 0
+    for index in range(40):  # 2 s in uneven blocks, far longer than a step
+        block = np.random.default_rng(index).standard_normal((1, 777 + index)).astype(np.float32)
+        total_out += runner.push(block).shape[-1]
+        assert runner._buffer.shape[-1] < runner.step_length
+        assert [tensor.numel() for tensor in runner._state] == state_sizes
+    total_in = sum(777 + index for index in range(40))
+    assert total_out + runner.flush().shape[-1] == total_in
+
+
+def test_streaming_choice():
+    causal, non_causal = _causal_model(), build_model("conv_tasnet", "tiny")
+    assert isinstance(Processor(causal)._pipeline(16000, 1, "separate").runner, StreamingRunner)
+    assert isinstance(Processor(causal, streaming=False)._pipeline(16000, 1, "separate").runner, ChunkedRunner)
+    assert isinstance(Processor(non_causal)._pipeline(8000, 1, "separate").runner, ChunkedRunner)
+    with pytest.raises(ConfigError, match="does not support streaming"):
+        Processor(non_causal, streaming=True)
+    assert max_step_blocks(causal, 1) == 2  # Conv-TasNet steps take any whole number of blocks
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------- echo cancellation
+def _echo_pair(seconds: float = 0.5, delay: int = 320, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    length = int(seconds * 16000)
+    reference = (0.2 * rng.standard_normal(length)).astype(np.float32)
+    mic = align_reference(0.5 * np.tanh(reference), delay, length) + 0.05 * rng.standard_normal(length)
+    return mic.astype(np.float32), reference
+
+
+def test_cancel_echo_array_equals_offline_model():
+    model = _aec_model()
+    mic, reference = _echo_pair()
+    processor = Processor(model, chunk_seconds=0.1, overlap_seconds=0.0)
+    near_end = processor.cancel_echo(mic, reference, 16000, delay_seconds=0.02)
+    aligned = align_reference(reference, 320, len(mic))
+    expected = _offline(model, np.stack([mic, aligned]))[0, 0]
+    assert near_end.shape == mic.shape
+    np.testing.assert_allclose(near_end, expected, atol=1e-5)
+    # the estimated delay finds the same 20 ms; tensors come back as tensors
+    estimated = processor.cancel_echo(torch.from_numpy(mic), torch.from_numpy(reference), 16000)
+    assert isinstance(estimated, torch.Tensor)
+    np.testing.assert_allclose(estimated.numpy(), expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="echo canceller; use cancel_echo"):
+        processor.enhance(mic, 16000)
+    with pytest.raises(ConfigError, match="not an echo canceller"):
+        Processor(_causal_model()).cancel_echo(mic, reference, 16000)
+    with pytest.raises(AudioError, match="mono"):
+        processor.cancel_echo(np.stack([mic, mic]), reference, 16000)
+
+
+def test_cancel_echo_file_matches_array_and_keeps_rate(tmp_path):
+    model = _aec_model()
+    processor = Processor(model, chunk_seconds=0.1, overlap_seconds=0.0)
+    mic, reference = _echo_pair(seconds=0.8, seed=1)
+    mic_path = write_audio_file(tmp_path / "mic.wav", mic, 16000, subtype="FLOAT")
+    ref_path = write_audio_file(tmp_path / "ref.wav", reference[:12000], 16000, subtype="FLOAT")  # shorter
+    (tmp_path / "out").mkdir()
+    result = speechkit.cancel_echo_file(mic_path, ref_path, tmp_path / "out", model=processor)
+    assert result.outputs == [tmp_path / "out" / "mic_aec.wav"] and result.delay.samples == 320
+    written, rate = soundfile.read(str(result.outputs[0]), dtype="float32")
+    expected = processor.cancel_echo(mic, reference[:12000], 16000)
+    assert rate == 16000 and written.shape == mic.shape
+    np.testing.assert_allclose(written, expected, atol=1e-5)
+    # a 48 kHz microphone with a 16 kHz reference: refused unless resample=True, written at 48 kHz
+    mic48 = write_audio_file(tmp_path / "mic48.wav", np.repeat(mic, 3), 48000)
+    with pytest.raises(AudioError, match="resample"):
+        processor.cancel_echo_file(mic48, ref_path, tmp_path / "o48.wav")
+    result = processor.cancel_echo_file(mic48, ref_path, tmp_path / "o48.wav", resample=True, delay_seconds=0.02)
+    info = soundfile.info(str(result.outputs[0]))
+    assert (info.samplerate, info.frames) == (48000, 3 * len(mic)) and result.delay.samples == 960
+
+
+@pytest.mark.parametrize("delay, reference_length", [(-160, 8000), (0, 9000), (480, 6000)])
+def test_cancel_echo_alignment_matches_align_reference(delay, reference_length):
+    """Negative and positive delays, references longer and shorter than the microphone."""
+    model = _aec_model()
+    mic, reference = _echo_pair(seconds=0.5, seed=5)
+    reference = np.resize(reference, reference_length)
+    near_end = Processor(model, chunk_seconds=0.03, overlap_seconds=0.0).cancel_echo(
+        mic, reference, 16000, delay_seconds=delay / 16000
+    )
+    expected = _offline(model, np.stack([mic, align_reference(reference, delay, len(mic))]))[0, 0]
+    np.testing.assert_allclose(near_end, expected, atol=1e-5)
+
+
+def test_cli_and_api_agree_on_the_default_echo_model():
+    from speechkit.api import DEFAULT_AEC_MODEL
+    from speechkit.cli.aec import DEFAULT_AEC_MODEL as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_AEC_MODEL
+    assert "cancel_echo_file" in dir(speechkit) and callable(speechkit.cancel_echo_file)

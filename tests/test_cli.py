@@ -113,3 +113,25 @@ def test_demo(capsys, enhance_checkpoint, tmp_path):
     assert (tmp_path / "demo" / "spectrogram.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run_cli(capsys, "demo", "-o", tmp_path / "demo", "--model", enhance_checkpoint)
     assert code == EXIT_USAGE and "--force" in err
+
+
+def test_enhance_causal_model_equals_one_offline_pass(capsys, tmp_path):
+    """A streaming (causal) checkpoint processes a file many steps long exactly like model(x)."""
+    import numpy as np
+    import torch
+
+    from speechkit.checkpoint import save_checkpoint
+    from speechkit.models import build_model
+
+    torch.manual_seed(3)
+    model = build_model("conv_tasnet", "tiny", n_src=1, causal=True, norm_type="cLN", sample_rate=16000).eval()
+    checkpoint = save_checkpoint(model, tmp_path / "causal.safetensors")
+    audio = speech_like(0.6, 16000, seed=2)
+    source = write_audio_file(tmp_path / "in.wav", audio, 16000, subtype="FLOAT")
+    code = main(["enhance", str(source), "-o", str(tmp_path / "out.wav"), "--model", str(checkpoint),
+                 "--chunk-seconds", "0.05", "--overlap-seconds", "0", "--no-progress"])
+    assert code == EXIT_OK
+    written, _ = soundfile.read(str(tmp_path / "out.wav"), dtype="float32")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(audio)[None])[0, 0, 0].numpy()
+    np.testing.assert_allclose(written, expected, atol=1e-5)

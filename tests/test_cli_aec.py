@@ -119,3 +119,22 @@ def test_missing_default_model_is_explained(tmp_path: Path, monkeypatch: pytest.
     mic, ref = _pair(tmp_path, "x.wav")
     assert main(["aec", "--mic", str(mic), "--ref", str(ref), "-o", str(tmp_path / "o.wav")]) == EXIT_USAGE
     assert "pass --model PATH" in capsys.readouterr().err
+
+
+def test_cli_output_equals_the_api(tmp_path: Path, aec_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:
+    """The command is a thin layer over Processor.cancel_echo_file (same streaming machinery)."""
+    import speechkit
+
+    mic, ref = _pair(tmp_path, "x.wav", delay=160, seconds=0.6, seed=4)
+    out = tmp_path / "cli.wav"
+    assert main(["aec", "--mic", str(mic), "--ref", str(ref), "-o", str(out), "--model", str(aec_checkpoint),
+                 "--delay-ms", "-5"]) == EXIT_OK
+    assert "(delay -5.0 ms)" in capsys.readouterr().err
+    processor = speechkit.load_echo_canceller(aec_checkpoint)
+    mic_audio, _ = soundfile.read(str(mic), dtype="float32")
+    ref_audio, _ = soundfile.read(str(ref), dtype="float32")
+    expected = processor.cancel_echo(mic_audio, ref_audio, RATE, delay_seconds=-0.005)
+    written, _ = soundfile.read(str(out), dtype="float32")
+    np.testing.assert_allclose(written, expected, atol=1e-4)  # the file is 16-bit PCM
+    result = speechkit.cancel_echo_file(mic, ref, tmp_path / "api.wav", model=processor, max_delay_seconds=0)
+    assert result.delay.samples == 0 and result.far_end == ref

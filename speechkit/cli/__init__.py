@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "speechkit.cli.demo",
     "speechkit.cli.eval",
     "speechkit.cli.export",
+    "speechkit.cli.convert",
 )
 
 EXIT_OK = 0

@@ -1,7 +1,8 @@
 """``speechkit enhance`` and ``speechkit separate``: batch processing of files, folders and globs.
 
 Every input is processed independently: a failure prints one line (no traceback) and the batch
-continues; a summary ends the run and the exit code is non-zero if anything failed.
+continues (streaming models run step by step with their state carried through each file, see
+:mod:`speechkit.inference`); a summary ends the run and the exit code is non-zero if anything failed.
 """
 from __future__ import annotations
 
@@ -67,11 +68,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument(
         "--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
-        help=f"chunk length for long files (default {DEFAULT_CHUNK_SECONDS:g} s)",
+        help=(
+            f"audio per model call for long files (default {DEFAULT_CHUNK_SECONDS:g} s); streaming (causal) "
+            "models carry their state across calls, so their result equals one pass over the whole file"
+        ),
     )
     parser.add_argument(
         "--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS,
-        help=f"cross-faded overlap between chunks (default {DEFAULT_OVERLAP_SECONDS:g} s)",
+        help=f"cross-faded overlap between chunks of non-streaming models (default {DEFAULT_OVERLAP_SECONDS:g} s)",
     )
     parser.add_argument(
         "--repair-nonfinite", action="store_true",

@@ -1,0 +1,444 @@
+"""Compare speechkit's echo canceller with the ones a user could install from PyPI (issue 5).
+
+One command runs speechkit's ``complex_d3net_aec`` (``--model PATH`` to a checkpoint, or
+``--model untrained:paper`` for a clearly labelled random network that only validates the pipeline
+and measures speed) and every installed peer (Speex AEC through ``speexdsp-aec``, WebRTC AEC3 alone
+and with WebRTC noise suppression through ``pywebrtc-audio``; see ``bench/aec_peers/``) on a fixed
+held-out set of echo scenarios:
+
+* 4-second 16 kHz items from ``recipes.data.datasets.EchoDataset`` (``recipes/data/echo.py``) over
+  the mini corpus *test* split (test speakers for both talkers, test noise files): far-end single
+  talk, double talk and near-end single talk (``--items`` each), a nonlinear loudspeaker on 60 % of
+  items, measured or simulated RIRs (half each), bulk delays of 0-200 ms, echo-path changes on
+  20 %, background noise on half (SNR 10-40 dB), signal-to-echo ratio -10..10 dB in double talk.
+  Generated once with fixed seeds and written with ``recipes.data.fixedset.write_fixed_set`` to
+  ``data_cache/fixed/compare_aec_16k/``.
+
+Every system gets the microphone signal and the *unaligned* far-end reference, as recorded, and
+copes with the bulk delay its own way (``--prealign`` adds rows where the peers get a reference
+already aligned by speechkit's GCC-PHAT delay estimate).
+
+Metrics (``speechkit.metrics``): ERLE on far-end single talk (``10 log10(sum mic^2 / sum out^2)``
+over the whole item), PESQ-WB and SI-SDR of the near-end estimate on double talk and on near-end
+single talk (speech preservation), AECMOS (Microsoft's AEC-Challenge MOS model, bundled ONNX in
+PyPI ``speechmos``; echo MOS and other-degradation MOS with the scenario marker), real-time factor
+on one thread (block-processing seconds / audio seconds), algorithmic latency. Each system's output
+delay is found by cross-correlating its near-end estimates with the clean near end and compensated
+before scoring.
+
+    .venv/bin/python -m bench.compare_aec [--model PATH|untrained:paper] [--items 20] [--prealign]
+
+Prints a Markdown table, writes it to ``<out>.md`` and everything (per item too) to ``<out>``
+(default ``bench/results/compare_aec.json``).
+"""
+from __future__ import annotations
+
+import os
+
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+    os.environ.setdefault(_variable, "1")  # one thread for every system, set before torch loads
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from importlib.metadata import PackageNotFoundError, version  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench.aec_peers import PEERS, EchoCanceller, SpeechkitEchoCanceller, SpeexEchoCanceller  # noqa: E402
+from bench.compare_enhancers import finite_mean, machine_info  # noqa: E402
+from bench.peers.delay import compensate_delay, estimate_delay  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "results" / "compare_aec.json"
+SAMPLE_RATE = 16000
+SEGMENT_SECONDS = 4.0
+#: scenario -> AECMOS talk-type marker ("st": far-end single talk, "nst": near-end single talk)
+SCENARIOS = {"far_end_single_talk": "st", "double_talk": "dt", "near_end_single_talk": "nst"}
+SCENARIO_SHORT = {"far_end_single_talk": "fst", "double_talk": "dt", "near_end_single_talk": "nst"}
+#: the fixed set of scenario ``i`` (in :data:`SCENARIOS` order) is generated with seed ``SEED_BASE + i``
+SEED_BASE = 5_000_000
+#: largest output delay searched for, in seconds
+MAX_OUTPUT_DELAY_SECONDS = 0.1
+#: Speex filter tail when the reference is already aligned (room response only)
+ALIGNED_SPEEX_TAIL_MS = 128
+PACKAGES = (
+    "speechkit", "torch", "numpy", "soxr", "pesq", "speechmos", "librosa", "onnxruntime",
+    "speexdsp-aec", "pywebrtc-audio",
+)
+
+
+# ----------------------------------------------------------------------------------- data
+def held_out_set(items_per_scenario: int, cache_root: Path | None = None) -> list[dict[str, Any]]:
+    """``items_per_scenario`` held-out echo items of each scenario of :data:`SCENARIOS`, as numpy.
+
+    Each item: ``{"name", "scenario", "mic", "far_end", "near_end", "echo", "noise"}`` (``[T]``
+    float32) plus the generator's metadata (``delay_ms``, ``ser_db``, ``snr_db``, ``nonlinearity``,
+    ``rir``, ``echo_path_change_sample``, talker and noise ids). Fixed sets are generated on first
+    use by ``EchoDataset`` (test split, one scenario each) and written with ``write_fixed_set``.
+    """
+    from recipes.data.datasets import EchoDataset
+    from recipes.data.echo import EchoConfig
+    from recipes.data.fixedset import FixedSetDataset, write_fixed_set
+    from recipes.data.minicorpus import MiniCorpus, default_cache_root
+
+    cache_root = cache_root or default_cache_root()
+    corpus = None
+    loaded = []
+    for index, scenario in enumerate(SCENARIOS):
+        root = cache_root / "fixed" / "compare_aec_16k" / f"test_{scenario}_n{items_per_scenario}"
+        if not (root / "index.json").is_file():
+            corpus = corpus or MiniCorpus.scan()
+            config = EchoConfig(sample_rate=SAMPLE_RATE, segment_seconds=SEGMENT_SECONDS, scenario_weights={scenario: 1.0})
+            generator = EchoDataset.from_minicorpus("test", config, length=items_per_scenario, seed=SEED_BASE + index,
+                                                    corpus=corpus)
+            description = {"builder": "bench.compare_aec:held_out_set", "split": "test", "scenario": scenario,
+                           "seed": SEED_BASE + index, "count": items_per_scenario, "segment_seconds": SEGMENT_SECONDS}
+            write_fixed_set(generator, root, SAMPLE_RATE, count=items_per_scenario, source=description, overwrite=True)
+        dataset = FixedSetDataset(root)
+        for position in range(len(dataset)):
+            item = dataset[position]
+            entry: dict[str, Any] = {"name": f"{SCENARIO_SHORT[scenario]}_{position:03d}"}
+            for key in ("mic", "far_end", "near_end", "echo", "noise"):
+                entry[key] = item[key][0].numpy().astype(np.float32)  # [1, T] -> [T]
+            for key in ("scenario", "delay_ms", "ser_db", "snr_db", "nonlinearity", "rir", "echo_path_change_sample",
+                        "far_id", "near_id", "noise_id"):
+                entry[key] = item.get(key)
+            loaded.append(entry)
+    return loaded
+
+
+def prealigned_reference(item: dict[str, Any]) -> np.ndarray:
+    """The item's far end shifted by the bulk delay that speechkit's GCC-PHAT finds (``[T]``)."""
+    from speechkit.delay import align_reference
+    from speechkit.delay import estimate_delay as estimate_bulk_delay
+
+    found = estimate_bulk_delay(item["mic"], item["far_end"], SAMPLE_RATE)
+    return align_reference(item["far_end"], found.samples, item["mic"].shape[0]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------- metrics
+def aecmos_scores(far_end: np.ndarray, mic: np.ndarray, estimate: np.ndarray, talk_type: str) -> dict[str, float]:
+    """AECMOS echo and degradation MOS (speechmos, 16 kHz model with the scenario marker ``talk_type``)."""
+    from speechkit._optional import require
+
+    aecmos = require("speechmos.aecmos", "eval", "AECMOS")
+    signals = {name: np.clip(np.asarray(signal, dtype=np.float32), -1.0, 1.0)
+               for name, signal in (("lpb", far_end), ("mic", mic), ("enh", estimate))}
+    scores = aecmos.run(signals, SAMPLE_RATE, talk_type=talk_type)
+    return {"aecmos_echo": float(scores["echo_mos"]), "aecmos_deg": float(scores["deg_mos"])}
+
+
+def score_item(estimate: np.ndarray, item: dict[str, Any], with_aecmos: bool) -> dict[str, Any]:
+    """ERLE (far-end single talk) or PESQ-WB / SI-SDR(i) of the near end (other scenarios), plus AECMOS."""
+    from speechkit.metrics import erle, evaluate_item
+
+    row: dict[str, Any] = {"name": item["name"], "scenario": item["scenario"], "rir": item["rir"],
+                           "nonlinearity": item["nonlinearity"], "delay_ms": item["delay_ms"],
+                           "noisy": bool(np.isfinite(item["snr_db"]))}
+    if item["scenario"] == "far_end_single_talk":
+        row["erle"] = erle(item["mic"], estimate)
+    else:
+        row.update(evaluate_item(estimate, item["near_end"], SAMPLE_RATE, mixture=item["mic"][None],
+                                 metrics=("pesq_wb", "si_sdr", "si_sdri")))
+    if with_aecmos:
+        row.update(aecmos_scores(item["far_end"], item["mic"], estimate, SCENARIOS[item["scenario"]]))
+    return row
+
+
+def summarize_system(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Means per scenario (ERLE, PESQ-WB, SI-SDR(i), AECMOS) and ERLE / PESQ breakdowns for the JSON."""
+    def mean(key: str, scenario: str, condition: Any = None) -> float:
+        return finite_mean([row.get(key) for row in rows
+                            if row["scenario"] == scenario and (condition is None or condition(row))])
+
+    fst, dt, nst = "far_end_single_talk", "double_talk", "near_end_single_talk"
+    erles = np.asarray([row["erle"] for row in rows if row["scenario"] == fst], dtype=np.float64)
+    summary: dict[str, Any] = {
+        "fst_erle": mean("erle", fst),
+        "fst_erle_median": float(np.median(erles)) if erles.size else float("nan"),
+        "fst_aecmos_echo": mean("aecmos_echo", fst),
+        "dt_pesq_wb": mean("pesq_wb", dt),
+        "dt_si_sdr": mean("si_sdr", dt),
+        "dt_si_sdri": mean("si_sdri", dt),
+        "dt_aecmos_echo": mean("aecmos_echo", dt),
+        "dt_aecmos_deg": mean("aecmos_deg", dt),
+        "nst_pesq_wb": mean("pesq_wb", nst),
+        "nst_si_sdr": mean("si_sdr", nst),
+        "nst_aecmos_deg": mean("aecmos_deg", nst),
+        "pesq_nan_items": sum(1 for row in rows if row["scenario"] != fst and not np.isfinite(row.get("pesq_wb", np.nan))),
+    }
+    is_measured = lambda row: row["rir"] == "measured"  # noqa: E731
+    is_linear = lambda row: row["nonlinearity"] == "linear"  # noqa: E731
+    summary["breakdown"] = {
+        "fst_erle_noise_free": mean("erle", fst, lambda row: not row["noisy"]),
+        "fst_erle_with_noise": mean("erle", fst, lambda row: row["noisy"]),
+        "fst_erle_measured_rir": mean("erle", fst, is_measured),
+        "fst_erle_simulated_rir": mean("erle", fst, lambda row: not is_measured(row)),
+        "fst_erle_linear_loudspeaker": mean("erle", fst, is_linear),
+        "fst_erle_nonlinear_loudspeaker": mean("erle", fst, lambda row: not is_linear(row)),
+        "dt_pesq_wb_measured_rir": mean("pesq_wb", dt, is_measured),
+        "dt_pesq_wb_simulated_rir": mean("pesq_wb", dt, lambda row: not is_measured(row)),
+        "fst_erle_delay_over_100ms": mean("erle", fst, lambda row: row["delay_ms"] > 100),
+        "fst_erle_delay_up_to_100ms": mean("erle", fst, lambda row: row["delay_ms"] <= 100),
+    }
+    return summary
+
+
+def evaluate_system(
+    system: EchoCanceller | None, label: str, items: Sequence[dict[str, Any]], with_aecmos: bool,
+    prealigned: bool = False,
+) -> dict[str, Any]:
+    """Process, align, score and summarise one system (``None``: the unprocessed microphone signal)."""
+    result: dict[str, Any] = {"system": label, "prealigned_reference": prealigned}
+    if system is None:
+        estimates = [item["mic"] for item in items]
+        result.update({"rtf": 0.0, "latency_ms": 0.0, "declared_delay_ms": 0.0, "delay_ms": 0.0})
+    else:
+        raw, seconds = [], 0.0
+        for item in items:
+            reference = prealigned_reference(item) if prealigned else item["far_end"]
+            raw.append(system.process(np.stack([item["mic"], reference]), SAMPLE_RATE))  # 2 x [T] -> [2, T]
+            seconds += system.last_compute_seconds
+        duration = sum(item["mic"].shape[0] for item in items) / SAMPLE_RATE
+        speech_items = [index for index, item in enumerate(items) if item["scenario"] != "far_end_single_talk"]
+        max_lag = int(MAX_OUTPUT_DELAY_SECONDS * SAMPLE_RATE)
+        delay, peak = estimate_delay([raw[index] for index in speech_items],
+                                     [items[index]["near_end"] for index in speech_items], max_lag)
+        estimates = [compensate_delay(output, delay, item["mic"].shape[0]) for output, item in zip(raw, items)]
+        latency = system.algorithmic_latency
+        result.update({
+            "rtf": seconds / duration,
+            "latency_ms": None if latency is None else 1000.0 * latency,
+            "declared_delay_ms": 1000.0 * system.stream_delay / system.native_rate,
+            "delay_ms": 1000.0 * delay / SAMPLE_RATE,
+            "delay_samples": delay,
+            "delay_correlation": peak,
+            "native_rate": system.native_rate,
+            "block_size": system.block_size,
+            "package": system.package,
+            "package_version": system.version(),
+        })
+    rows = [score_item(estimate, item, with_aecmos) for estimate, item in zip(estimates, items)]
+    result["summary"] = summarize_system(rows)
+    result["items"] = rows
+    return result
+
+
+# ----------------------------------------------------------------------------------- report
+def _format(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """The Markdown table with date, machine, data description, skipped systems and notes."""
+    machine, data = report["machine"], report["data"]
+    lines = [
+        f"# Echo-cancellation comparison ({report['date']})",
+        "",
+        f"Machine: {machine['cpu']} ({machine['cores']} cores), {machine['platform']}; one thread per system.",
+        f"Held-out set: {data['items_per_scenario']} items of {SEGMENT_SECONDS:g} s at 16 kHz per scenario "
+        "(far-end single talk FST, double talk DT, near-end single talk NST) from recipes.data EchoDataset, "
+        "test-split speakers and noise; nonlinear loudspeaker, measured and simulated RIRs, bulk delays 0-200 ms.",
+        "",
+        "| System | FST ERLE dB | DT PESQ-WB | DT SI-SDR | NST PESQ-WB | NST SI-SDR | AECMOS echo FST / DT "
+        "| AECMOS deg DT / NST | RTF (1 thread) | Latency ms | Delay ms (found / declared) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in report["systems"]:
+        summary = result["summary"]
+        delay = ("-" if result["system"].startswith("mic")
+                 else f"{_format(result['delay_ms'], 1)} / {_format(result['declared_delay_ms'], 1)}")
+        latency = _format(result["latency_ms"], 1) if result["latency_ms"] is not None else "offline"
+        lines.append(
+            f"| {result['system']} | {_format(summary['fst_erle'], 1)} | {_format(summary['dt_pesq_wb'])} | "
+            f"{_format(summary['dt_si_sdr'], 1)} | {_format(summary['nst_pesq_wb'])} | {_format(summary['nst_si_sdr'], 1)} | "
+            f"{_format(summary['fst_aecmos_echo'])} / {_format(summary['dt_aecmos_echo'])} | "
+            f"{_format(summary['dt_aecmos_deg'])} / {_format(summary['nst_aecmos_deg'])} | "
+            f"{_format(result['rtf'], 3)} | {latency} | {delay} |"
+        )
+    lines += [
+        "",
+        "FST ERLE breakdown (dB): noise-free / with noise; measured / simulated RIR; linear / nonlinear loudspeaker:",
+        "",
+        "| System | noise-free | with noise | measured RIR | simulated RIR | linear | nonlinear |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in report["systems"]:
+        breakdown = result["summary"]["breakdown"]
+        keys = ("fst_erle_noise_free", "fst_erle_with_noise", "fst_erle_measured_rir", "fst_erle_simulated_rir",
+                "fst_erle_linear_loudspeaker", "fst_erle_nonlinear_loudspeaker")
+        lines.append(f"| {result['system']} | " + " | ".join(_format(breakdown[key], 1) for key in keys) + " |")
+    if report["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{name}: {reason}" for name, reason in report["skipped"].items())]
+    lines += ["", *[f"Note: {note}" for note in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``packages`` (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def data_description(items: Sequence[dict[str, Any]], items_per_scenario: int) -> dict[str, Any]:
+    """What the held-out set holds: counts per scenario, RIR kind, loudspeaker model and delay range."""
+    delays = [item["delay_ms"] for item in items if item["scenario"] != "near_end_single_talk"]
+    echo_items = [item for item in items if item["scenario"] != "near_end_single_talk"]
+    return {
+        "items_per_scenario": items_per_scenario,
+        "items": len(items),
+        "scenarios": {scenario: sum(1 for item in items if item["scenario"] == scenario) for scenario in SCENARIOS},
+        "segment_seconds": SEGMENT_SECONDS,
+        "source": f"recipes.data EchoDataset(split='test', one scenario each) fixed sets, seeds "
+                  f"{SEED_BASE}..{SEED_BASE + len(SCENARIOS) - 1}, data_cache/fixed/compare_aec_16k/",
+        "measured_rir_items": sum(1 for item in items if item["rir"] == "measured"),
+        "simulated_rir_items": sum(1 for item in items if item["rir"] != "measured"),
+        "nonlinear_loudspeaker_echo_items": sum(1 for item in echo_items if item["nonlinearity"] != "linear"),
+        "echo_items": len(echo_items),
+        "echo_path_change_items": sum(1 for item in items if item["echo_path_change_sample"] >= 0),
+        "noisy_items": sum(1 for item in items if np.isfinite(item["snr_db"])),
+        "bulk_delay_ms_range": [min(delays), max(delays)] if delays else None,
+    }
+
+
+# ----------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None,
+                        help="complex_d3net_aec checkpoint path or bundled name, or untrained:PRESET "
+                             "(default: no speechkit row)")
+    parser.add_argument("--items", type=int, default=20, help="held-out items per scenario (3 scenarios)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (the Markdown goes next to it)")
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), help=f"peers to run (default all: {' '.join(PEERS)})")
+    parser.add_argument("--prealign", action="store_true",
+                        help="also run every peer with the reference pre-aligned by speechkit's GCC-PHAT estimate")
+    parser.add_argument("--no-aecmos", action="store_true", help="skip AECMOS")
+    parser.add_argument("--label", default=None, help="table label of the speechkit model")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from speechkit.errors import SpeechkitError
+
+    torch.set_num_threads(1)
+    unknown = sorted(set(args.peers) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown peer(s) {', '.join(unknown)} (known: {', '.join(PEERS)})")
+    if args.items <= 0:
+        parser.error("--items must be positive")
+    notes: list[str] = []
+    skipped: dict[str, str] = {}
+    with_aecmos = not args.no_aecmos
+    systems: list[tuple[str, EchoCanceller, bool]] = []
+    started = time.perf_counter()
+    try:
+        if args.model is None:
+            skipped["speechkit"] = ("no trained complex_d3net_aec checkpoint was given (--model PATH); the speechkit "
+                                    "row is missing")
+        else:
+            speechkit_system = SpeechkitEchoCanceller(args.model)
+            label = args.label or f"speechkit ({Path(speechkit_system.model_reference).name})"
+            if not speechkit_system.trained:
+                label += " UNTRAINED"
+                notes.append(f"{label}: the network records no training (random weights); its quality numbers are "
+                             "meaningless, only its RTF and latency are the architecture's.")
+            systems.append((label, speechkit_system, False))
+        for name in args.peers:
+            available, reason = PEERS[name].is_available()
+            if not available:
+                skipped[name] = reason
+                continue
+            systems.append((name, PEERS[name](), False))
+        if args.prealign:
+            for label, system, _ in list(systems):
+                if isinstance(system, SpeechkitEchoCanceller):
+                    continue
+                aligned = SpeexEchoCanceller(ALIGNED_SPEEX_TAIL_MS) if isinstance(system, SpeexEchoCanceller) \
+                    else type(system)()
+                systems.append((f"{label} (pre-aligned ref)", aligned, True))
+        if with_aecmos:
+            try:
+                probe = 1e-2 * np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)
+                aecmos_scores(probe, probe, probe, "st")
+            except Exception as error:  # speechmos/librosa missing or its ONNX model failing: skip AECMOS, say why
+                with_aecmos = False
+                skipped["AECMOS"] = f"{type(error).__name__}: {error}"
+        items = held_out_set(args.items)
+    except SpeechkitError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    notes.append(
+        "ERLE = 10 log10(sum mic^2 / sum output^2) over each whole far-end single-talk item (speechkit.metrics.erle), "
+        "mean over items in dB; on noisy items it also counts removed background noise (see the breakdown)."
+    )
+    notes.append(
+        "Every system gets the unaligned far-end reference: WebRTC AEC3 estimates the bulk delay itself, Speex "
+        "models a 300 ms echo path (delay + room), speechkit aligns with GCC-PHAT as `speechkit aec` does. "
+        "Pre-aligned rows (if any) get a reference aligned by speechkit.delay (GCC-PHAT, not timed); Speex then "
+        f"models {ALIGNED_SPEEX_TAIL_MS} ms."
+    )
+    notes.append(
+        "RTF = block-processing seconds / audio seconds on one thread (state creation excluded); latency = block "
+        "+ declared output delay; output delays were found by cross-correlating near-end estimates with the clean "
+        "near end (DT and NST items) and compensated before scoring."
+    )
+    notes.append(
+        "PESQ-WB means leave out the items where PESQ finds no utterance in the clean near end (the same items for "
+        "every system: one-word Speech Commands talkers; count in the JSON, pesq_nan_items). The unprocessed "
+        "microphone's NST SI-SDR mean is dominated by noise-free items, where the microphone is the near end (~100 dB)."
+    )
+    notes.append(
+        "AECMOS: speechmos 16 kHz model with the scenario marker (st/dt/nst), loopback = the unaligned far end; "
+        "echo MOS rates residual echo (FST, DT), degradation MOS rates near-end damage (DT, NST); 1-5, higher is better."
+    )
+    print(f"{len(items)} held-out items ({time.perf_counter() - started:.0f} s); scoring the microphone signal...",
+          file=sys.stderr)
+    results = [evaluate_system(None, "mic (unprocessed)", items, with_aecmos)]
+    for label, system, prealigned in systems:
+        print(f"running {label} ({time.perf_counter() - started:.0f} s)...", file=sys.stderr)
+        result = evaluate_system(system, label, items, with_aecmos, prealigned)
+        if isinstance(system, SpeechkitEchoCanceller):
+            result["model"] = system.describe()
+        results.append(result)
+        system.close()
+    report = {
+        "benchmark": "compare_aec",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join(["python -m bench.compare_aec", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_info(),
+        "threads": torch.get_num_threads(),
+        "versions": package_versions(),
+        "data": data_description(items, args.items),
+        "skipped": skipped,
+        "notes": notes,
+        "systems": results,
+        "elapsed_seconds": time.perf_counter() - started,
+    }
+    markdown = markdown_report(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
+    args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

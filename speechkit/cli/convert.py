@@ -1,0 +1,68 @@
+"""``speechkit convert``: import an official checkpoint into speechkit's ``.safetensors`` format.
+
+::
+
+    speechkit convert asteroid ConvTasNet_Libri2Mix_sepclean_8k.pth -o conv_tasnet_libri2mix.safetensors
+
+The source file is read with ``torch.load(weights_only=True)`` (nothing but tensors and plain
+containers is unpickled) by the importer in :mod:`speechkit.convert`; every tensor must land on the
+speechkit model, otherwise the command fails with one line naming what did not match. The
+converted checkpoint records its provenance (source file, original model arguments and infos).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import ConfigError, OutputExistsError
+from . import EXIT_OK
+
+#: source formats offered on the command line (the keys of speechkit.convert.CONVERTERS;
+#: repeated so that building the parser does not import torch)
+SOURCES = ("asteroid",)
+CHECKPOINT_SUFFIX = ".safetensors"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``convert`` command."""
+    parser = subparsers.add_parser(
+        "convert",
+        help="import an official checkpoint (asteroid Conv-TasNet) as a speechkit .safetensors file",
+        description=(
+            "Convert a checkpoint of another toolkit into a speechkit checkpoint usable by enhance, separate, "
+            "export and the Python API. asteroid: a ConvTasNet .pth (Zenodo) or pytorch_model.bin (Hugging Face)."
+        ),
+    )
+    parser.add_argument("source", choices=SOURCES, help="format of the input checkpoint")
+    parser.add_argument("input", metavar="IN", help="checkpoint file to convert (never modified)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="destination file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``speechkit convert``."""
+    from ..convert import convert_checkpoint
+
+    source, output = Path(args.input), Path(args.output)
+    if output.suffix.lower() != CHECKPOINT_SUFFIX:
+        raise ConfigError(f"the output {output} must be a {CHECKPOINT_SUFFIX} file")
+    if output.exists() and output.resolve() == source.resolve():
+        raise ConfigError(f"refusing to write {output}: it is the input file (choose another output)")
+    if output.is_dir():
+        raise ConfigError(f"the output {output} is a directory; give a {CHECKPOINT_SUFFIX} file name")
+    if output.exists() and not args.force:
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+    if not output.parent.is_dir():
+        raise ConfigError(f"the output folder {output.parent} does not exist")
+    model = convert_checkpoint(args.source, source, out_path=output, overwrite=args.force)
+    summary = model.describe()
+    streaming = (
+        f"streams with {summary['algorithmic_latency_ms']:.2f} ms latency"
+        if summary["streaming"] else "offline (non-causal)"
+    )
+    print(
+        f"wrote {output}: {summary['name']} {summary['task']}, {summary['sources']} source(s), "
+        f"{summary['sample_rate']} Hz, {summary['parameters']:,} parameters, {streaming}"
+    )
+    return EXIT_OK
