@@ -18,16 +18,18 @@ datasets of :mod:`recipes.data`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
-from speechkit.errors import SpeechkitError
+from speechkit.errors import ConfigError, SpeechkitError
 
 EXIT_INTERRUPTED = 130
 
@@ -71,6 +73,28 @@ def minicorpus_enhancement(
     )
 
 
+def _echo_config(sample_rate: int, segment_seconds: float, echo_options: Mapping[str, Any]) -> Any:
+    """An :class:`recipes.data.echo.EchoConfig` from config-file options (lists become tuples)."""
+    from recipes.data.echo import EchoConfig
+
+    known = {field.name for field in dataclasses.fields(EchoConfig)} - {"sample_rate", "segment_seconds"}
+    unknown = sorted(set(echo_options) - known)
+    if unknown:
+        raise ConfigError(f"unknown echo_options {unknown}; known: {', '.join(sorted(known))}")
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in echo_options.items()}
+    return EchoConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds), **values)
+
+
+def _echo_dataset(
+    split: str, length: int, seed: int, sample_rate: int, segment_seconds: float, echo_options: Mapping[str, Any]
+) -> Dataset:
+    """The echo-scenario dataset over ``split`` of the mini corpus with ``echo_options`` applied."""
+    from recipes.data.datasets import EchoDataset
+
+    config = _echo_config(sample_rate, segment_seconds, echo_options)
+    return EchoDataset.from_minicorpus(split, config, length=int(length), seed=int(seed))
+
+
 def minicorpus_task(
     task: str = "separation",
     split: str = "train",
@@ -79,11 +103,21 @@ def minicorpus_task(
     sample_rate: int = 8000,
     segment_seconds: float = 4.0,
     speaker_counts: tuple[int, ...] = (2,),
+    echo_options: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    """The default dynamic-mixing dataset of a data ``task`` (see :func:`recipes.data.fixedset.task_dataset`)."""
+    """The default dynamic-mixing dataset of a data ``task`` (see :func:`recipes.data.fixedset.task_dataset`).
+
+    ``echo_options`` (task ``"echo"`` only) sets fields of :class:`recipes.data.echo.EchoConfig`,
+    e.g. ``{delay_range_ms: [0, 20], ser_range_db: [-10, 10]}``: a residual delay of at most about
+    a frame, as the model sees after ``speechkit aec`` removed the bulk delay.
+    """
     from recipes.data.fixedset import task_dataset
     from recipes.data.minicorpus import MiniCorpus
 
+    if echo_options:
+        if task != "echo":
+            raise ConfigError(f"echo_options only apply to task 'echo', not {task!r}")
+        return _echo_dataset(split, length, seed, sample_rate, segment_seconds, echo_options)
     return task_dataset(
         task, split, MiniCorpus.scan(), int(length), int(seed), int(sample_rate), float(segment_seconds),
         tuple(int(count) for count in speaker_counts),
@@ -100,21 +134,36 @@ def fixed_minicorpus(
     speaker_counts: tuple[int, ...] = (2,),
     seed: int | None = None,
     limit: int | None = None,
+    echo_options: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """A fixed (file-backed) validation/test set: read ``root``, building it first if it is missing.
 
     ``limit`` uses only the first items (a cheaper validation on a set built with more).
+    ``echo_options`` (task ``"echo"``): :class:`recipes.data.echo.EchoConfig` fields, as in
+    :func:`minicorpus_task`; use a different ``root`` for different options (an existing set is
+    read as it is).
 
     Built exactly as ``python -m recipes.prepare_data fixed --task TASK --split SPLIT ...`` does
     (same per-split default seed), so either may create it. Under ``torchrun`` only rank 0 builds;
     the other ranks wait for its ``index.json``.
     """
-    from recipes.data.fixedset import FixedSetDataset, build_fixed_set
+    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, FixedSetDataset, build_fixed_set, write_fixed_set
     from recipes.data.minicorpus import MiniCorpus
 
+    if echo_options and task != "echo":
+        raise ConfigError(f"echo_options only apply to task 'echo', not {task!r}")
     folder = Path(root)
     if not (folder / "index.json").is_file():
-        if int(os.environ.get("RANK", "0")) == 0:
+        if int(os.environ.get("RANK", "0")) == 0 and echo_options:
+            if split not in DEFAULT_SPLIT_SEEDS:
+                raise ConfigError(f"fixed sets are for validation or test, not {split!r}")
+            set_seed = DEFAULT_SPLIT_SEEDS[split] if seed is None else int(seed)
+            dataset = _echo_dataset(split, count, set_seed, sample_rate, segment_seconds, echo_options)
+            source = {"task": task, "split": split, "seed": set_seed, "sample_rate": int(sample_rate),
+                      "segment_seconds": float(segment_seconds), "echo_options": dict(echo_options),
+                      "generator": type(dataset).__name__}
+            write_fixed_set(dataset, folder, int(sample_rate), int(count), source)
+        elif int(os.environ.get("RANK", "0")) == 0:
             build_fixed_set(
                 task, split, folder, int(count), MiniCorpus.scan(), seed, int(sample_rate), float(segment_seconds),
                 tuple(int(value) for value in speaker_counts),

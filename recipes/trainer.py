@@ -69,7 +69,8 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
         "num_workers": 0,
         "description": "",  # free text stored in the exported provenance
     },
-    "loss": {"snr_weight": 0.0},  # enhancement: -SI-SDR + snr_weight * -SNR; separation: PIT -SI-SDR
+    # enhancement: -SI-SDR + snr_weight * -SNR; separation: PIT -SI-SDR; aec: see echo_aware_loss
+    "loss": {"snr_weight": 0.0, "echo_weight": 0.0, "aec_floor_db": 50.0},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0, "clip_grad_norm": 5.0},
     "schedule": {
         "warmup_steps": 0,  # linear warm-up from 0
@@ -281,13 +282,64 @@ def ignore_interrupts(worker_id: int) -> None:
 
 
 # --------------------------------------------------------------------------------------- losses
-def training_loss(task: str, snr_weight: float = 0.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def echo_aware_loss(
+    estimate: torch.Tensor, reference: torch.Tensor, microphone: torch.Tensor, floor_db: float = 50.0
+) -> torch.Tensor:
+    """Negative SNR with an energy floor tied to the microphone, per item: ``[B, ...T] -> [B]``.
+
+    ``10 log10(|ref - est|^2 + tau) - 10 log10(|ref|^2 + tau)`` with
+    ``tau = 10^(-floor_db / 10) |mic|^2`` (the soft threshold of Wisdom et al., "Unsupervised sound
+    separation using mixture invariant training", NeurIPS 2020). Scale-dependent, so a silent
+    reference (far-end single talk) means "output silence": the loss is then
+    ``10 log10(1 + |est|^2 / tau) >= 0``, i.e. it rewards echo suppression up to ``floor_db`` dB
+    below the microphone; with speech in the reference it is the negative SNR, capped near
+    ``floor_db`` dB above the microphone level. Energies are summed over every axis after the batch.
+
+    Args:
+        estimate: ``[B, ...]`` output (e.g. ``[B, 1, 1, T]``).
+        reference: same shape; may be all zeros.
+        microphone: ``[B, ...]`` the microphone signal of each item (any trailing shape).
+        floor_db: how far below the microphone energy the floor sits.
+    """
+    dims = tuple(range(1, estimate.dim()))
+    floor = 10.0 ** (-float(floor_db) / 10.0) * microphone.pow(2).flatten(1).sum(dim=1) + 1e-8  # [B]
+    error_energy = (reference - estimate).pow(2).sum(dim=dims)  # [B]
+    reference_energy = reference.pow(2).sum(dim=dims)  # [B]
+    return 10.0 * torch.log10(error_energy + floor) - 10.0 * torch.log10(reference_energy + floor)
+
+
+def training_loss(
+    task: str, snr_weight: float = 0.0, echo_weight: float = 0.0, aec_floor_db: float = 50.0
+) -> Callable[..., torch.Tensor]:
     """The loss of ``task``: ``loss(estimate[B, S, C, T], targets[B, S, C, T]) -> scalar``.
 
     Enhancement-like tasks: mean negative SI-SDR (+ ``snr_weight`` times mean negative SNR).
     Separation: permutation-invariant negative SI-SDR.
+    Echo cancellation (``"aec"``): ``loss(estimate, targets, mixture, echo_estimate=None, echo=None)``
+    with ``mixture [B, 2, T]`` (microphone first): mean :func:`echo_aware_loss` of the near-end
+    estimate, plus ``echo_weight`` times the same loss of the echo estimate against the true echo
+    in the microphone when both are given (SI-SDR would be undefined on far-end single talk, whose
+    near-end target is exactly zero).
     """
     from speechkit import losses
+
+    if task == "aec":
+
+        def aec_loss(
+            estimate: torch.Tensor,
+            targets: torch.Tensor,
+            mixture: torch.Tensor,
+            echo_estimate: torch.Tensor | None = None,
+            echo: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            microphone = mixture[:, 0]  # [B, 2, T] -> [B, T]
+            loss = echo_aware_loss(estimate, targets, microphone, aec_floor_db).mean()
+            if echo_weight and echo_estimate is not None and echo is not None:
+                echo = echo.reshape(echo_estimate.shape)  # [B, 1, T] -> [B, 1, 1, T]
+                loss = loss + echo_weight * echo_aware_loss(echo_estimate, echo, microphone, aec_floor_db).mean()
+            return loss
+
+        return aec_loss
 
     if task == "separation":
 
@@ -554,7 +606,11 @@ class Trainer:
         self.lr_controller = LearningRateController(optim["lr"], self.config["max_steps"], self.config["schedule"])
         decay = self.config["ema"]["decay"]
         self.ema = ExponentialMovingAverage(self.model, decay) if decay is not None else None
-        self.loss_fn = training_loss(self.config["task"], float(self.config["loss"]["snr_weight"]))
+        loss_config = self.config["loss"]
+        self.loss_fn = training_loss(
+            self.config["task"], float(loss_config["snr_weight"]), float(loss_config["echo_weight"]),
+            float(loss_config["aec_floor_db"]),
+        )
 
         batch_size = int(self.config["batch_size"])
         if batch_size % self.context.world_size:
@@ -731,8 +787,11 @@ class Trainer:
             group["lr"] = self.lr_controller.lr(self.step)
         mixture = batch["mixture"].to(self.context.device)  # [B, C_in, T]
         targets = batch["targets"].to(self.context.device)  # [B, S, C, T]
-        estimate = self.network(mixture)  # [B, C_in, T] -> [B, S, C, T]
-        loss = self.loss_fn(estimate, targets)
+        if self.config["task"] == "aec":
+            loss = self._aec_loss(batch, mixture, targets)
+        else:
+            estimate = self.network(mixture)  # [B, C_in, T] -> [B, S, C, T]
+            loss = self.loss_fn(estimate, targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config["optim"]["clip_grad_norm"]
@@ -748,6 +807,52 @@ class Trainer:
             loss_value /= self.context.world_size
         return float(loss_value), grad_norm
 
+    def _aec_loss(self, batch: Mapping[str, Any], mixture: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The echo-aware loss of one batch; with ``loss.echo_weight`` also the echo-estimate term."""
+        if float(self.config["loss"]["echo_weight"]) and "echo" in batch:
+            estimate, echo_estimate = self.network(mixture, return_echo=True)  # [B, 1, 1, T] each
+            echo = batch["echo"].to(self.context.device)  # [B, 1, T]
+            return self.loss_fn(estimate, targets, mixture, echo_estimate, echo)
+        return self.loss_fn(self.network(mixture), targets, mixture)  # [B, 2, T] -> [B, 1, 1, T]
+
+    @torch.no_grad()
+    def _validate_aec(self, model: SpeechModel) -> dict[str, float]:
+        """Echo-cancellation validation: SI-SDR(i) on items with near-end speech, ERLE on far-end single talk.
+
+        ``si_sdri`` (the model-selection score) is 0 when the set holds no near-end item; ``erle`` is
+        NaN when it holds no far-end single-talk item.
+        """
+        from speechkit import metrics
+
+        # near-end SI-SDR, mixture SI-SDR, near-end items, ERLE, far-end items, loss, items
+        totals = torch.zeros(7, dtype=torch.float64)
+        for index in range(self.context.rank, len(self.valid_dataset), self.context.world_size):
+            item = self.valid_dataset[index]
+            mixture = torch.as_tensor(item["mixture"]).unsqueeze(0).to(self.context.device)  # -> [1, 2, T]
+            targets = torch.as_tensor(item["targets"]).unsqueeze(0).to(self.context.device)  # -> [1, 1, 1, T]
+            estimate = model(mixture)  # [1, 2, T] -> [1, 1, 1, T]
+            loss = float(self.loss_fn(estimate, targets, mixture))
+            if float(targets.abs().max()) > 0.0:
+                score, baseline = validation_scores(estimate, targets, mixture, "aec")
+                totals += torch.tensor([score, baseline, 1.0, 0.0, 0.0, loss, 1.0], dtype=torch.float64)
+            else:
+                erle = metrics.erle(mixture[0, 0].cpu(), estimate.reshape(-1).cpu())
+                totals += torch.tensor([0.0, 0.0, 0.0, erle, 1.0, loss, 1.0], dtype=torch.float64)
+        if self.context.distributed:
+            dist.all_reduce(totals)
+        near_items, far_items, items = (float(totals[index]) for index in (2, 4, 6))
+        si_sdr = float(totals[0]) / near_items if near_items else 0.0
+        baseline = float(totals[1]) / near_items if near_items else 0.0
+        return {
+            "si_sdr": si_sdr,
+            "si_sdri": si_sdr - baseline,
+            "mixture_si_sdr": baseline,
+            "erle": float(totals[3]) / far_items if far_items else math.nan,
+            "near_end_items": near_items,
+            "far_end_items": far_items,
+            "loss": float(totals[5]) / max(1.0, items),
+        }
+
     def evaluation_model(self) -> SpeechModel:
         """The model validation and export use: a copy holding the EMA weights, or the model itself."""
         if self.ema is None:
@@ -758,9 +863,15 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean SI-SDR, SI-SDRi and loss over the fixed validation set (sharded over ranks)."""
+        """Mean SI-SDR, SI-SDRi and loss over the fixed validation set (sharded over ranks).
+
+        Task ``"aec"`` reports SI-SDR(i) over the items with near-end speech and ERLE over far-end
+        single talk instead (see :meth:`_validate_aec`).
+        """
         model = self.evaluation_model()
         model.eval()
+        if self.config["task"] == "aec":
+            return self._validate_aec(model)
         totals = torch.zeros(4, dtype=torch.float64)
         for index in range(self.context.rank, len(self.valid_dataset), self.context.world_size):
             item = self.valid_dataset[index]

@@ -108,6 +108,10 @@ class _StepGraph(nn.Module):
     def __init__(self, model: SpeechModel) -> None:
         super().__init__()
         self.model = model
+        # a new module starts in training mode, and torch.onnx.export restores the mode of the module
+        # it was given recursively: without this the wrapped model leaves the export in training mode
+        # (batch norm then uses batch statistics in the verification and updates its running stats)
+        self.train(model.training)
 
     def forward(self, x_block: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y_block, new_state = self.model.forward_step(x_block, list(state))

@@ -1,6 +1,8 @@
 """The pseudocomplex multidilated D3Net echo canceller and its building blocks."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -257,38 +259,149 @@ def test_paper_preset_streams_like_offline() -> None:
     torch.testing.assert_close(streamed[..., delay:], offline[..., : steps * hop - delay], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.slow
-def test_forward_step_exports_to_onnx(tmp_path) -> None:
+def test_streaming_onnx_export_matches_pytorch(tmp_path) -> None:
+    """The exported one-hop graph equals forward_step over consecutive steps (states carried).
+
+    Regression: the export used to leave the model in training mode, so the verification compared
+    ONNX (batch norm with running statistics) against batch-statistics PyTorch steps (error ~0.9).
+    """
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
+    from speechkit.export import export_onnx
+
     torch.manual_seed(0)
     model = build_model("complex_d3net_aec", "tiny")
-    _warm_batch_norm(model, torch.randn(1, 2, 640) * 0.1)
+    _warm_batch_norm(model, torch.randn(2, 2, 1280) * 0.1)
+    buffers = {name: value.clone() for name, value in model.named_buffers()}
+    result = export_onnx(model, tmp_path / "aec_step.onnx", streaming=True, verify_steps=8)
+    assert result.max_abs_error < result.tolerance
+    assert not model.training and not any(module.training for module in model.modules())
+    for name, value in model.named_buffers():  # the export did not update batch-norm statistics
+        torch.testing.assert_close(value, buffers[name], atol=0, rtol=0)
+    # an independent check over 12 steps of speech-like level input
     names = model.state_names()
-
-    class Step(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            block, new_state = self.model.forward_step(x, list(state))
-            return (block, *new_state)
-
-    wrapper = Step().eval()
-    path = tmp_path / "aec_step.onnx"
-    example = (torch.zeros(1, 2, model.block_size), *model.initial_state(1))
-    torch.onnx.export(wrapper, example, str(path), input_names=["x", *names],
-                      output_names=["y", *[f"{name}_out" for name in names]], opset_version=17, dynamo=False)
-    wrapper.eval()  # the exporter restores the wrapper's (training) mode on its children
-    session = onnxruntime.InferenceSession(str(path))
+    session = onnxruntime.InferenceSession(str(result.onnx_path), providers=["CPUExecutionProvider"])
     torch_state = model.initial_state(1)
     onnx_state = [state.numpy() for state in model.initial_state(1)]
     generator = torch.Generator().manual_seed(3)
-    for _ in range(6):
+    for _ in range(12):
         block = torch.randn(1, 2, model.block_size, generator=generator) * 0.1
         with torch.no_grad():
             expected, torch_state = model.forward_step(block, torch_state)
         outputs = session.run(None, {"x": block.numpy(), **dict(zip(names, onnx_state))})
         onnx_state = outputs[1:]
         np.testing.assert_allclose(outputs[0], expected.numpy(), atol=1e-5)
+        for onnx_value, torch_value in zip(onnx_state, torch_state):
+            np.testing.assert_allclose(onnx_value, torch_value.numpy(), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- meta device
+@pytest.mark.parametrize("window", ["hann", "sqrt_hann", "hamming", "blackman", "rectangular"])
+def test_stft_pair_builds_on_meta_device(window: str) -> None:
+    from speechkit.frontend.stft import STFTConfig, stft_pair
+
+    config = STFTConfig(64, 16, window=window, padding="causal", backend="conv")
+    with torch.device("meta"):
+        stft, istft = stft_pair(config)
+    assert istft.kernel.is_meta and stft.kernel.is_meta
+    # the invertibility check still runs (on the CPU) under the meta device
+    with torch.device("meta"), pytest.raises(ConfigError):
+        stft_pair(STFTConfig(64, 64, window="hann", padding="causal", backend="conv"))
+
+
+def test_model_builds_on_meta_without_cpu_workaround() -> None:
+    with torch.device("meta"):
+        model = ComplexD3NetAEC.from_preset("tiny")
+    assert model.istft.kernel.is_meta and model.input_conv.weight.is_meta
+    reference = ComplexD3NetAEC.from_preset("tiny")
+    assert model.num_parameters() == reference.num_parameters()
+
+
+# ----------------------------------------------------------------------------- the aec training loss
+def test_echo_aware_loss_silence_target_and_speech_target() -> None:
+    from recipes.trainer import echo_aware_loss, training_loss
+    from speechkit import losses
+
+    generator = torch.Generator().manual_seed(0)
+    microphone = torch.randn(2, 1600, generator=generator) * 0.1  # [B, T]
+    silence = torch.zeros(2, 1, 1, 1600)
+    passthrough = microphone[:, None, None]  # [B, 1, 1, T]
+    # zero target: leaving the microphone in costs the floor (50 dB), silence costs nothing
+    loss = echo_aware_loss(passthrough, silence, microphone, floor_db=50.0)
+    torch.testing.assert_close(loss, torch.full((2,), 10 * np.log10(1 + 1e5), dtype=torch.float32), rtol=1e-4, atol=1e-3)
+    assert echo_aware_loss(silence, silence, microphone).abs().max() < 1e-4
+    quieter = echo_aware_loss(0.01 * passthrough, silence, microphone)  # 40 dB of echo suppression
+    assert 9.0 < float(quieter.mean()) < 11.0  # 10 log10(1 + 10^(50 - 40) / 10)
+    # speech target: the negative SNR (the floor is far below the speech)
+    target = torch.randn(2, 1, 1, 1600, generator=generator) * 0.1
+    estimate = target + 0.01 * torch.randn(2, 1, 1, 1600, generator=generator)
+    torch.testing.assert_close(
+        echo_aware_loss(estimate, target, microphone), -losses.snr(estimate, target).reshape(2), atol=1e-2, rtol=1e-3
+    )
+    # the trainer's aec loss: mean over items, plus the weighted echo-estimate term
+    mixture = torch.stack([microphone, torch.randn(2, 1600, generator=generator)], dim=1)  # [B, 2, T]
+    echo = microphone[:, None]  # [B, 1, T]
+    near_only = training_loss("aec")(passthrough, silence, mixture)
+    with_echo = training_loss("aec", echo_weight=0.5)(passthrough, silence, mixture, 0.5 * passthrough, echo)
+    expected_echo = echo_aware_loss(0.5 * passthrough, passthrough, microphone).mean()
+    torch.testing.assert_close(with_echo, near_only + 0.5 * expected_echo)
+
+
+class _TinyEchoItems(torch.utils.data.Dataset):
+    """Synthetic echo items: half far-end single talk (zero near end), half double talk."""
+
+    sample_rate = 16000
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> dict:
+        generator = torch.Generator().manual_seed(index)
+        far = torch.randn(1, 1600, generator=generator) * 0.1
+        echo = 0.5 * torch.roll(far, 16, dims=-1)  # a 1 ms echo path
+        near = torch.zeros(1, 1600) if index % 2 == 0 else torch.randn(1, 1600, generator=generator) * 0.05
+        mic = near + echo
+        return {"mixture": torch.cat([mic, far]), "targets": near[None], "echo": echo, "scenario": str(index % 2)}
+
+
+def test_trainer_aec_task_trains_and_validates_with_erle(tmp_path) -> None:
+    from recipes.trainer import DEFAULT_CONFIG, merge_config, run_training
+
+    config = merge_config(DEFAULT_CONFIG, {
+        "name": "aec_test", "task": "aec", "run_dir": str(tmp_path), "num_threads": 1,
+        "model": {"name": "complex_d3net_aec", "preset": "tiny"},
+        "data": {"train": {"factory": "unused:unused"}, "valid": {"factory": "unused:unused"}},
+        "loss": {"echo_weight": 0.1}, "batch_size": 2, "max_steps": 2, "valid_every": 2,
+        "checkpoint_every": 2, "log_every": 1, "progress": False,
+    })
+    assert run_training(config, train_dataset=_TinyEchoItems(4), valid_dataset=_TinyEchoItems(4)) == "done"
+    header, row = (tmp_path / "valid_log.csv").read_text().strip().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(",")))
+    assert float(values["near_end_items"]) == 2 and float(values["far_end_items"]) == 2
+    assert np.isfinite(float(values["erle"])) and np.isfinite(float(values["si_sdr"]))
+    losses_logged = [float(line.split(",")[2]) for line in (tmp_path / "train_log.csv").read_text().splitlines()[1:]]
+    assert len(losses_logged) == 2 and all(np.isfinite(losses_logged))
+    assert (tmp_path / "best.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[2] / "shared" / "data").is_dir(), reason="needs ../shared/data"
+)
+def test_echo_options_reach_the_echo_dataset() -> None:
+    from recipes.train import minicorpus_task
+
+    dataset = minicorpus_task(
+        task="echo", split="train", length=4, sample_rate=16000, segment_seconds=0.5,
+        echo_options={"delay_range_ms": [0.0, 20.0], "scenario_weights": {"far_end_single_talk": 1.0}},
+    )
+    assert dataset.config.delay_range_ms == (0.0, 20.0)
+    for index in range(2):
+        item = dataset[index]
+        assert item["scenario"] == "far_end_single_talk" and 0.0 <= item["delay_ms"] <= 20.0
+        assert item["echo"].shape == (1, 8000) and float(item["targets"].abs().max()) == 0.0
+    with pytest.raises(ConfigError):
+        minicorpus_task(task="echo", echo_options={"delay_range": [0, 1]})

@@ -51,8 +51,8 @@ def test_enhance_preset() -> None:
     assert 1e6 <= model.num_parameters() <= 2e6
     assert model.task == "enhancement" and model.num_sources == 1
     assert model.sample_rate == 16000 and model.supports_streaming
-    assert model.block_size == 16 and model.stream_delay == 16
-    assert 1000 * model.algorithmic_latency / model.sample_rate == pytest.approx(2.0)
+    assert model.block_size == 32 and model.stream_delay == 32
+    assert 1000 * model.algorithmic_latency / model.sample_rate == pytest.approx(4.0)
     assert model.describe()["task"] == "enhancement"
 
 

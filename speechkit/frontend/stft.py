@@ -147,8 +147,13 @@ class STFTConfig:
         return F.pad(window, (left, self.n_fft - self.frame_length - left))  # [n_fft]
 
     def check_invertible(self) -> None:
-        """Raise :class:`ConfigError` unless the overlapped squared windows never sum to zero (NOLA)."""
-        minimum = float(steady_window_sum_square(self.window_tensor(torch.float64), self.hop_length).min())
+        """Raise :class:`ConfigError` unless the overlapped squared windows never sum to zero (NOLA).
+
+        The check runs on the CPU whatever the default device, so it also works while modules are
+        built under ``torch.device("meta")`` (where a tensor has no value to compare).
+        """
+        window = make_window(self.window, self.frame_length, dtype=torch.float64, device="cpu")  # [win]
+        minimum = float(steady_window_sum_square(window, self.hop_length).min())
         if minimum < _NOLA_TOLERANCE:
             raise ConfigError(
                 f"window {self.window!r} with win_length={self.frame_length} and hop_length="
@@ -163,18 +168,20 @@ class STFTConfig:
 
 
 # --------------------------------------------------------------------------- windows and kernels
-def make_window(name: str, length: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A periodic window of ``length`` samples: one of :data:`WINDOWS`."""
+def make_window(
+    name: str, length: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """A periodic window of ``length`` samples: one of :data:`WINDOWS` (``device``: default device if None)."""
     if name == "hann":
-        return torch.hann_window(length, periodic=True, dtype=dtype)
+        return torch.hann_window(length, periodic=True, dtype=dtype, device=device)
     if name == "sqrt_hann":
-        return torch.hann_window(length, periodic=True, dtype=dtype).sqrt()
+        return torch.hann_window(length, periodic=True, dtype=dtype, device=device).sqrt()
     if name == "hamming":
-        return torch.hamming_window(length, periodic=True, dtype=dtype)
+        return torch.hamming_window(length, periodic=True, dtype=dtype, device=device)
     if name == "blackman":
-        return torch.blackman_window(length, periodic=True, dtype=dtype)
+        return torch.blackman_window(length, periodic=True, dtype=dtype, device=device)
     if name == "rectangular":
-        return torch.ones(length, dtype=dtype)
+        return torch.ones(length, dtype=dtype, device=device)
     raise ConfigError(f"unknown window {name!r} (known: {', '.join(WINDOWS)})")
 
 

@@ -57,6 +57,12 @@ a transcription (see ``/work/shared/dossiers/complex_d3net_aec.md``):
   ``2 + 2 * 2 * 2 * (2**5 - 1) = 250`` frames (4 s); the frequency receptive field covers the
   whole 257-bin spectrum.
 
+* **Training** (``recipes/configs/aec_complex_d3net_16k.yaml``): echo scenarios with a residual
+  far-end delay of 0-20 ms (the bulk delay is removed before the model, see below); loss
+  :func:`recipes.trainer.echo_aware_loss`, a negative SNR with an energy floor 50 dB below the
+  microphone, so far-end single talk (a zero near-end target) trains "output silence", plus 0.1 x
+  the same loss on the echo estimate (``forward(x, return_echo=True)``).
+
 Expected input scaling: waveforms in [-1, 1] at 16 kHz, microphone and reference already aligned
 to within a few milliseconds (``speechkit aec`` estimates and removes the bulk delay with
 :func:`speechkit.delay.estimate_delay`), since a per-frame mask on ``X`` cannot reach echoes that
@@ -173,10 +179,7 @@ class ComplexD3NetAEC(SpeechModel):
 
     def __init__(self, config: ComplexD3NetAECConfig) -> None:
         super().__init__(config)
-        # the fixed DFT kernels are computed on the CPU even under a meta-device context
-        # (registry summaries build models on "meta"); .to() moves them with the model
-        with torch.device("cpu"):
-            self.stft, self.istft = stft_pair(config.stft_config())
+        self.stft, self.istft = stft_pair(config.stft_config())
         channels = config.channels
         self.input_conv = ComplexConv2d(2, channels, config.input_kernel, bias=config.norm == "none")
         self.input_norm = make_complex_norm(config.norm, channels)
@@ -288,8 +291,16 @@ class ComplexD3NetAEC(SpeechModel):
         both = self.istft(torch.cat([near_end, echo], dim=1), length=length)  # [B, 2, T]
         return both[:, 0:1].unsqueeze(1), both[:, 1:2].unsqueeze(1)  # [B, 1, 1, T] each
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, 2, T]`` (microphone, far end) -> near-end speech ``[B, 1, 1, T]``."""
+    def forward(
+        self, x: torch.Tensor, return_echo: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, 2, T]`` (microphone, far end) -> near-end speech ``[B, 1, 1, T]``.
+
+        With ``return_echo`` it returns :meth:`forward_with_echo`'s pair instead (near end, echo
+        estimate), through ``forward`` so a DistributedDataParallel wrapper sees the call.
+        """
+        if return_echo:
+            return self.forward_with_echo(x)
         self._check_input(x)
         length = x.shape[-1]
         spec = self.stft(x)  # [B, 2, 2, F, N]
