@@ -18,14 +18,19 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = f"{'model':<14} {'preset':<12} {'task':<26} {'rate':>6} {'params':>10} {'latency':>10} causal"
+    name_width = max([len("model"), *(len(row["name"]) for row in rows)])
+    preset_width = max([len("preset"), *(len(row["preset"]) for row in rows)])
+    header = (
+        f"{'model':<{name_width}} {'preset':<{preset_width}} {'task':<12} {'rate':>6} "
+        f"{'params':>10} {'latency':>10} causal"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
         latency = row["algorithmic_latency_ms"]
         latency_text = "offline" if latency is None else f"{latency:.2f} ms"
         print(
-            f"{row['name']:<14} {row['preset']:<12} {row['task']:<26} {row['sample_rate']:>6} "
+            f"{row['name']:<{name_width}} {row['preset']:<{preset_width}} {row['task']:<12} {row['sample_rate']:>6} "
             f"{row['parameters'] / 1e6:>9.3f}M {latency_text:>10} {'yes' if row['causal'] else 'no'}"
         )
     return 0
