@@ -39,21 +39,24 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
     os.environ.setdefault(_variable, "1")  # one thread for every system, set before torch loads
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from bench.aec_peers import PEERS, EchoCanceller, SpeechkitEchoCanceller, SpeexEchoCanceller  # noqa: E402
-from bench.compare_enhancers import finite_mean, machine_info  # noqa: E402
 from bench.peers.delay import compensate_delay, estimate_delay  # noqa: E402
+from bench.peers.report import (  # noqa: E402
+    finite_mean,
+    format_cell,
+    report_header,
+    skipped_and_notes_lines,
+    system_facts,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "compare_aec.json"
@@ -220,10 +223,7 @@ def evaluate_system(
             "delay_ms": 1000.0 * delay / SAMPLE_RATE,
             "delay_samples": delay,
             "delay_correlation": peak,
-            "native_rate": system.native_rate,
-            "block_size": system.block_size,
-            "package": system.package,
-            "package_version": system.version(),
+            **system_facts(system),
         })
     rows = [score_item(estimate, item, with_aecmos) for estimate, item in zip(estimates, items)]
     result["summary"] = summarize_system(rows)
@@ -232,14 +232,6 @@ def evaluate_system(
 
 
 # ----------------------------------------------------------------------------------- report
-def _format(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def markdown_report(report: dict[str, Any]) -> str:
     """The Markdown table with date, machine, data description, skipped systems and notes."""
     machine, data = report["machine"], report["data"]
@@ -258,14 +250,14 @@ def markdown_report(report: dict[str, Any]) -> str:
     for result in report["systems"]:
         summary = result["summary"]
         delay = ("-" if result["system"].startswith("mic")
-                 else f"{_format(result['delay_ms'], 1)} / {_format(result['declared_delay_ms'], 1)}")
-        latency = _format(result["latency_ms"], 1) if result["latency_ms"] is not None else "offline"
+                 else f"{format_cell(result['delay_ms'], 1)} / {format_cell(result['declared_delay_ms'], 1)}")
+        latency = format_cell(result["latency_ms"], 1) if result["latency_ms"] is not None else "offline"
         lines.append(
-            f"| {result['system']} | {_format(summary['fst_erle'], 1)} | {_format(summary['dt_pesq_wb'])} | "
-            f"{_format(summary['dt_si_sdr'], 1)} | {_format(summary['nst_pesq_wb'])} | {_format(summary['nst_si_sdr'], 1)} | "
-            f"{_format(summary['fst_aecmos_echo'])} / {_format(summary['dt_aecmos_echo'])} | "
-            f"{_format(summary['dt_aecmos_deg'])} / {_format(summary['nst_aecmos_deg'])} | "
-            f"{_format(result['rtf'], 3)} | {latency} | {delay} |"
+            f"| {result['system']} | {format_cell(summary['fst_erle'], 1)} | {format_cell(summary['dt_pesq_wb'])} | "
+            f"{format_cell(summary['dt_si_sdr'], 1)} | {format_cell(summary['nst_pesq_wb'])} | {format_cell(summary['nst_si_sdr'], 1)} | "
+            f"{format_cell(summary['fst_aecmos_echo'])} / {format_cell(summary['dt_aecmos_echo'])} | "
+            f"{format_cell(summary['dt_aecmos_deg'])} / {format_cell(summary['nst_aecmos_deg'])} | "
+            f"{format_cell(result['rtf'], 3)} | {latency} | {delay} |"
         )
     lines += [
         "",
@@ -278,22 +270,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         breakdown = result["summary"]["breakdown"]
         keys = ("fst_erle_noise_free", "fst_erle_with_noise", "fst_erle_measured_rir", "fst_erle_simulated_rir",
                 "fst_erle_linear_loudspeaker", "fst_erle_nonlinear_loudspeaker")
-        lines.append(f"| {result['system']} | " + " | ".join(_format(breakdown[key], 1) for key in keys) + " |")
-    if report["skipped"]:
-        lines += ["", "Skipped: " + "; ".join(f"{name}: {reason}" for name, reason in report["skipped"].items())]
-    lines += ["", *[f"Note: {note}" for note in report["notes"]]]
+        lines.append(f"| {result['system']} | " + " | ".join(format_cell(breakdown[key], 1) for key in keys) + " |")
+    lines += skipped_and_notes_lines(report)
     return "\n".join(lines) + "\n"
-
-
-def package_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str | None]:
-    """Installed versions of ``packages`` (None: not installed)."""
-    versions: dict[str, str | None] = {}
-    for package in packages:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 def data_description(items: Sequence[dict[str, Any]], items_per_scenario: int) -> dict[str, Any]:
@@ -419,24 +398,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(result)
         system.close()
     report = {
-        "benchmark": "compare_aec",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(["python -m bench.compare_aec", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(),
-        "threads": torch.get_num_threads(),
-        "versions": package_versions(),
+        **report_header("compare_aec", argv, PACKAGES),
         "data": data_description(items, args.items),
         "skipped": skipped,
         "notes": notes,
         "systems": results,
         "elapsed_seconds": time.perf_counter() - started,
     }
-    markdown = markdown_report(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
-    print(markdown)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_report(report, markdown_report(report), args.out)
     return 0
 
 

@@ -29,14 +29,10 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", 
     os.environ.setdefault(_variable, "1")  # one thread for every system, set before torch loads
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
-from importlib.metadata import PackageNotFoundError, version  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -44,6 +40,14 @@ import numpy as np  # noqa: E402
 
 from bench.peers import PEERS, Enhancer, SpeechkitEnhancer  # noqa: E402
 from bench.peers.delay import compensate_delay, estimate_delay  # noqa: E402
+from bench.peers.report import (  # noqa: E402
+    finite_mean,
+    format_cell,
+    report_header,
+    skipped_and_notes_lines,
+    system_facts,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "results" / "compare_enhancers.json"
@@ -169,13 +173,6 @@ def run_system(system: Enhancer, signals: Sequence[np.ndarray]) -> tuple[list[np
     return outputs, seconds
 
 
-def finite_mean(values: Sequence[float]) -> float:
-    """Mean of the finite values (NaN if none)."""
-    array = np.asarray([value for value in values if value is not None], dtype=np.float64)
-    array = array[np.isfinite(array)]
-    return float(array.mean()) if array.size else float("nan")
-
-
 def dnsmos_scores(audio: np.ndarray) -> dict[str, float]:
     """DNSMOS P.835 of ``audio`` (speechkit.metrics.dnsmos); clips under 9.01 s are tiled to one window first."""
     from speechkit.metrics import dnsmos
@@ -257,10 +254,7 @@ def evaluate_system(
             "delay_correlation": peak,
             "real_delay_ms": 1000.0 * real_delay / SAMPLE_RATE,
             "real_delay_correlation": real_peak,
-            "native_rate": system.native_rate,
-            "block_size": system.block_size,
-            "package": system.package,
-            "package_version": system.version(),
+            **system_facts(system),
         })
     rows = score_items(estimates, items, with_dnsmos)
     real_rows = []
@@ -273,14 +267,6 @@ def evaluate_system(
 
 
 # ----------------------------------------------------------------------------------- report
-def _format(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def markdown_report(report: dict[str, Any]) -> str:
     """The Markdown tables (overall and per input SNR) with date, machine and data notes."""
     machine = report["machine"]
@@ -299,14 +285,14 @@ def markdown_report(report: dict[str, Any]) -> str:
         summary = result["summary"]
         delay = (
             "-" if result["system"].startswith("noisy")
-            else f"{_format(result['delay_ms'], 1)} / {_format(result['declared_delay_ms'], 1)}"
+            else f"{format_cell(result['delay_ms'], 1)} / {format_cell(result['declared_delay_ms'], 1)}"
             + ("" if result.get("delay_source", "found") == "found" else " (declared used)")
         )
         lines.append(
-            f"| {result['system']} | {_format(summary['pesq_wb'])} | {_format(summary['stoi'], 3)} | "
-            f"{_format(summary['si_sdr'], 1)} | {_format(summary['si_sdri'], 1)} | {_format(summary['dnsmos_ovrl'])} | "
-            f"{_format(summary['real_dnsmos_ovrl'])} | {_format(result['rtf'], 3)} | "
-            f"{_format(result['latency_ms'], 1) if result['latency_ms'] is not None else 'offline'} | {delay} |"
+            f"| {result['system']} | {format_cell(summary['pesq_wb'])} | {format_cell(summary['stoi'], 3)} | "
+            f"{format_cell(summary['si_sdr'], 1)} | {format_cell(summary['si_sdri'], 1)} | {format_cell(summary['dnsmos_ovrl'])} | "
+            f"{format_cell(summary['real_dnsmos_ovrl'])} | {format_cell(result['rtf'], 3)} | "
+            f"{format_cell(result['latency_ms'], 1) if result['latency_ms'] is not None else 'offline'} | {delay} |"
         )
     lines += [
         "",
@@ -318,38 +304,12 @@ def markdown_report(report: dict[str, Any]) -> str:
     for result in report["systems"]:
         per_snr = result["summary"]["per_snr"]
         cells = [
-            f"{_format(per_snr[f'{snr:+d}']['pesq_wb'])} ({_format(per_snr[f'{snr:+d}']['si_sdri'], 1)})"
+            f"{format_cell(per_snr[f'{snr:+d}']['pesq_wb'])} ({format_cell(per_snr[f'{snr:+d}']['si_sdri'], 1)})"
             for snr in SNRS_DB
         ]
         lines.append(f"| {result['system']} | " + " | ".join(cells) + " |")
-    if report["skipped"]:
-        lines += ["", "Skipped: " + "; ".join(f"{name}: {reason}" for name, reason in report["skipped"].items())]
-    lines += ["", *[f"Note: {note}" for note in report["notes"]]]
+    lines += skipped_and_notes_lines(report)
     return "\n".join(lines) + "\n"
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count and platform."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-
-
-def package_versions() -> dict[str, str | None]:
-    """Installed versions of the packages the benchmark touches (None: not installed)."""
-    versions: dict[str, str | None] = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            versions[package] = None
-    return versions
 
 
 # ----------------------------------------------------------------------------------- main
@@ -429,12 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.append(result)
         system.close()
     report = {
-        "benchmark": "compare_enhancers",
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join(["python -m bench.compare_enhancers", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(),
-        "threads": torch.get_num_threads(),
-        "versions": package_versions(),
+        **report_header("compare_enhancers", argv, PACKAGES),
         "data": {
             "items": len(items),
             "snrs_db": list(SNRS_DB),
@@ -451,12 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "systems": results,
         "elapsed_seconds": time.perf_counter() - started,
     }
-    markdown = markdown_report(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
-    args.out.with_suffix(".md").write_text(markdown, encoding="utf-8")
-    print(markdown)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write_report(report, markdown_report(report), args.out)
     return 0
 
 

@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 from .audio import (
-    WRITE_FORMATS,
     AtomicAudioWriter,
     SampleChecker,
     check_output_path,
+    default_output_name,
     iter_blocks,
     open_audio,
 )
@@ -186,9 +186,7 @@ class Processor:
     def _process_array(
         self, audio: np.ndarray | torch.Tensor, sample_rate: int, channels: str, repair_nonfinite: bool
     ) -> np.ndarray | torch.Tensor:
-        as_tensor = isinstance(audio, torch.Tensor)
-        original_device = audio.device if as_tensor else None
-        array = audio.detach().cpu().float().numpy() if as_tensor else np.asarray(audio, dtype=np.float32)
+        array = _float_array(audio)
         if array.ndim == 1:
             array = array[None]  # [T] -> [1, T]
         if array.ndim != 2:
@@ -199,17 +197,11 @@ class Processor:
             )
         if array.shape[-1] == 0:
             raise AudioError("audio contains no samples (zero length)")
-        if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-            raise AudioError(f"sample_rate must be a positive integer, got {sample_rate!r}")
-        checker = SampleChecker(int(sample_rate), "audio", repair_nonfinite)
-        array = checker.check(np.ascontiguousarray(array))
-        for message in checker.warnings():
-            warnings.warn(message, AudioWarning, stacklevel=3)
-        pipeline = self._pipeline(int(sample_rate), array.shape[0], channels)
+        rate = _check_rate(sample_rate, "sample_rate")
+        array = _check_samples(array, rate, "audio", repair_nonfinite, stacklevel=4)
+        pipeline = self._pipeline(rate, array.shape[0], channels)
         output = np.concatenate([pipeline.push(array), pipeline.finish()], axis=-1)  # [S, C_out, T]
-        if as_tensor:
-            return torch.from_numpy(output).to(original_device)
-        return output
+        return _like_input(output, audio)
 
     # ------------------------------------------------------------------ files
     def enhance_file(
@@ -282,15 +274,7 @@ class Processor:
                 for writer in writers:
                     writer._discard()
                 raise
-        messages = checker.warnings()
-        if pipeline.runner.nonfinite_outputs:
-            messages.append(
-                f"{input}: the model produced {pipeline.runner.nonfinite_outputs} non-finite sample(s), written as 0"
-            )
-        for writer in writers:
-            messages.extend(writer.warnings())
-        for message in messages:
-            warnings.warn(message, AudioWarning, stacklevel=3)
+        messages = _report_file_warnings(checker.warnings(), input, pipeline, writers, stacklevel=4)
         return FileResult(
             input=input,
             outputs=outputs,
@@ -328,8 +312,6 @@ class Processor:
         through the same bounded-memory machinery as files (see :class:`speechkit.inference.EchoPipeline`).
         """
         self.check_action("cancel_echo")
-        as_tensor = isinstance(mic, torch.Tensor)
-        original_device = mic.device if as_tensor else None
         rate = _check_rate(sample_rate, "sample_rate")
         reference_rate = rate if far_end_rate is None else _check_rate(far_end_rate, "far_end_rate")
         mic_array = _mono_array(mic, "mic", rate, repair_nonfinite)
@@ -338,9 +320,7 @@ class Processor:
         delay, _ = estimate_echo_delay(mic_array, reference_at_mic_rate, rate, delay_seconds, max_delay_seconds)
         pipeline = self._echo_pipeline(rate, reference_rate, delay.samples)
         output = np.concatenate([pipeline.push(mic_array, reference), pipeline.finish()])  # [T]
-        if as_tensor:
-            return torch.from_numpy(output).to(original_device)
-        return output
+        return _like_input(output, mic)
 
     def cancel_echo_file(
         self,
@@ -408,14 +388,9 @@ class Processor:
             except BaseException:
                 writer._discard()
                 raise
-        messages += mic_checker.warnings() + reference_checker.warnings()
-        if pipeline.runner.nonfinite_outputs:
-            messages.append(
-                f"{mic}: the model produced {pipeline.runner.nonfinite_outputs} non-finite sample(s), written as 0"
-            )
-        messages.extend(writer.warnings())
-        for message in messages:
-            warnings.warn(message, AudioWarning, stacklevel=3)
+        messages = _report_file_warnings(
+            messages + mic_checker.warnings() + reference_checker.warnings(), mic, pipeline, [writer], stacklevel=4
+        )
         return EchoFileResult(
             input=mic,
             outputs=[output],
@@ -463,12 +438,6 @@ class Processor:
             raise ConfigError(
                 f"{self.name} separates {self.num_sources} sources; use separate instead of {action}"
             )
-
-
-def default_output_name(input: Path, suffix: str = "") -> str:
-    """``input``'s file name with a writable extension (its own if wav/flac/ogg, else ``.wav``)."""
-    extension = input.suffix.lower() if input.suffix.lower() in WRITE_FORMATS else ".wav"
-    return f"{input.stem}{suffix}{extension}"
 
 
 def separation_outputs(input: Path, output_dir_or_pattern: str | os.PathLike, num_sources: int) -> list[Path]:
@@ -634,22 +603,57 @@ def _check_rate(sample_rate: Any, name: str) -> int:
     return int(sample_rate)
 
 
+def _float_array(audio: np.ndarray | torch.Tensor) -> np.ndarray:
+    """An array or tensor (any device) as a float32 numpy array of the same shape."""
+    if isinstance(audio, torch.Tensor):
+        return audio.detach().cpu().float().numpy()
+    return np.asarray(audio, dtype=np.float32)
+
+
+def _like_input(output: np.ndarray, audio: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``output`` as the same kind of array as the input ``audio`` (a tensor on its device, or numpy)."""
+    if isinstance(audio, torch.Tensor):
+        return torch.from_numpy(output).to(audio.device)
+    return output
+
+
+def _check_samples(
+    array: np.ndarray, sample_rate: int, name: str, repair_nonfinite: bool, stacklevel: int
+) -> np.ndarray:
+    """``array [C, T]`` through a :class:`SampleChecker`; its warnings are issued at ``stacklevel`` (from here)."""
+    checker = SampleChecker(sample_rate, name, repair_nonfinite)
+    array = checker.check(np.ascontiguousarray(array))
+    for message in checker.warnings():
+        warnings.warn(message, AudioWarning, stacklevel=stacklevel)
+    return array
+
+
+def _report_file_warnings(
+    messages: list[str], source: Path, pipeline: Pipeline | EchoPipeline, writers: list[AtomicAudioWriter],
+    stacklevel: int,
+) -> list[str]:
+    """``messages`` plus the pipeline's non-finite outputs and the writers' warnings, all issued as warnings."""
+    if pipeline.runner.nonfinite_outputs:
+        messages.append(
+            f"{source}: the model produced {pipeline.runner.nonfinite_outputs} non-finite sample(s), written as 0"
+        )
+    for writer in writers:
+        messages.extend(writer.warnings())
+    for message in messages:
+        warnings.warn(message, AudioWarning, stacklevel=stacklevel)
+    return messages
+
+
 def _mono_array(audio: np.ndarray | torch.Tensor, name: str, sample_rate: int, repair_nonfinite: bool) -> np.ndarray:
     """A ``[T]`` or ``[1, T]`` array or tensor as a checked float32 ``[T]`` numpy array."""
-    if isinstance(audio, torch.Tensor):
-        audio = audio.detach().cpu().float().numpy()
-    array = np.asarray(audio, dtype=np.float32)
+    array = _float_array(audio)
     if array.ndim == 2 and array.shape[0] == 1:
         array = array[0]  # [1, T] -> [T]
     if array.ndim != 1:
         raise AudioError(f"{name} must be mono audio of shape [T], got {tuple(array.shape)}")
     if array.shape[-1] == 0:
         raise AudioError(f"{name} contains no samples (zero length)")
-    checker = SampleChecker(sample_rate, name, repair_nonfinite)
-    array = checker.check(np.ascontiguousarray(array)[None])[0]
-    for message in checker.warnings():
-        warnings.warn(message, AudioWarning, stacklevel=4)
-    return array
+    return _check_samples(array[None], sample_rate, name, repair_nonfinite, stacklevel=5)[0]  # [1, T] -> [T]
 
 
 def _resample_excerpt(signal: np.ndarray, rate: int, target_rate: int) -> np.ndarray:

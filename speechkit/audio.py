@@ -218,6 +218,24 @@ class StreamResampler:
         return self.process(np.zeros((self.channels, 0), dtype=np.float32), last=True)
 
 
+def audio_files_under(folder: Path) -> list[Path]:
+    """The files below ``folder`` (recursively) with an :data:`AUDIO_EXTENSIONS` extension, sorted."""
+    return sorted(
+        path for path in folder.rglob("*") if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS
+    )
+
+
+def names_an_audio_file(output: Path) -> bool:
+    """Whether a command-line output names one audio file (an audio extension, not an existing folder)."""
+    return output.suffix.lower() in (*WRITE_FORMATS, *AUDIO_EXTENSIONS) and not output.is_dir()
+
+
+def default_output_name(input: Path, suffix: str = "") -> str:
+    """``input``'s file name with a writable extension (its own if wav/flac/ogg, else ``.wav``)."""
+    extension = input.suffix.lower() if input.suffix.lower() in WRITE_FORMATS else ".wav"
+    return f"{input.stem}{suffix}{extension}"
+
+
 def output_format(path: str | os.PathLike, channels: int = 1) -> tuple[str, str]:
     """The (format, subtype) used for ``path``'s extension; raises :class:`AudioError` if unsupported."""
     path = Path(path)

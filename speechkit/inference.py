@@ -112,6 +112,14 @@ def best_source_order(reference: np.ndarray, candidate: np.ndarray) -> tuple[int
     return tuple(order)
 
 
+def _zero_nonfinite(output: np.ndarray) -> tuple[np.ndarray, int]:
+    """``output`` with its NaN/Inf samples replaced by 0, and how many there were."""
+    finite = np.isfinite(output)
+    if finite.all():
+        return output, 0
+    return np.where(finite, output, np.float32(0.0)), int((~finite).sum())
+
+
 class ChunkedRunner:
     """Run a model over a stream of model-rate blocks in overlapping chunks.
 
@@ -207,10 +215,8 @@ class ChunkedRunner:
             with torch.inference_mode():
                 estimate = self.model(model_input.to(self.device))  # [1, C_g, L'] -> [1, S, C_out, L']
             estimate = estimate[0, :, :, :length].float().cpu().numpy()  # -> [S, C_out, L]
-            finite = np.isfinite(estimate)
-            if not finite.all():
-                self.nonfinite_outputs += int((~finite).sum())
-                estimate = np.where(finite, estimate, np.float32(0.0))
+            estimate, nonfinite = _zero_nonfinite(estimate)
+            self.nonfinite_outputs += nonfinite
             outputs.append(estimate)
         self.chunks_processed += 1
         return np.concatenate(outputs, axis=1)  # G x [S, C_out, L] -> [S, G*C_out, L]
@@ -379,11 +385,8 @@ class StreamingRunner:
         estimate = torch.cat(pieces, dim=-1)  # [G, S, C_out, L]
         groups, sources, channels, _ = estimate.shape
         estimate = estimate.transpose(0, 1).reshape(sources, groups * channels, length)  # [S, G*C_out, L]
-        output = estimate.float().cpu().numpy()
-        finite = np.isfinite(output)
-        if not finite.all():
-            self.nonfinite_outputs += int((~finite).sum())
-            output = np.where(finite, output, np.float32(0.0))
+        output, nonfinite = _zero_nonfinite(estimate.float().cpu().numpy())
+        self.nonfinite_outputs += nonfinite
         return output
 
     def _deliver(self, output: np.ndarray, final: bool) -> np.ndarray:

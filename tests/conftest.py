@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import pickle
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -30,6 +31,28 @@ def speech_like(seconds: float, rate: int, channels: int = 1, seed: int = 0, lev
         envelope = 0.5 * (1 + np.sin(2 * np.pi * 4.0 * time + channel))
         out.append(level * envelope * voiced / 2.3 + 0.01 * rng.standard_normal(time.shape))
     return np.asarray(out, dtype=np.float32)
+
+
+class PickleExploit:
+    """Unpickling this creates the file ``marker``: loaders must refuse it without running it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+    @property
+    def ran(self) -> bool:
+        """Whether something unpickled it."""
+        return self.marker.exists()
+
+
+def write_pickle(path: Path, payload: Any, protocol: int = pickle.DEFAULT_PROTOCOL) -> Path:
+    """Pickle ``payload`` into ``path`` (a file no weights-only loader may execute)."""
+    with open(path, "wb") as handle:
+        pickle.dump(payload, handle, protocol=protocol)
+    return path
 
 
 def write_audio_file(path: Path, audio: np.ndarray, rate: int, subtype: str | None = None) -> Path:
@@ -117,6 +140,12 @@ def separation_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = build_model("conv_tasnet", "tiny")
     path = tmp_path_factory.mktemp("checkpoints") / "tiny_separate.safetensors"
     return save_checkpoint(model, path)
+
+
+@pytest.fixture()
+def pickle_exploit(tmp_path: Path) -> PickleExploit:
+    """An object whose unpickling would create ``tmp_path / "pwned"``."""
+    return PickleExploit(tmp_path / "pwned")
 
 
 @pytest.fixture()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from speechkit.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
+from conftest import PickleExploit, write_pickle
 from speechkit.errors import CheckpointError
 from speechkit.models import build_model
 
@@ -93,24 +93,11 @@ def test_missing_and_non_safetensors_files(tmp_path: Path) -> None:
         load_checkpoint(torch_file)
 
 
-class _Exploit:
-    """Unpickling this would create a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (self.marker,))
-
-
-def test_nothing_is_unpickled(tmp_path: Path) -> None:
-    marker = tmp_path / "pwned"
-    payload = tmp_path / "evil.safetensors"
-    with open(payload, "wb") as handle:
-        pickle.dump(_Exploit(marker), handle)
+def test_nothing_is_unpickled(tmp_path: Path, pickle_exploit: PickleExploit) -> None:
+    payload = write_pickle(tmp_path / "evil.safetensors", pickle_exploit)
     with pytest.raises(CheckpointError):
         load_checkpoint(payload)
-    assert not marker.exists()
+    assert not pickle_exploit.ran
 
 
 def test_safetensors_without_metadata(saved: tuple[Path, torch.nn.Module], tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import PickleExploit, write_pickle
 from speechkit.checkpoint import load_checkpoint, read_metadata
 from speechkit.convert import convert_checkpoint
 from speechkit.convert.asteroid import asteroid_key_to_speechkit, convert_asteroid_checkpoint
@@ -254,22 +254,18 @@ def test_leftover_missing_and_misshaped_keys_are_listed(tmp_path: Path) -> None:
         convert_asteroid_checkpoint(_write(tmp_path / "c.pth", args, state))
 
 
-class _Payload:
-    """An arbitrary object: weights_only loading must refuse it."""
-
-
-def test_bad_files(tmp_path: Path) -> None:
+def test_bad_files(tmp_path: Path, pickle_exploit: PickleExploit) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         convert_asteroid_checkpoint(tmp_path / "nothing.pth")
     text = tmp_path / "text.pth"
     text.write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="weights_only"):
         convert_asteroid_checkpoint(text)
-    pickled = tmp_path / "object.pth"
-    with open(pickled, "wb") as handle:
-        pickle.dump({"model_args": {}, "state_dict": {}, "payload": _Payload()}, handle, protocol=2)
+    payload = {"model_args": {}, "state_dict": {}, "payload": pickle_exploit}
+    pickled = write_pickle(tmp_path / "object.pth", payload, protocol=2)
     with pytest.raises(CheckpointError, match="weights_only"):
         convert_asteroid_checkpoint(pickled)
+    assert not pickle_exploit.ran
     bare = tmp_path / "bare.pth"
     torch.save({"weight": torch.zeros(2)}, bare)
     with pytest.raises(CheckpointError, match="not an asteroid model file"):

@@ -17,13 +17,11 @@ measures and compensates the output delay (:mod:`bench.peers.delay`) before scor
 from __future__ import annotations
 
 import abc
-import math
-import time
 from typing import Any
 
 import numpy as np
 
-from bench.peers.base import Enhancer, resample
+from bench.peers.base import Enhancer
 
 #: channel order of :meth:`EchoCanceller.process` input
 MIC_CHANNEL, REFERENCE_CHANNEL = 0, 1
@@ -50,22 +48,7 @@ class EchoCanceller(Enhancer):
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 2 or audio.shape[0] != 2:
             raise ValueError(f"{self.name} expects [2, T] audio (microphone, far end), got shape {audio.shape}")
-        total = audio.shape[1] + self.flush_length(sample_rate)
-        native = np.stack([resample(channel, sample_rate, self.native_rate) for channel in audio])  # [2, T']
-        padded_length = native.shape[1] + self.stream_delay + self.block_size
-        padded_length = int(math.ceil(padded_length / self.block_size)) * self.block_size
-        native = np.pad(native, ((0, 0), (0, padded_length - native.shape[1])))  # [2, T'] -> [2, k * block_size]
-        state = self.new_state()
-        try:
-            start_time = time.perf_counter()
-            near_end_native = self.process_native(native, state)
-            self.last_compute_seconds = time.perf_counter() - start_time
-        finally:
-            self.free_state(state)
-        near_end = resample(near_end_native, self.native_rate, sample_rate)
-        if near_end.shape[0] < total:
-            near_end = np.pad(near_end, (0, total - near_end.shape[0]))  # -> [total]
-        return near_end[:total]
+        return self.process_padded(audio, sample_rate)  # [2, T] -> [T + flush]
 
     def cancel(self, microphone: np.ndarray, far_end: np.ndarray, sample_rate: int) -> np.ndarray:
         """Convenience form of :meth:`process` for two mono signals ``[T]`` of equal length."""

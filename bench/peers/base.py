@@ -121,11 +121,24 @@ class Enhancer(abc.ABC):
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise ValueError(f"{self.name} expects mono audio [T], got shape {audio.shape}")
-        total = audio.shape[0] + self.flush_length(sample_rate)
-        native = resample(audio, sample_rate, self.native_rate)
-        padded_length = native.shape[0] + self.stream_delay + self.block_size
+        return self.process_padded(audio, sample_rate)
+
+    def process_padded(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Run :meth:`process_native` on ``audio [T]`` or ``[C, T]`` (float32) as :meth:`process` describes.
+
+        Every channel is resampled to the native rate and zero-padded along time to a whole number
+        of blocks covering the declared delay plus one block; the mono output ``[T + flush]`` is
+        resampled back. Shared by single-channel enhancers and two-channel echo cancellers.
+        """
+        total = audio.shape[-1] + self.flush_length(sample_rate)
+        if audio.ndim == 1:
+            native = resample(audio, sample_rate, self.native_rate)  # [T] -> [T']
+        else:
+            native = np.stack([resample(channel, sample_rate, self.native_rate) for channel in audio])  # [C, T']
+        padded_length = native.shape[-1] + self.stream_delay + self.block_size
         padded_length = int(math.ceil(padded_length / self.block_size)) * self.block_size
-        native = np.pad(native, (0, padded_length - native.shape[0]))  # [T'] -> [k * block_size]
+        time_padding = [(0, 0)] * (native.ndim - 1) + [(0, padded_length - native.shape[-1])]
+        native = np.pad(native, time_padding)  # [..., T'] -> [..., k * block_size]
         state = self.new_state()
         try:
             start_time = time.perf_counter()

@@ -116,6 +116,27 @@ class MixingDataset(Dataset):
         """Build one item from ``rng`` (override)."""
         raise NotImplementedError
 
+    @classmethod
+    def _from_corpus_split(
+        cls, split: str, config, length: int, seed: int, corpus: MiniCorpus | None, include_band_limited: bool
+    ) -> "MixingDataset":
+        """``cls`` over the speech, noise and RIR entries of one mini-corpus split (``from_minicorpus``)."""
+        corpus = corpus or MiniCorpus.scan()
+        return cls(
+            corpus.select("speech", split, config.sample_rate, include_band_limited),
+            corpus.select("noise", split), config, length, seed, corpus.select("rir"),
+        )
+
+
+def _segment_samples(config) -> int:
+    """Item length in samples of a config with ``segment_seconds`` and ``sample_rate``."""
+    return int(round(config.segment_seconds * config.sample_rate))
+
+
+def _speech_segment(entry: CorpusEntry, sample_rate: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``length``-sample crop of one speech entry, ``[1, T]``."""
+    return random_crop(load_speech(entry, sample_rate), length, rng)
+
 
 def _pick(entries: list[CorpusEntry], rng: np.random.Generator) -> CorpusEntry:
     return entries[int(rng.integers(0, len(entries)))]
@@ -142,6 +163,14 @@ def noise_weights(entries: list[CorpusEntry]) -> np.ndarray:
 
 def _pick_weighted(entries: list[CorpusEntry], weights: np.ndarray, rng: np.random.Generator) -> CorpusEntry:
     return entries[int(rng.choice(len(entries), p=weights))]
+
+
+def _noise_segment(
+    entries: list[CorpusEntry], weights: np.ndarray, sample_rate: int, length: int, rng: np.random.Generator
+) -> tuple[CorpusEntry, np.ndarray]:
+    """A duration-weighted noise entry and a random ``length``-sample segment of it, ``[1, T]``."""
+    entry = _pick_weighted(entries, weights, rng)
+    return entry, load_noise_segment(entry, sample_rate, length, rng)
 
 
 class EnhancementDataset(MixingDataset):
@@ -196,19 +225,13 @@ class EnhancementDataset(MixingDataset):
 
         Band-limited (8 kHz) speech is left out at 16 kHz unless ``include_band_limited``.
         """
-        corpus = corpus or MiniCorpus.scan()
-        rate = config.sample_rate
-        return cls(
-            corpus.select("speech", split, rate, include_band_limited),
-            corpus.select("noise", split),
-            config, length, seed, corpus.select("rir"),
-        )
+        return cls._from_corpus_split(split, config, length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
-        length = int(round(config.segment_seconds * config.sample_rate))
+        length = _segment_samples(config)
         speech_entry = _pick(self.speech, rng)
-        speech = random_crop(load_speech(speech_entry, config.sample_rate), length, rng)  # -> [1, T]
+        speech = _speech_segment(speech_entry, config.sample_rate, length, rng)  # [1, T]
         target = speech
         reverb_description = ""
         if self.rir_source is not None and rng.random() < config.reverb.probability:
@@ -216,8 +239,7 @@ class EnhancementDataset(MixingDataset):
             speech, target = reverberate(
                 speech, responses[0], config.sample_rate, config.reverb.target, config.reverb.early_ms
             )
-        noise_entry = _pick_weighted(self.noise, self.noise_weights, rng)
-        noise = load_noise_segment(noise_entry, config.sample_rate, length, rng)  # [1, T]
+        noise_entry, noise = _noise_segment(self.noise, self.noise_weights, config.sample_rate, length, rng)  # [1, T]
         snr = uniform(rng, config.snr_range_db)
         if rng.random() < config.noise_probability:
             mixture, noise = mix_at_snr(speech, noise, snr)
@@ -341,15 +363,11 @@ class SeparationDataset(MixingDataset):
         include_band_limited: bool = True,
     ) -> "SeparationDataset":
         """The dataset over one split of the mini corpus."""
-        corpus = corpus or MiniCorpus.scan()
-        return cls(
-            corpus.select("speech", split, config.sample_rate, include_band_limited),
-            corpus.select("noise", split), config, length, seed, corpus.select("rir"),
-        )
+        return cls._from_corpus_split(split, config, length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
-        length = int(round(config.segment_seconds * config.sample_rate))
+        length = _segment_samples(config)
         count = int(rng.choice(config.speaker_counts))
         entries = _pick_distinct_speakers(self.speech, count, rng)
         overlap = uniform(rng, config.overlap_range)
@@ -359,7 +377,7 @@ class SeparationDataset(MixingDataset):
             responses, reverb_description = self.rir_source.sample(rng, 1, count)  # [S, 1, L]
         images, targets = [], []
         for position, entry in enumerate(entries):
-            speech = random_crop(load_speech(entry, config.sample_rate), layout.lengths[position], rng)
+            speech = _speech_segment(entry, config.sample_rate, layout.lengths[position], rng)
             speech = fit_length(speech, length, layout.starts[position])  # [1, L_k] -> [1, T]
             gain = 10.0 ** (uniform(rng, config.relative_gain_range_db) / 20.0)
             speech = speech / (np.sqrt(np.mean(speech**2)) + 1e-8) * gain
@@ -480,15 +498,11 @@ class MultichannelDataset(MixingDataset):
         include_band_limited: bool = False,
     ) -> "MultichannelDataset":
         """The dataset over one split of the mini corpus."""
-        corpus = corpus or MiniCorpus.scan()
-        return cls(
-            corpus.select("speech", split, config.sample_rate, include_band_limited),
-            corpus.select("noise", split), config, length, seed, corpus.select("rir"),
-        )
+        return cls._from_corpus_split(split, config, length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
-        length = int(round(config.segment_seconds * config.sample_rate))
+        length = _segment_samples(config)
         if config.array == "measured":
             responses = self.rir_source.bank.sample(rng, config.mic_count, 2, config.mic_stride)  # [2, M, L]
             array_description = f"measured stride={config.mic_stride}"
@@ -498,11 +512,12 @@ class MultichannelDataset(MixingDataset):
             )  # [2, M, L]
             array_description = f"shoebox rt60={parameters['rt60']:.2f}"
         speech_entry = _pick(self.speech, rng)
-        speech = random_crop(load_speech(speech_entry, config.sample_rate), length, rng)  # [1, T]
+        speech = _speech_segment(speech_entry, config.sample_rate, length, rng)  # [1, T]
         image, target = reverberate(speech, responses[0], config.sample_rate, config.reverb.target,
                                     config.reverb.early_ms)  # -> [M, T], [M, T]
-        noise_entry = _pick_weighted(self.noise, self.noise_weights, rng)
-        noise_dry = load_noise_segment(noise_entry, config.sample_rate, length, rng)  # [1, T]
+        noise_entry, noise_dry = _noise_segment(
+            self.noise, self.noise_weights, config.sample_rate, length, rng
+        )  # [1, T]
         noise = convolve(noise_dry, responses[1])  # [1, T] -> [M, T]
         if config.sensor_noise_db is not None:
             sensor = rng.standard_normal(noise.shape).astype(np.float32)
@@ -571,23 +586,17 @@ class EchoDataset(MixingDataset):
         """The dataset over one split of the mini corpus."""
         from .echo import EchoConfig
 
-        config = config or EchoConfig()
-        corpus = corpus or MiniCorpus.scan()
-        return cls(
-            corpus.select("speech", split, config.sample_rate, include_band_limited),
-            corpus.select("noise", split), config, length, seed, corpus.select("rir"),
-        )
+        return cls._from_corpus_split(split, config or EchoConfig(), length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         from .echo import make_echo_scenario
 
         config = self.config
-        length = int(round(config.segment_seconds * config.sample_rate))
+        length = _segment_samples(config)
         far_entry, near_entry = _pick_distinct_speakers(self.speech, 2, rng)
-        far = random_crop(load_speech(far_entry, config.sample_rate), length, rng)  # [1, T]
-        near = random_crop(load_speech(near_entry, config.sample_rate), length, rng)  # [1, T]
-        noise_entry = _pick_weighted(self.noise, self.noise_weights, rng)
-        noise = load_noise_segment(noise_entry, config.sample_rate, length, rng)  # [1, T]
+        far = _speech_segment(far_entry, config.sample_rate, length, rng)  # [1, T]
+        near = _speech_segment(near_entry, config.sample_rate, length, rng)  # [1, T]
+        noise_entry, noise = _noise_segment(self.noise, self.noise_weights, config.sample_rate, length, rng)  # [1, T]
         responses, rir_description = self.rir_source.sample(rng, 1, 2)  # [2, 1, L]
         scenario = make_echo_scenario(rng, config, far, near, noise, responses)
         item = {key: _to_tensor(value) if isinstance(value, np.ndarray) else value for key, value in scenario.items()}

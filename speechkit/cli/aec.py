@@ -24,7 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..audio import AUDIO_EXTENSIONS, WRITE_FORMATS
+from ..audio import AUDIO_EXTENSIONS, audio_files_under, default_output_name, names_an_audio_file
 from ..errors import AudioError, SpeechkitError
 from . import EXIT_FAILED, EXIT_OK
 
@@ -89,21 +89,18 @@ def find_pairs(mic: Path, ref: Path, output: Path) -> list[tuple[Path, Path | No
     extension also matches. A microphone file without a reference yields a problem entry.
     """
     if mic.is_file() and ref.is_file():
-        looks_like_file = output.suffix.lower() in (*WRITE_FORMATS, *AUDIO_EXTENSIONS) and not output.is_dir()
-        target = output if looks_like_file else output / _output_name(mic)
+        target = output if names_an_audio_file(output) else output / default_output_name(mic, "_aec")
         return [(mic, ref, target, None)]
     if mic.is_dir() and ref.is_dir():
         if output.exists() and not output.is_dir():
             raise AudioError(f"{output} is a file; folders of pairs need an output folder")
         pairs: list[tuple[Path, Path | None, Path, str | None]] = []
-        mic_files = sorted(
-            path for path in mic.rglob("*") if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS
-        )
+        mic_files = audio_files_under(mic)
         if not mic_files:
             raise AudioError(f"{mic}: the folder contains no audio files")
         for mic_file in mic_files:
             relative = mic_file.relative_to(mic)
-            target = output / relative.parent / _output_name(mic_file)
+            target = output / relative.parent / default_output_name(mic_file, "_aec")
             reference = _matching_reference(ref, relative)
             problem = None if reference is not None else f"{mic_file}: no reference {ref / relative} in {ref}"
             pairs.append((mic_file, reference, target, problem))
@@ -112,11 +109,6 @@ def find_pairs(mic: Path, ref: Path, output: Path) -> list[tuple[Path, Path | No
         if not path.exists():
             raise AudioError(f"{name} {path} does not exist")
     raise AudioError(f"--mic {mic} and --ref {ref} must both be files or both be folders")
-
-
-def _output_name(mic_file: Path) -> str:
-    extension = mic_file.suffix.lower() if mic_file.suffix.lower() in WRITE_FORMATS else ".wav"
-    return f"{mic_file.stem}_aec{extension}"
 
 
 def _matching_reference(ref_dir: Path, relative: Path) -> Path | None:

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..audio import AUDIO_EXTENSIONS, WRITE_FORMATS
+from ..audio import audio_files_under, default_output_name, names_an_audio_file
 from ..errors import SpeechkitError
 from ..inference import CHANNEL_MODES, DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -102,10 +102,7 @@ def expand_inputs(patterns: list[str]) -> list[tuple[Path, Path | None, str | No
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            files = sorted(
-                candidate for candidate in path.rglob("*")
-                if candidate.is_file() and candidate.suffix.lower() in AUDIO_EXTENSIONS
-            )
+            files = audio_files_under(path)
             if not files:
                 found.append((path, None, f"{path}: the folder contains no audio files"))
             for candidate in files:
@@ -125,8 +122,6 @@ def expand_inputs(patterns: list[str]) -> list[tuple[Path, Path | None, str | No
 
 
 def _enhance_output(source: Path, base: Path | None, output: Path, single: bool) -> Path:
-    from ..api import default_output_name
-
     if single and output.suffix and not output.is_dir():  # a file name (its extension is checked later)
         return output
     relative = source.relative_to(base).parent if base is not None else Path()
@@ -150,7 +145,7 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
     output = Path(args.output)
     runnable = [entry for entry in inputs if entry[2] is None]
     is_pattern = action == "separate" and "{" in args.output
-    looks_like_file = output.suffix.lower() in (*WRITE_FORMATS, *AUDIO_EXTENSIONS) and not output.is_dir()
+    looks_like_file = names_an_audio_file(output)
     if looks_like_file and not is_pattern and (len(runnable) > 1 or action == "separate"):
         needs = f"{len(runnable)} inputs need" if action == "enhance" else "separate needs"
         print(

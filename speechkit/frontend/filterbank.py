@@ -39,8 +39,8 @@ class FreeFilterbank(nn.Module):
         return self._filters
 
 
-class LearnedEncoder(nn.Module):
-    """Waveform ``[..., T]`` -> learned representation ``[..., N, n_frames]``."""
+class _LearnedFilterbankModule(nn.Module):
+    """What the encoder and decoder share: one :class:`FreeFilterbank` and its ``kernel_size`` / ``stride``."""
 
     def __init__(self, n_filters: int, kernel_size: int, stride: int) -> None:
         super().__init__()
@@ -55,6 +55,10 @@ class LearnedEncoder(nn.Module):
     def stride(self) -> int:
         """Hop between frames in samples."""
         return self.filterbank.stride
+
+
+class LearnedEncoder(_LearnedFilterbankModule):
+    """Waveform ``[..., T]`` -> learned representation ``[..., N, n_frames]``."""
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[..., T] -> [..., N, causal_num_frames(T)]`` with the causal framing convention."""
@@ -80,22 +84,8 @@ class LearnedEncoder(nn.Module):
         return features, new_state
 
 
-class LearnedDecoder(nn.Module):
+class LearnedDecoder(_LearnedFilterbankModule):
     """Learned representation ``[..., N, n_frames]`` -> waveform ``[..., T]`` by transposed conv."""
-
-    def __init__(self, n_filters: int, kernel_size: int, stride: int) -> None:
-        super().__init__()
-        self.filterbank = FreeFilterbank(n_filters, kernel_size, stride)
-
-    @property
-    def kernel_size(self) -> int:
-        """Filter length (window) in samples."""
-        return self.filterbank.kernel_size
-
-    @property
-    def stride(self) -> int:
-        """Hop between frames in samples."""
-        return self.filterbank.stride
 
     def forward(self, features: torch.Tensor, length: int) -> torch.Tensor:
         """``[..., N, F] -> [..., length]``: overlap-add synthesis, cropped as ``causal_crop``."""

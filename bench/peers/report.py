@@ -1,0 +1,116 @@
+"""Report plumbing shared by the comparison benchmarks (``bench/compare_enhancers.py``, ``bench/compare_aec.py``).
+
+Means that skip missing values, table cells, the machine / package-version / command header of the
+JSON report, the facts every system row carries, the Markdown footer (skipped systems and notes)
+and writing ``<out>`` (JSON) next to ``<out>.md`` (Markdown).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Enhancer
+
+
+def finite_mean(values: Sequence[float | None]) -> float:
+    """Mean of the finite values (NaN if none)."""
+    array = np.asarray([value for value in values if value is not None], dtype=np.float64)
+    array = array[np.isfinite(array)]
+    return float(array.mean()) if array.size else float("nan")
+
+
+def format_cell(value: Any, digits: int = 2) -> str:
+    """A table cell: ``value`` with ``digits`` decimals, ``"n/a"`` for None and ``"-"`` for NaN/inf."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and platform."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
+def package_versions(packages: Sequence[str]) -> dict[str, str | None]:
+    """Installed versions of ``packages`` (None: not installed)."""
+    versions: dict[str, str | None] = {}
+    for package in packages:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def system_facts(system: Enhancer) -> dict[str, Any]:
+    """Native rate, block size and providing package (with its version) of one system under test."""
+    return {
+        "native_rate": system.native_rate,
+        "block_size": system.block_size,
+        "package": system.package,
+        "package_version": system.version(),
+    }
+
+
+def report_header(benchmark: str, argv: Sequence[str] | None, packages: Sequence[str]) -> dict[str, Any]:
+    """The first keys of a benchmark's JSON report: name, UTC date, command, machine, threads, versions."""
+    import torch
+
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([f"python -m bench.{benchmark}", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": machine_info(),
+        "threads": torch.get_num_threads(),
+        "versions": package_versions(packages),
+    }
+
+
+def skipped_and_notes_lines(report: dict[str, Any]) -> list[str]:
+    """Markdown footer lines: the skipped systems (with reasons), if any, then one line per note."""
+    lines: list[str] = []
+    if report["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{name}: {reason}" for name, reason in report["skipped"].items())]
+    lines += ["", *[f"Note: {note}" for note in report["notes"]]]
+    return lines
+
+
+def write_report(report: dict[str, Any], markdown: str, out: Path) -> None:
+    """Write ``report`` as JSON to ``out`` and ``markdown`` next to it (``.md``), then print the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=float), encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+__all__ = [
+    "finite_mean",
+    "format_cell",
+    "machine_info",
+    "package_versions",
+    "report_header",
+    "skipped_and_notes_lines",
+    "system_facts",
+    "write_report",
+]
