@@ -313,3 +313,10 @@ def test_dataloader_workers_match_direct_indexing(fake_corpus: MiniCorpus) -> No
     batches = list(loader)
     direct = torch.stack([dataset[index]["mixture"] for index in range(len(dataset))])
     assert torch.equal(torch.cat([batch["mixture"] for batch in batches]), direct)
+
+
+def test_dereverberation_from_minicorpus_uses_its_own_default(fake_corpus: MiniCorpus) -> None:
+    from recipes.data.datasets import DereverberationDataset
+
+    dataset = DereverberationDataset.from_minicorpus("train", length=1, corpus=fake_corpus)
+    assert dataset.config.reverb.probability == 1.0

@@ -215,7 +215,7 @@ class EnhancementDataset(MixingDataset):
     def from_minicorpus(
         cls,
         split: str,
-        config: EnhancementConfig = EnhancementConfig(),
+        config: EnhancementConfig | None = None,
         length: int = 10000,
         seed: int = 0,
         corpus: MiniCorpus | None = None,
@@ -223,8 +223,11 @@ class EnhancementDataset(MixingDataset):
     ) -> "EnhancementDataset":
         """The dataset over one split of the mini corpus (``../shared/data`` unless ``corpus`` is given).
 
-        Band-limited (8 kHz) speech is left out at 16 kHz unless ``include_band_limited``.
+        ``config`` defaults to the class's ``default_config`` (plain enhancement, or always-reverberant
+        for :class:`DereverberationDataset`). Band-limited (8 kHz) speech is left out at 16 kHz unless
+        ``include_band_limited``.
         """
+        config = config or getattr(cls, "default_config", EnhancementConfig())
         return cls._from_corpus_split(split, config, length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
