@@ -135,3 +135,18 @@ def test_enhance_causal_model_equals_one_offline_pass(capsys, tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(audio)[None])[0, 0, 0].numpy()
     np.testing.assert_allclose(written, expected, atol=1e-5)
+
+
+def test_default_outputs_next_to_the_input(capsys, enhance_checkpoint, separation_checkpoint, noisy_wav):
+    """Without -o: <name>_enhanced.<ext> / <name>_s1.wav beside the input; the input is untouched."""
+    before = noisy_wav.read_bytes()
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, "--model", enhance_checkpoint)
+    assert code == EXIT_OK, err
+    assert (noisy_wav.parent / f"{noisy_wav.stem}_enhanced{noisy_wav.suffix}").is_file()
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, "--model", enhance_checkpoint)
+    assert code == EXIT_FAILED and "--force" in err  # an existing output is kept
+    code, _, err = run_cli(capsys, "separate", noisy_wav, "--model", separation_checkpoint)
+    assert code == EXIT_OK, err
+    assert (noisy_wav.parent / f"{noisy_wav.stem}_s1.wav").is_file()
+    assert (noisy_wav.parent / f"{noisy_wav.stem}_s2.wav").is_file()
+    assert noisy_wav.read_bytes() == before

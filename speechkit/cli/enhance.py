@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     enhance.add_argument("inputs", nargs="+", metavar="IN", help="audio files, folders or glob patterns")
     enhance.add_argument(
-        "-o", "--output", required=True, metavar="OUT",
-        help="output file (single input with a .wav/.flac/.ogg name) or output folder",
+        "-o", "--output", metavar="OUT",
+        help="output file (single input with a .wav/.flac/.ogg name) or output folder; "
+        "default: <name>_enhanced.<ext> next to each input",
     )
     enhance.add_argument(
         "--channels", choices=CHANNEL_MODES, default="separate",
@@ -51,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     separate.add_argument("inputs", nargs="+", metavar="IN", help="audio files, folders or glob patterns")
     separate.add_argument(
-        "-o", "--output", required=True, metavar="OUTDIR",
-        help="output folder, or a pattern with {name} and {source} such as 'out/{name}_spk{source}.flac'",
+        "-o", "--output", metavar="OUTDIR",
+        help="output folder, or a pattern with {name} and {source} such as 'out/{name}_spk{source}.flac'; "
+        "default: <name>_s1.wav, ... next to each input",
     )
     separate.add_argument(
         "--channels", choices=CHANNEL_MODES, default="mix",
@@ -121,11 +123,17 @@ def expand_inputs(patterns: list[str]) -> list[tuple[Path, Path | None, str | No
     return found
 
 
-def _enhance_output(source: Path, base: Path | None, output: Path, single: bool) -> Path:
+def _enhance_output(source: Path, base: Path | None, output: Path | None, single: bool) -> Path:
+    if output is None:  # next to the input, never the input itself
+        return source.with_name(default_output_name(source, ENHANCED_SUFFIX))
     if single and output.suffix and not output.is_dir():  # a file name (its extension is checked later)
         return output
     relative = source.relative_to(base).parent if base is not None else Path()
     return output / relative / default_output_name(source)
+
+
+#: suffix of enhanced files written next to their input when no ``-o`` is given
+ENHANCED_SUFFIX = "_enhanced"
 
 
 def run_enhance(args: argparse.Namespace) -> int:
@@ -142,10 +150,10 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
     from ..api import load, separation_outputs
 
     inputs = expand_inputs(args.inputs)
-    output = Path(args.output)
+    output = Path(args.output) if args.output else None
     runnable = [entry for entry in inputs if entry[2] is None]
-    is_pattern = action == "separate" and "{" in args.output
-    looks_like_file = names_an_audio_file(output)
+    is_pattern = action == "separate" and output is not None and "{" in args.output
+    looks_like_file = output is not None and names_an_audio_file(output)
     if looks_like_file and not is_pattern and (len(runnable) > 1 or action == "separate"):
         needs = f"{len(runnable)} inputs need" if action == "enhance" else "separate needs"
         print(
@@ -174,7 +182,12 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
                 target = args.output
                 destinations = separation_outputs(source, target, processor.num_sources)
             else:
-                target = output / source.relative_to(base).parent if base is not None else output
+                if output is None:
+                    target = source.parent
+                elif base is not None:
+                    target = output / source.relative_to(base).parent
+                else:
+                    target = output
                 destinations = separation_outputs(source, target, processor.num_sources)
             clash = [path for path in destinations if path.resolve() in planned]
             if clash:
