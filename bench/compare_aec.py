@@ -128,14 +128,10 @@ def prealigned_reference(item: dict[str, Any]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------- metrics
 def aecmos_scores(far_end: np.ndarray, mic: np.ndarray, estimate: np.ndarray, talk_type: str) -> dict[str, float]:
-    """AECMOS echo and degradation MOS (speechmos, 16 kHz model with the scenario marker ``talk_type``)."""
-    from speechkit._optional import require
+    """AECMOS echo and degradation MOS (:func:`speechkit.metrics.aecmos`)."""
+    from speechkit.metrics import aecmos
 
-    aecmos = require("speechmos.aecmos", "eval", "AECMOS")
-    signals = {name: np.clip(np.asarray(signal, dtype=np.float32), -1.0, 1.0)
-               for name, signal in (("lpb", far_end), ("mic", mic), ("enh", estimate))}
-    scores = aecmos.run(signals, SAMPLE_RATE, talk_type=talk_type)
-    return {"aecmos_echo": float(scores["echo_mos"]), "aecmos_deg": float(scores["deg_mos"])}
+    return aecmos(far_end, mic, estimate, SAMPLE_RATE, talk_type)
 
 
 def score_item(estimate: np.ndarray, item: dict[str, Any], with_aecmos: bool) -> dict[str, Any]:

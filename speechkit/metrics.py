@@ -33,7 +33,7 @@ EPSILON = 1e-8
 def _as_tensor(signal: Any) -> torch.Tensor:
     if isinstance(signal, torch.Tensor):
         return signal.detach().to(torch.float64)
-    return torch.as_tensor(np.asarray(signal), dtype=torch.float64)
+    return torch.as_tensor(np.ascontiguousarray(signal), dtype=torch.float64)  # negative strides are fine
 
 
 def _as_mono_numpy(signal: Any) -> np.ndarray:
@@ -194,6 +194,31 @@ def dnsmos(audio: Any, sample_rate: int) -> dict[str, float]:
         "dnsmos_bak": float(scores["bak_mos"]),
         "dnsmos_ovrl": float(scores["ovrl_mos"]),
     }
+
+
+#: AECMOS scenario markers (speechmos) for each talk type
+AECMOS_TALK_TYPES = ("st", "nst", "dt")
+
+
+def aecmos(far_end: Any, microphone: Any, estimate: Any, sample_rate: int, talk_type: str) -> dict[str, float]:
+    """Non-intrusive AECMOS ``{"aecmos_echo", "aecmos_deg"}`` (speechmos, 16 kHz model).
+
+    Args:
+        far_end: the loudspeaker (loopback) signal.
+        microphone: the microphone signal the canceller received.
+        estimate: the canceller's output.
+        sample_rate: rate of all three signals (resampled to 16 kHz).
+        talk_type: ``"st"`` far-end single talk, ``"nst"`` near-end single talk, ``"dt"`` double talk.
+    """
+    if talk_type not in AECMOS_TALK_TYPES:
+        raise ConfigError(f"AECMOS talk_type must be one of {', '.join(AECMOS_TALK_TYPES)}, got {talk_type!r}")
+    aecmos_module = require("speechmos.aecmos", "eval", "AECMOS")
+    signals = {
+        name: np.clip(_resampled(_as_mono_numpy(signal), sample_rate, 16000), -1.0, 1.0).astype(np.float32)
+        for name, signal in (("lpb", far_end), ("mic", microphone), ("enh", estimate))
+    }
+    scores = aecmos_module.run(signals, 16000, talk_type=talk_type)
+    return {"aecmos_echo": float(scores["echo_mos"]), "aecmos_deg": float(scores["deg_mos"])}
 
 
 # --------------------------------------------------------------------------------------- one item

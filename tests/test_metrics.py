@@ -144,3 +144,33 @@ def test_missing_metric_package_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "speechmos", None)  # makes `import speechmos` fail
     with pytest.raises(MissingDependencyError, match=r"speechkit\[eval\]"):
         metrics.dnsmos(speech_like(), 16000)
+
+
+def test_metrics_accept_negative_strides() -> None:
+    from speechkit.metrics import si_sdr
+
+    rng = np.random.default_rng(0)
+    reference = rng.standard_normal(1600)
+    assert si_sdr(reference[::-1].copy()[::-1], reference) > 100.0  # a reversed view: negative strides
+
+
+def test_aecmos_rejects_unknown_talk_type() -> None:
+    from speechkit.errors import ConfigError
+    from speechkit.metrics import aecmos
+
+    with pytest.raises(ConfigError, match="talk_type"):
+        aecmos(np.zeros(16000), np.zeros(16000), np.zeros(16000), 16000, "echo")
+
+
+@pytest.mark.slow
+def test_aecmos_scores_are_mos_values() -> None:
+    pytest.importorskip("speechmos")
+    pytest.importorskip("librosa")
+    from speechkit.metrics import aecmos
+
+    rng = np.random.default_rng(1)
+    far_end = 0.1 * rng.standard_normal(16000 * 3)
+    microphone = 0.5 * np.convolve(far_end, [0.0, 0.6, 0.3, 0.1])[: far_end.size]
+    scores = aecmos(far_end, microphone, 0.01 * microphone, 16000, "st")
+    assert set(scores) == {"aecmos_echo", "aecmos_deg"}
+    assert all(0.5 <= value <= 5.5 for value in scores.values())
