@@ -535,8 +535,13 @@ def separate_file(
     """Separate ``input`` into one file per source (``<dir>/<name>_s1.wav``... or a ``{source}`` pattern).
 
     Sources keep a consistent order across chunk boundaries (see :mod:`speechkit.inference`).
-    Other arguments as in :func:`enhance_file`; ``model`` must be a separation model.
+    Other arguments as in :func:`enhance_file`; ``model`` must be a separation model (None: the bundled
+    two-speaker separator, :data:`speechkit.pretrained.DEFAULT_SEPARATOR`).
     """
+    if model is None:
+        from .pretrained import DEFAULT_SEPARATOR
+
+        model = DEFAULT_SEPARATOR
     processor = _processor(model, device, chunk_seconds)
     return processor.separate_file(input, output_dir_or_pattern, force, channels, repair_nonfinite, progress)
 

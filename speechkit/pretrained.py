@@ -19,6 +19,10 @@ MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 #: bundled model used when none is named (a 16 kHz enhancement Conv-TasNet)
 DEFAULT_MODEL = "conv_tasnet_enhance_16k"
+#: bundled model used by ``separate`` when none is named (an 8 kHz two-speaker Conv-TasNet)
+DEFAULT_SEPARATOR = "conv_tasnet_separate_2spk_8k"
+#: the bundled model each action uses when none is named
+DEFAULT_MODELS = {"enhance": DEFAULT_MODEL, "separate": DEFAULT_SEPARATOR}
 CHECKPOINT_SUFFIX = ".safetensors"
 #: checkpoint files of other toolkits that must be converted before use
 FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
@@ -65,6 +69,13 @@ def bundled_model(name: str) -> BundledModel:
     return BundledModel(name, path, card if card.is_file() else None)
 
 
+def default_model(action: str = "enhance") -> str:
+    """Name of the bundled model that ``action`` (``"enhance"`` or ``"separate"``) uses when none is named."""
+    if action not in DEFAULT_MODELS:
+        raise CheckpointError(f"no default model for {action!r}; actions with one: {', '.join(DEFAULT_MODELS)}")
+    return DEFAULT_MODELS[action]
+
+
 def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
     """The checkpoint file that ``name_or_path`` designates.
 
@@ -96,9 +107,9 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> Path:
             f"trained checkpoint path (train one with the recipes or convert an official one with "
             f"speechkit.convert) or a bundled model name (bundled: {bundled})"
         )
-    if text == DEFAULT_MODEL:
+    if text in DEFAULT_MODELS.values():
         raise CheckpointError(
-            f"the default bundled model {DEFAULT_MODEL!r} is not installed in this copy of speechkit; "
+            f"the default bundled model {text!r} is not installed in this copy of speechkit; "
             "pass --model PATH to a trained .safetensors checkpoint"
         )
     if os.sep in text or path.suffix:

@@ -248,6 +248,12 @@ def test_norms() -> None:
     second, state = cumulative.forward_step(x[..., 20:], state)
     torch.testing.assert_close(torch.cat([first, second], dim=-1), cum_out, atol=1e-5, rtol=1e-5)
     assert state[:, 2].tolist() == [50.0, 50.0]
+    state, frames = cumulative.initial_state(2), []  # one frame per step: the cumsum-free path
+    for frame in range(50):
+        output, state = cumulative.forward_step(x[..., frame : frame + 1], state)
+        frames.append(output)
+    torch.testing.assert_close(torch.cat(frames, dim=-1), cum_out, atol=1e-5, rtol=1e-5)
+    assert state[:, 2].tolist() == [50.0, 50.0]
     with pytest.raises(ConfigError):
         make_norm("BN", 8)
 

@@ -65,7 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, metavar="NAME|PATH", help="bundled model name or checkpoint path")
+    parser.add_argument(
+        "--model", default=None, metavar="NAME|PATH",
+        help="bundled model name or checkpoint path (default: the bundled enhancer, or the bundled 2-speaker "
+        "separator for separate)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument(
@@ -148,6 +152,7 @@ def run_separate(args: argparse.Namespace) -> int:
 
 def _run_batch(args: argparse.Namespace, action: str) -> int:
     from ..api import load, separation_outputs
+    from ..pretrained import default_model
 
     inputs = expand_inputs(args.inputs)
     output = Path(args.output) if args.output else None
@@ -162,7 +167,7 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    processor = load(args.model, device=args.device, chunk_seconds=args.chunk_seconds,
+    processor = load(args.model or default_model(action), device=args.device, chunk_seconds=args.chunk_seconds,
                      overlap_seconds=args.overlap_seconds)
     processor.check_action(action)
     show_progress = not args.no_progress

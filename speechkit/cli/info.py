@@ -40,7 +40,7 @@ def installation_info() -> dict[str, Any]:
     import torch
 
     from .._version import __version__
-    from ..pretrained import DEFAULT_MODEL, bundled_models
+    from ..pretrained import DEFAULT_MODEL, DEFAULT_MODELS, bundled_models
 
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -51,7 +51,7 @@ def installation_info() -> dict[str, Any]:
     }
     models = []
     for bundled in bundled_models():
-        entry: dict[str, Any] = {"name": bundled.name, "path": str(bundled.path), "default": bundled.name == DEFAULT_MODEL}
+        entry: dict[str, Any] = {"name": bundled.name, "path": str(bundled.path), "default": bundled.name in DEFAULT_MODELS.values()}
         try:
             metadata = bundled.metadata()
             entry.update(model=metadata.get("model"), task=metadata.get("task"), sample_rate=metadata.get("sample_rate"))
@@ -65,6 +65,7 @@ def installation_info() -> dict[str, Any]:
         "devices": devices,
         "extras": extras,
         "default_model": DEFAULT_MODEL,
+        "default_models": dict(DEFAULT_MODELS),
         "bundled_models": models,
     }
 

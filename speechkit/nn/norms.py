@@ -92,6 +92,8 @@ class CumulativeLayerNorm(_AffineNorm):
 
     def forward_step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalise ``x [B, C, T]`` continuing the history in ``state [B, 3]``; return the new state."""
+        if x.shape[-1] == 1:
+            return self._forward_frame(x, state)
         frame_sum = x.sum(dim=1, keepdim=True)  # [B, 1, T]
         frame_pow_sum = x.pow(2).sum(dim=1, keepdim=True)  # [B, 1, T]
         cum_sum = torch.cumsum(frame_sum, dim=-1) + state[:, 0:1, None]  # [B, 1, T]
@@ -101,6 +103,17 @@ class CumulativeLayerNorm(_AffineNorm):
         output = self._normalise(x, cum_sum, cum_pow_sum, cum_frames)
         new_state = torch.cat([cum_sum[..., -1], cum_pow_sum[..., -1], cum_frames[..., -1]], dim=1)  # [B, 3]
         return output, new_state
+
+    def _forward_frame(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_step` for one frame ``x [B, C, 1]``: no cumulative sums (fewer ops per streaming step)."""
+        frame_stats = torch.cat(
+            [x.sum(dim=1), (x * x).sum(dim=1), torch.ones_like(x[:, 0])], dim=1
+        )  # [B, 3]: sum, sum of squares, one frame
+        new_state = state + frame_stats  # [B, 3]
+        moments = new_state[:, :2, None] / (new_state[:, 2:3, None] * self.num_channels)  # [B, 2, 1]
+        cum_mean = moments[:, 0:1]  # [B, 1, 1]
+        cum_var = (moments[:, 1:2] - cum_mean * cum_mean).clamp(min=0.0)  # [B, 1, 1]
+        return self._affine((x - cum_mean) / torch.sqrt(cum_var + NORM_EPS)), new_state
 
 
 def make_norm(norm_type: str, num_channels: int) -> nn.Module:
