@@ -38,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-compensate", action="store_true", help="keep the latency in the output file")
     parser.add_argument("--spinning", action="store_true", help="let ONNX Runtime threads spin")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument(
+        "--graph-optimization", choices=("all", "extended", "basic", "disabled"), default=None,
+        help="ONNX Runtime graph optimisation level (default: the one stored in the export)",
+    )
     parser.add_argument("--cuda", action="store_true", help="use the CUDA execution provider if installed")
     parser.add_argument("--input-device", default=None, help="PortAudio input device (name or index)")
     parser.add_argument("--output-device", default=None, help="PortAudio output device (name or index)")
@@ -61,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from .model import StreamModel
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.cuda else None
-    model = StreamModel(args.model, spinning=args.spinning, intra_op_threads=args.threads, providers=providers)
+    model = StreamModel(args.model, spinning=args.spinning, intra_op_threads=args.threads, providers=providers,
+                       graph_optimization=args.graph_optimization)
     rate = model.sample_rate
     hop = model.hop_length
     block = args.block or hop * -(-MIN_DEFAULT_BLOCK // hop)

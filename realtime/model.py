@@ -45,6 +45,21 @@ def read_metadata(session: Any, source: str) -> dict[str, Any]:
         raise RealtimeError(f"{source}: speechkit metadata is not valid JSON ({error})") from error
 
 
+def _stored_graph_optimization(ort: Any, path: Path) -> str:
+    """The optimisation level the export's metadata asks for ("all" when it names none)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only read the metadata
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise RealtimeError(f"{path} is not a loadable ONNX model ({error})") from error
+    raw = session.get_modelmeta().custom_metadata_map.get("ort_graph_optimization")
+    try:
+        return str(json.loads(raw)) if raw else "all"
+    except json.JSONDecodeError as error:
+        raise RealtimeError(f"{path}: speechkit metadata is not valid JSON ({error})") from error
+
+
 class StreamModel:
     """A streaming ONNX graph (``speechkit export --streaming``) with preallocated state.
 
@@ -53,6 +68,9 @@ class StreamModel:
         spinning: let ONNX Runtime's intra-op threads spin (lower wake-up latency, burns CPU).
         intra_op_threads: intra-op threads (1 suits small models).
         providers: execution providers (default CPU; CUDA first where requested and available).
+        graph_optimization: ONNX Runtime graph optimisation level, ``"all"``, ``"extended"``,
+            ``"basic"`` or ``"disabled"``; None takes the level the export stored (measured fastest
+            for that architecture), else ``"all"``.
     """
 
     def __init__(
@@ -61,16 +79,30 @@ class StreamModel:
         spinning: bool = False,
         intra_op_threads: int = 1,
         providers: list[str] | None = None,
+        graph_optimization: str | None = None,
     ) -> None:
         ort = _import_onnxruntime()
         path = Path(path)
         if not path.is_file():
             raise RealtimeError(f"model file {path} does not exist")
+        if graph_optimization is None:
+            graph_optimization = _stored_graph_optimization(ort, path)
+        levels = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }
+        if graph_optimization not in levels:
+            raise RealtimeError(
+                f"unknown graph optimisation level {graph_optimization!r}; use one of {', '.join(levels)}"
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(intra_op_threads)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = levels[graph_optimization]
+        self.graph_optimization = graph_optimization
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
         available = ort.get_available_providers()

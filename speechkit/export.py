@@ -66,6 +66,7 @@ METADATA_KEYS = (
     "num_sources",
     "num_output_channels",
     "config",
+    "ort_graph_optimization",
     "verification",
 )
 #: config fields that describe an analysis window, copied into the ``window`` metadata entry
@@ -153,6 +154,7 @@ def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1)
         "num_sources": model.num_sources,
         "num_output_channels": model.num_output_channels,
         "config": config_to_dict(model.config),
+        "ort_graph_optimization": model.onnx_graph_optimization,
     }
     if streaming:
         if hops_per_step < 1:

@@ -179,7 +179,7 @@ def test_state_names_and_shapes() -> None:
     assert shapes["encoder_buffer"] == (3, 8)
     assert shapes["decoder_overlap"] == (3, 2, 8)
     assert shapes["bottleneck_norm"] == (3, 3)
-    assert shapes["tcn2_conv_cache"] == (3, 16, 8)  # (kernel 3 - 1) * dilation 4
+    assert shapes["tcn2_conv_cache"] == (3, 8, 16)  # time-major: (kernel 3 - 1) * dilation 4 frames of 16 channels
     with pytest.raises(ConfigError):
         model.forward_step(torch.zeros(3, 1, 5), state)
     with pytest.raises(ConfigError, match="state tensors"):
@@ -273,5 +273,11 @@ def test_dilated_depthwise_conv() -> None:
         out, cache = causal.forward_step(x[..., start : start + 5], cache)
         pieces.append(out)
     torch.testing.assert_close(torch.cat(pieces, dim=-1), offline)
+    cache, frames = torch.zeros(causal.cache_shape(1)), []  # one frame per step: the taps-only path
+    for start in range(30):
+        out, cache = causal.forward_step(x[..., start : start + 1], cache)
+        frames.append(out)
+    torch.testing.assert_close(torch.cat(frames, dim=-1), offline)
+    torch.testing.assert_close(cache, x[0, :, -4:].T[None])  # the last (k - 1) * d frames, time-major
     with pytest.raises(ConfigError):
         DilatedDepthwiseConv1d(4, 2, dilation=1, causal=False)

@@ -365,3 +365,17 @@ def test_device_driver_with_fake_portaudio(tiny_export, monkeypatch):
     assert played.shape[0] >= 4000 + engine.signal_delay - 64
     if engine.metrics.deadline_misses == 0:
         np.testing.assert_array_equal(played[prefill:4000], offline[0, : 4000 - prefill])
+
+
+def test_graph_optimization_level_comes_from_the_export(tiny_export):
+    """The export stores the architecture's fastest ONNX Runtime level; an explicit choice overrides it."""
+    model, path, tolerance = tiny_export
+    stored = StreamModel(path)
+    assert stored.graph_optimization == type(model).onnx_graph_optimization == stored.metadata["ort_graph_optimization"]
+    signal = random_signal(1600)
+    for level in ("all", "disabled"):
+        other = StreamModel(path, graph_optimization=level)
+        assert other.graph_optimization == level
+        np.testing.assert_allclose(other.process(signal[None]), stored.process(signal[None]), atol=tolerance)
+    with pytest.raises(RealtimeError, match="optimisation level"):
+        StreamModel(path, graph_optimization="fastest")

@@ -47,6 +47,9 @@ class SpeechModel(nn.Module):
     presets: ClassVar[Mapping[str, Any]] = {}
     #: citation of the paper the model implements
     paper: ClassVar[str] = ""
+    #: ONNX Runtime graph optimisation level that runs this model's exports fastest on CPU ("all",
+    #: "extended" or "basic"; stored in the export metadata, measured by ``bench/realtime_bench.py``)
+    onnx_graph_optimization: ClassVar[str] = "all"
 
     def __init__(self, config: Any) -> None:
         super().__init__()

@@ -128,11 +128,23 @@ class ComplexConv2d(nn.Module):
 
     def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C_in, 2, F, N + time_context] -> [B, C_out, 2, F, N]`` (no time padding)."""
+        return self._conv(x, self.dilation)
+
+    def forward_taps(self, taps: torch.Tensor) -> torch.Tensor:
+        """One output frame from its ``k_t`` input frames only: ``taps [B, C_in, 2, F, k_t] -> [B, C_out, 2, F, 1]``.
+
+        ``taps[..., j]`` is input frame ``t - (k_t - 1 - j) * d_t``: the frames :meth:`forward_valid`
+        would read for frame ``t``, gathered beforehand (a streaming step then touches ``k_t``
+        frames of its history instead of all of them).
+        """
+        return self._conv(taps, (self.dilation[0], 1))
+
+    def _conv(self, x: torch.Tensor, dilation: tuple[int, int]) -> torch.Tensor:
         _check_complex_features(x, self.in_channels, "ComplexConv2d")
         batch, _, _, freqs, frames = x.shape
         flat = x.reshape(batch, 2 * self.in_channels, freqs, frames)  # [B, 2C_in, F, N + ctx]
         flat = F.pad(flat, (0, 0, self.freq_padding, self.freq_padding))  # [B, 2C_in, F + 2p, N + ctx]
-        out = F.conv2d(flat, self.real_weight(), self.real_bias(), dilation=self.dilation)  # [B, 2C_out, F, N]
+        out = F.conv2d(flat, self.real_weight(), self.real_bias(), dilation=dilation)  # [B, 2C_out, F, N]
         return out.reshape(batch, self.out_channels, 2, freqs, out.shape[-1])  # [B, C_out, 2, F, N]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -58,13 +58,36 @@ class DilatedDepthwiseConv1d(nn.Module):
         return self._conv(padded)
 
     def cache_shape(self, batch_size: int) -> tuple[int, int, int]:
-        """Shape ``[B, C, (k - 1) * d]`` of the streaming cache."""
-        return (batch_size, self.channels, self.context)
+        """Shape ``[B, (k - 1) * d, C]`` of the streaming cache (time-major: the shift is one contiguous copy)."""
+        return (batch_size, self.context, self.channels)
 
     def forward_step(self, x: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Causal streaming: ``x [B, C, T_step]`` and ``cache [B, C, (k-1)d]`` -> ``[B, C, T_step]``, new cache."""
+        """Causal streaming: ``x [B, C, T_step]`` and ``cache [B, (k-1)d, C]`` -> ``[B, C, T_step]``, new cache.
+
+        Each of the ``k`` taps reads only the ``T_step`` frames it needs from the cache and the
+        input (a weighted sum of shifted views), never a copy of the whole cache.
+        """
         if not self.causal:
             raise ConfigError("only a causal depthwise conv can stream")
-        padded = torch.cat([cache, x], dim=-1)  # [B, C, context + T_step]
-        new_cache = padded[..., padded.shape[-1] - self.context :]  # [B, C, context]
-        return self._conv(padded), new_cache
+        steps = x.shape[-1]
+        frames = x.transpose(1, 2)  # [B, T_step, C]
+        output: torch.Tensor | None = None
+        for tap in range(self.kernel_size):
+            # tap `tap` of output frame i reads frame context - (k-1-tap)*d + i of [cache; frames]
+            start, end = tap * self.dilation, tap * self.dilation + steps
+            parts = []
+            if start < self.context:
+                parts.append(cache[:, start : min(end, self.context)])  # [B, <= T_step, C]
+            if end > self.context:
+                parts.append(frames[:, max(start - self.context, 0) : end - self.context])  # [B, <= T_step, C]
+            seen = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B, T_step, C]
+            term = seen * self.weight[:, 0, tap]
+            output = term if output is None else output + term
+        assert output is not None
+        if self.bias is not None:
+            output = output + self.bias
+        if steps < self.context:
+            new_cache = torch.cat([cache[:, steps:], frames], dim=1)  # [B, context, C]
+        else:
+            new_cache = frames[:, steps - self.context :]  # [B, context, C]
+        return output.transpose(1, 2), new_cache  # [B, C, T_step]

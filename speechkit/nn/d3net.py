@@ -17,7 +17,8 @@ dense prediction tasks", CVPR 2021 (D3Net), extended to complex features ``[B, C
 
 Time is causal (left context only); frequency is "same"-padded (it is within a frame). Streaming:
 every D2 block keeps ONE history tensor, the last ``(k_t - 1) * base ** (L - 1)`` frames of its
-dense stack ``[x_0 .. x_{L-1}]``; ``forward(x)`` is exactly ``forward_step(x, zero history)``, so
+dense stack ``[x_0 .. x_{L-1}]``, time-major ``[B, H, C, 2, F]`` so that the per-step shift is one
+contiguous copy, and a one-frame step reads only the ``k_t - 1`` past frames each dilation needs; ``forward(x)`` is exactly ``forward_step(x, zero history)``, so
 chunked streaming equals the offline output (with frame-local norms or batch norm in eval mode).
 """
 from __future__ import annotations
@@ -76,6 +77,26 @@ class MultidilatedComplexConv2d(nn.Module):
         for channels, conv in zip(self.group_channels, self.convs):
             group = padded[:, channel_start : channel_start + channels, :, :, history_frames - conv.time_context :]
             result = conv.forward_valid(group)  # [B, C_out, 2, F, N]
+            output = result if output is None else output + result
+            channel_start += channels
+        assert output is not None
+        return output
+
+    def forward_frame(self, groups: Sequence[torch.Tensor], history: torch.Tensor) -> torch.Tensor:
+        """One frame: ``groups[i] [B, c_i, 2, F, 1]`` after the time-major ``history [B, H, >= sum c_i, 2, F]``.
+
+        Returns ``[B, C_out, 2, F, 1]``: :meth:`forward_valid` on the history followed by the frame,
+        but reading only the ``k_t - 1`` past frames each group's dilation needs.
+        """
+        history_frames = history.shape[1]
+        output: torch.Tensor | None = None
+        channel_start = 0
+        for group, conv in zip(groups, self.convs):
+            channels = group.shape[1]
+            first = history_frames - conv.time_context
+            past = history[:, first :: conv.dilation[1], channel_start : channel_start + channels]  # [B, k_t - 1, c, 2, F]
+            past = past.permute(0, 2, 3, 4, 1)  # [B, c, 2, F, k_t - 1]
+            result = conv.forward_taps(torch.cat([past, group], dim=-1))  # [B, C_out, 2, F, 1]
             output = result if output is None else output + result
             channel_start += channels
         assert output is not None
@@ -147,20 +168,33 @@ class D2Block(nn.Module):
         return self.in_channels + (self.num_layers - 1) * self.growth_rate
 
     def history_shape(self, batch_size: int, num_freqs: int) -> tuple[int, ...]:
-        """Shape of the streaming history ``[B, history_channels, 2, F, history_frames]``."""
-        return (batch_size, self.history_channels, 2, num_freqs, self.history_frames)
+        """Shape of the time-major streaming history ``[B, history_frames, history_channels, 2, F]``."""
+        return (batch_size, self.history_frames, self.history_channels, 2, num_freqs)
 
     def forward_step(self, x: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, C_in, 2, F, N]`` after ``history`` -> output ``[B, L*k, 2, F, N]`` and the new history."""
+        if x.shape[-1] == 1:
+            return self._forward_frame(x, history)
         features = [x]
+        channel_major = history.permute(0, 2, 3, 4, 1)  # [B, C_h, 2, F, H]
         for layer, (conv, norm, activation) in enumerate(zip(self.convs, self.norms, self.activations)):
             stack = torch.cat(features, dim=1)  # [B, C_in + l*k, 2, F, N]
-            past = history[:, : self.in_channels + layer * self.growth_rate]  # [B, C_in + l*k, 2, F, H]
+            past = channel_major[:, : self.in_channels + layer * self.growth_rate]  # [B, C_in + l*k, 2, F, H]
             padded = torch.cat([past, stack], dim=-1)  # [B, C_in + l*k, 2, F, H + N]
             features.append(activation(norm(conv.forward_valid(padded, self.history_frames))))  # [B, k, 2, F, N]
-        cached = torch.cat([history, torch.cat(features[: self.num_layers], dim=1)], dim=-1)  # [B, C_h, 2, F, H + N]
-        new_history = cached[..., cached.shape[-1] - self.history_frames :]  # [B, C_h, 2, F, H]
+        newest = torch.cat(features[: self.num_layers], dim=1).permute(0, 4, 1, 2, 3)  # [B, N, C_h, 2, F]
+        cached = torch.cat([history, newest], dim=1)  # [B, H + N, C_h, 2, F]
+        new_history = cached[:, cached.shape[1] - self.history_frames :]  # [B, H, C_h, 2, F]
         return torch.cat(features[1:], dim=1), new_history  # [B, L*k, 2, F, N]
+
+    def _forward_frame(self, x: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_step` for one frame: each layer gathers only its taps from the history."""
+        features = [x]
+        for conv, norm, activation in zip(self.convs, self.norms, self.activations):
+            features.append(activation(norm(conv.forward_frame(features, history))))  # [B, k, 2, F, 1]
+        newest = torch.cat(features[: self.num_layers], dim=1).permute(0, 4, 1, 2, 3)  # [B, 1, C_h, 2, F]
+        new_history = torch.cat([history[:, 1:], newest], dim=1)  # [B, H, C_h, 2, F]
+        return torch.cat(features[1:], dim=1), new_history  # [B, L*k, 2, F, 1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Causal: ``x [B, C_in, 2, F, N] -> [B, L*k, 2, F, N]``."""
