@@ -39,8 +39,8 @@ a transcription (see ``/work/shared/dossiers/complex_d3net_aec.md``):
   multiply-accumulates per second of audio for ``"paper"`` (a complex weight, 2 parameters, costs
   4 real MACs per output bin, at 257 bins x 62.5 frames/s).
 * **Causality.** Every time-axis conv is left-padded (causal); frequency-axis convs are
-  "same"-padded (within a frame). Streaming caches one history tensor per D2 block (plus the
-  input conv's and the STFT/ISTFT states); offline :meth:`forward` runs the same code with zero
+  "same"-padded (within a frame). Streaming caches, per D2 block, one history per dense group
+  ``x_i``, as long as its dilation reaches (plus the input conv's and the STFT/ISTFT states); offline :meth:`forward` runs the same code with zero
   caches, so a stream of :meth:`forward_step` calls equals the offline output delayed by
   ``win_length - hop_length`` samples.
 * **D2/D3 blocks** (:mod:`speechkit.nn.d3net`): post-activation (conv -> norm -> split
@@ -249,7 +249,7 @@ class ComplexD3NetAEC(SpeechModel):
         hidden = self.input_activation(self.input_norm(self.input_conv.forward_valid(padded)))  # [B, C, 2, F, N]
         position = 1
         for block in self.d3_blocks:
-            count = len(block.d2_blocks)
+            count = block.num_histories
             hidden, histories = block.forward_step(hidden, states[position : position + count])  # [B, C, 2, F, N]
             new_states.extend(histories)
             position += count
@@ -268,8 +268,7 @@ class ComplexD3NetAEC(SpeechModel):
         specs = [("input_history", (batch_size, 2, 2, freqs, self.input_conv.time_context))]
         for block_index, block in enumerate(self.d3_blocks):
             specs.extend(
-                (f"d3_{block_index}_d2_{d2_index}_history", shape)
-                for d2_index, shape in enumerate(block.history_shapes(batch_size, freqs))
+                (f"d3_{block_index}_{suffix}_history", shape) for suffix, shape in block.history_specs(batch_size, freqs)
             )
         return specs
 

@@ -16,10 +16,12 @@ dense prediction tasks", CVPR 2021 (D3Net), extended to complex features ``[B, C
   earlier D2 output) followed by a 1x1 complex compression conv, norm and activation.
 
 Time is causal (left context only); frequency is "same"-padded (it is within a frame). Streaming:
-every D2 block keeps ONE history tensor, the last ``(k_t - 1) * base ** (L - 1)`` frames of its
-dense stack ``[x_0 .. x_{L-1}]``, time-major ``[B, H, C, 2, F]`` so that the per-step shift is one
-contiguous copy, and a one-frame step reads only the ``k_t - 1`` past frames each dilation needs; ``forward(x)`` is exactly ``forward_step(x, zero history)``, so
-chunked streaming equals the offline output (with frame-local norms or batch norm in eval mode).
+group ``x_i`` is always convolved with time dilation ``base ** i``, so a D2 block keeps one
+history per group, the last ``(k_t - 1) * base ** i`` frames of ``x_i`` (``i < L``), time-major
+``[B, H_i, C_i, 2, F]`` so the per-step shift is a contiguous copy; a one-frame step reads only the
+``k_t - 1`` past frames each tap needs. ``forward(x)`` is exactly ``forward_step(x, zero
+histories)``, so chunked streaming equals the offline output (with frame-local norms or batch norm
+in eval mode).
 """
 from __future__ import annotations
 
@@ -82,23 +84,21 @@ class MultidilatedComplexConv2d(nn.Module):
         assert output is not None
         return output
 
-    def forward_frame(self, groups: Sequence[torch.Tensor], history: torch.Tensor) -> torch.Tensor:
-        """One frame: ``groups[i] [B, c_i, 2, F, 1]`` after the time-major ``history [B, H, >= sum c_i, 2, F]``.
+    def forward_groups(self, groups: Sequence[torch.Tensor], pasts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``groups[i] [B, c_i, 2, F, N]`` after ``pasts[i] [B, ctx_i, c_i, 2, F]`` -> ``[B, C_out, 2, F, N]``.
 
-        Returns ``[B, C_out, 2, F, 1]``: :meth:`forward_valid` on the history followed by the frame,
-        but reading only the ``k_t - 1`` past frames each group's dilation needs.
+        ``pasts[i]`` is time-major and holds exactly the ``ctx_i = (k_t - 1) * d_i`` frames group
+        ``i``'s dilation reaches back. One frame (``N = 1``) reads only its ``k_t - 1`` taps.
         """
-        history_frames = history.shape[1]
         output: torch.Tensor | None = None
-        channel_start = 0
-        for group, conv in zip(groups, self.convs):
-            channels = group.shape[1]
-            first = history_frames - conv.time_context
-            past = history[:, first :: conv.dilation[1], channel_start : channel_start + channels]  # [B, k_t - 1, c, 2, F]
-            past = past.permute(0, 2, 3, 4, 1)  # [B, c, 2, F, k_t - 1]
-            result = conv.forward_taps(torch.cat([past, group], dim=-1))  # [B, C_out, 2, F, 1]
+        for group, past, conv in zip(groups, pasts, self.convs):
+            if group.shape[-1] == 1:
+                taps = past[:, :: conv.dilation[1]].permute(0, 2, 3, 4, 1)  # [B, c, 2, F, k_t - 1]
+                result = conv.forward_taps(torch.cat([taps, group], dim=-1))  # [B, C_out, 2, F, 1]
+            else:
+                padded = torch.cat([past.permute(0, 2, 3, 4, 1), group], dim=-1)  # [B, c, 2, F, ctx + N]
+                result = conv.forward_valid(padded)  # [B, C_out, 2, F, N]
             output = result if output is None else output + result
-            channel_start += channels
         assert output is not None
         return output
 
@@ -155,51 +155,45 @@ class D2Block(nn.Module):
             )
             self.norms.append(make_complex_norm(norm, growth_rate))
             self.activations.append(ComplexSplitActivation(activation, growth_rate))
-        self.history_frames = (kernel_size[1] - 1) * dilation_base ** (num_layers - 1)
+        #: past frames kept of each group ``x_i`` (``i < L``): what its dilation ``base ** i`` reaches
+        self.group_history_frames = [(kernel_size[1] - 1) * dilation_base**index for index in range(num_layers)]
+        self.group_channels = [in_channels] + [growth_rate] * (num_layers - 1)
+        self.history_frames = self.group_history_frames[-1]
 
     @property
     def out_channels(self) -> int:
         """Complex output channels: ``num_layers * growth_rate``."""
         return self.num_layers * self.growth_rate
 
-    @property
-    def history_channels(self) -> int:
-        """Complex channels of the cached stack ``[x_0 .. x_{L-1}]``."""
-        return self.in_channels + (self.num_layers - 1) * self.growth_rate
+    def history_shapes(self, batch_size: int, num_freqs: int) -> list[tuple[int, ...]]:
+        """Shapes of the time-major streaming histories, one per group: ``[B, H_i, C_i, 2, F]``."""
+        return [
+            (batch_size, frames, channels, 2, num_freqs)
+            for frames, channels in zip(self.group_history_frames, self.group_channels)
+        ]
 
-    def history_shape(self, batch_size: int, num_freqs: int) -> tuple[int, ...]:
-        """Shape of the time-major streaming history ``[B, history_frames, history_channels, 2, F]``."""
-        return (batch_size, self.history_frames, self.history_channels, 2, num_freqs)
-
-    def forward_step(self, x: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [B, C_in, 2, F, N]`` after ``history`` -> output ``[B, L*k, 2, F, N]`` and the new history."""
-        if x.shape[-1] == 1:
-            return self._forward_frame(x, history)
+    def forward_step(
+        self, x: torch.Tensor, histories: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``x [B, C_in, 2, F, N]`` after ``histories`` -> output ``[B, L*k, 2, F, N]`` and the new histories."""
         features = [x]
-        channel_major = history.permute(0, 2, 3, 4, 1)  # [B, C_h, 2, F, H]
         for layer, (conv, norm, activation) in enumerate(zip(self.convs, self.norms, self.activations)):
-            stack = torch.cat(features, dim=1)  # [B, C_in + l*k, 2, F, N]
-            past = channel_major[:, : self.in_channels + layer * self.growth_rate]  # [B, C_in + l*k, 2, F, H]
-            padded = torch.cat([past, stack], dim=-1)  # [B, C_in + l*k, 2, F, H + N]
-            features.append(activation(norm(conv.forward_valid(padded, self.history_frames))))  # [B, k, 2, F, N]
-        newest = torch.cat(features[: self.num_layers], dim=1).permute(0, 4, 1, 2, 3)  # [B, N, C_h, 2, F]
-        cached = torch.cat([history, newest], dim=1)  # [B, H + N, C_h, 2, F]
-        new_history = cached[:, cached.shape[1] - self.history_frames :]  # [B, H, C_h, 2, F]
-        return torch.cat(features[1:], dim=1), new_history  # [B, L*k, 2, F, N]
-
-    def _forward_frame(self, x: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`forward_step` for one frame: each layer gathers only its taps from the history."""
-        features = [x]
-        for conv, norm, activation in zip(self.convs, self.norms, self.activations):
-            features.append(activation(norm(conv.forward_frame(features, history))))  # [B, k, 2, F, 1]
-        newest = torch.cat(features[: self.num_layers], dim=1).permute(0, 4, 1, 2, 3)  # [B, 1, C_h, 2, F]
-        new_history = torch.cat([history[:, 1:], newest], dim=1)  # [B, H, C_h, 2, F]
-        return torch.cat(features[1:], dim=1), new_history  # [B, L*k, 2, F, 1]
+            hidden = conv.forward_groups(features, histories[: layer + 1])  # [B, k, 2, F, N]
+            features.append(activation(norm(hidden)))  # [B, k, 2, F, N]
+        new_histories = []
+        for history, feature in zip(histories, features[: self.num_layers]):
+            frames = feature.shape[-1]
+            newest = feature.permute(0, 4, 1, 2, 3)  # [B, N, C_i, 2, F]
+            if frames >= history.shape[1]:
+                new_histories.append(newest[:, frames - history.shape[1] :])  # [B, H_i, C_i, 2, F]
+            else:
+                new_histories.append(torch.cat([history[:, frames:], newest], dim=1))  # [B, H_i, C_i, 2, F]
+        return torch.cat(features[1:], dim=1), new_histories  # [B, L*k, 2, F, N]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Causal: ``x [B, C_in, 2, F, N] -> [B, L*k, 2, F, N]``."""
-        history = x.new_zeros(self.history_shape(x.shape[0], x.shape[3]))
-        return self.forward_step(x, history)[0]
+        histories = [x.new_zeros(shape) for shape in self.history_shapes(x.shape[0], x.shape[3])]
+        return self.forward_step(x, histories)[0]
 
 
 class D3Block(nn.Module):
@@ -242,20 +236,37 @@ class D3Block(nn.Module):
         self.activation = ComplexSplitActivation(activation, out_channels)
         self.out_channels = out_channels
 
+    def history_specs(self, batch_size: int, num_freqs: int) -> list[tuple[str, tuple[int, ...]]]:
+        """``("d2_<j>_x<i>", shape)`` of every streaming history, D2 block by D2 block, group by group."""
+        return [
+            (f"d2_{block_index}_x{group}", shape)
+            for block_index, block in enumerate(self.d2_blocks)
+            for group, shape in enumerate(block.history_shapes(batch_size, num_freqs))
+        ]
+
     def history_shapes(self, batch_size: int, num_freqs: int) -> list[tuple[int, ...]]:
-        """Shapes of the streaming histories, one per D2 block."""
-        return [block.history_shape(batch_size, num_freqs) for block in self.d2_blocks]
+        """Shapes of the streaming histories (see :meth:`history_specs`)."""
+        return [shape for _, shape in self.history_specs(batch_size, num_freqs)]
+
+    @property
+    def num_histories(self) -> int:
+        """Number of history tensors :meth:`forward_step` takes."""
+        return sum(block.num_layers for block in self.d2_blocks)
 
     def forward_step(
         self, x: torch.Tensor, histories: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``x [B, C_in, 2, F, N]`` -> ``[B, C_out, 2, F, N]`` and the new histories."""
         features = [x]
-        new_histories = []
-        for block, history in zip(self.d2_blocks, histories):
-            output, new_history = block.forward_step(torch.cat(features, dim=1), history)  # [B, L*k, 2, F, N]
+        new_histories: list[torch.Tensor] = []
+        position = 0
+        for block in self.d2_blocks:
+            output, block_histories = block.forward_step(
+                torch.cat(features, dim=1), histories[position : position + block.num_layers]
+            )  # [B, L*k, 2, F, N]
             features.append(output)
-            new_histories.append(new_history)
+            new_histories.extend(block_histories)
+            position += block.num_layers
         dense = torch.cat(features, dim=1)  # [B, C_in + M*L*k, 2, F, N]
         return self.activation(self.norm(self.compress.forward_valid(dense))), new_histories  # [B, C_out, 2, F, N]
 
