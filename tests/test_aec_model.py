@@ -209,6 +209,16 @@ def test_streaming_equals_offline(seed: int, norm: str) -> None:
     streamed = torch.cat(pieces, dim=-1)
     delay = model.stream_delay
     torch.testing.assert_close(streamed[..., delay:], offline[..., : steps * hop - delay], atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # several hops per call (random counts) give the same samples
+        state, pieces, start = model.initial_state(2), [], 0
+        while start < steps:
+            count = min(steps - start, int(torch.randint(1, 5, (1,), generator=generator)))
+            block, state = model.forward_step(x[..., start * hop : (start + count) * hop], state)
+            pieces.append(block)
+            start += count
+    torch.testing.assert_close(torch.cat(pieces, dim=-1), streamed, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="whole number"):
+        model.forward_step(x[..., : hop + 1], model.initial_state(2))
 
 
 def test_chunked_forward_equals_forward() -> None:

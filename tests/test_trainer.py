@@ -185,7 +185,7 @@ def test_train_cli_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="needs ../shared/data (the mini corpus)")
-@pytest.mark.parametrize("recipe", ["enhance_causal_16k_smoke.yaml", "separation_2spk_8k_smoke.yaml"])
+@pytest.mark.parametrize("recipe", sorted(path.name for path in CONFIGS.glob("*_smoke.yaml")))  # every recipe's smoke run
 def test_recipe_smoke_on_mini_corpus(tmp_path: Path, recipe: str) -> None:
     config = load_config(
         CONFIGS / recipe, [f"run_dir={tmp_path / 'run'}", f"data.valid.kwargs.root={tmp_path / 'valid'}"]

@@ -350,12 +350,25 @@ class ComplexD3NetAEC(SpeechModel):
     def forward_step(
         self, x_block: torch.Tensor, state: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """One hop: ``x_block [B, 2, hop_length]`` -> near end ``[B, 1, 1, hop_length]`` and new states.
+        """``k`` hops: ``x_block [B, 2, k * hop_length]`` -> near end ``[B, 1, 1, k * hop_length]`` and new states.
 
-        Use in eval mode (batch norm then uses its running statistics, like the offline output).
+        ``k = 1`` is the contract's ``block_size``; several hops per call give the same samples
+        with the network run once over ``k`` frames (fewer, larger operations). Use in eval mode
+        (batch norm then uses its running statistics, like the offline output).
         """
+        hop = self.block_size
+        if x_block.shape[-1] % hop or x_block.shape[-1] == 0:
+            raise ConfigError(f"forward_step needs a whole number of {hop}-sample hops, got {x_block.shape[-1]} samples")
         state = list(state)
-        spec, stft_state = self.stft.forward_step(x_block, state[0])  # [B, 2, 2, F, 1]
-        near_end, _, network_states = self._network(spec, state[1:-1])  # [B, 1, 2, F, 1]
-        block, istft_state = self.istft.forward_step(near_end, state[-1])  # [B, 1, hop]
-        return block.unsqueeze(1), [stft_state, *network_states, istft_state]  # [B, 1, 1, hop]
+        stft_state, frames = state[0], []
+        for start in range(0, x_block.shape[-1], hop):
+            frame, stft_state = self.stft.forward_step(x_block[..., start : start + hop], stft_state)  # [B, 2, 2, F, 1]
+            frames.append(frame)
+        spec = frames[0] if len(frames) == 1 else torch.cat(frames, dim=-1)  # [B, 2, 2, F, k]
+        near_end, _, network_states = self._network(spec, state[1:-1])  # [B, 1, 2, F, k]
+        istft_state, blocks = state[-1], []
+        for index in range(near_end.shape[-1]):
+            block, istft_state = self.istft.forward_step(near_end[..., index : index + 1], istft_state)  # [B, 1, hop]
+            blocks.append(block)
+        output = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)  # [B, 1, k * hop]
+        return output.unsqueeze(1), [stft_state, *network_states, istft_state]  # [B, 1, 1, k * hop]
