@@ -8,7 +8,7 @@ import soundfile
 
 from conftest import speech_like, write_audio_file
 from speechkit.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from speechkit.pretrained import DEFAULT_MODEL, EXAMPLES_DIR, bundled_model_names
+from speechkit.pretrained import DEFAULT_MODEL, DEFAULT_SEPARATOR, EXAMPLES_DIR, bundled_model_names
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -109,7 +109,11 @@ def test_demo(capsys, enhance_checkpoint, tmp_path):
     code, _, err = run_cli(capsys, "demo", "-o", tmp_path / "demo", "--model", enhance_checkpoint)
     assert code == EXIT_OK, err
     names = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert names == ["clean_speech.wav", "enhanced_speech.wav", "noisy_speech.wav", "spectrogram.png"]
+    expected = ["clean_speech.wav", "enhanced_speech.wav", "noisy_speech.wav", "spectrogram.png"]
+    if DEFAULT_SEPARATOR in bundled_model_names():  # the demo also separates the two-speaker example
+        expected += ["separation_spectrogram.png", "two_speakers_mix.wav", "two_speakers_s1.wav", "two_speakers_s2.wav"]
+    assert names == sorted(expected)
+    assert "SI-SDR" in err or DEFAULT_SEPARATOR not in bundled_model_names()
     assert (tmp_path / "demo" / "spectrogram.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run_cli(capsys, "demo", "-o", tmp_path / "demo", "--model", enhance_checkpoint)
     assert code == EXIT_USAGE and "--force" in err
