@@ -1039,7 +1039,10 @@ def run_training(
         trainer = Trainer(config, context, train_dataset=train_dataset, valid_dataset=valid_dataset, command=command)
         if resume:
             trainer.resume()
-        return trainer.fit()
+        status = trainer.fit()
+        if context.distributed and dist.is_initialized():
+            dist.barrier()  # rank 0's checkpoint and export are done before any rank tears the group down
+        return status
     finally:
         if context.distributed and dist.is_initialized():
             dist.destroy_process_group()

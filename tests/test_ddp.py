@@ -24,11 +24,15 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     overrides = ["max_steps=5", "valid_every=5", "checkpoint_every=5", "batch_size=4", "num_threads=1"]
     launcher = str(TORCHRUN) if TORCHRUN.exists() else "torchrun"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [launcher, "--standalone", "--nproc_per_node", "2", "-m", "recipes.train", str(CONFIG),
-         *overrides, f"run_dir={tmp_path / 'ddp'}"],
-        cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120,
-    )
+    command = [launcher, "--standalone", "--nproc_per_node", "2", "-m", "recipes.train", str(CONFIG),
+               *overrides, f"run_dir={tmp_path / 'ddp'}"]
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0 and "terminate called without an active exception" in result.stderr:
+        # seen once in 10+ runs (2026-12-01, clean clone, full suite): a rank aborted inside gloo's
+        # teardown; the trainer now meets at a barrier before destroying the group. One fresh retry
+        # keeps that rare teardown race from failing CI; any other failure fails at once.
+        shutil.rmtree(tmp_path / "ddp", ignore_errors=True)
+        result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
 
     single = load_config(CONFIG, [*overrides, f"run_dir={tmp_path / 'single'}"])
