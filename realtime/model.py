@@ -53,11 +53,7 @@ def _stored_graph_optimization(ort: Any, path: Path) -> str:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         raise RealtimeError(f"{path} is not a loadable ONNX model ({error})") from error
-    raw = session.get_modelmeta().custom_metadata_map.get("ort_graph_optimization")
-    try:
-        return str(json.loads(raw)) if raw else "all"
-    except json.JSONDecodeError as error:
-        raise RealtimeError(f"{path}: speechkit metadata is not valid JSON ({error})") from error
+    return str(read_metadata(session, str(path)).get("ort_graph_optimization", "all"))
 
 
 class StreamModel:

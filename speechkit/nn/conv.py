@@ -15,6 +15,18 @@ from torch import nn
 from ..errors import ConfigError
 
 
+def push_frames(cache: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Append ``frames [B, N, ...]`` to a time-major ``cache [B, H, ...]`` and keep its last ``H`` frames.
+
+    The streaming-cache update shared by every causal conv that keeps its past time-major (one
+    contiguous copy per step, whatever the channel layout behind the time axis).
+    """
+    steps, kept = frames.shape[1], cache.shape[1]
+    if steps >= kept:
+        return frames[:, steps - kept :]  # [B, H, ...]
+    return torch.cat([cache[:, steps:], frames], dim=1)  # [B, H, ...]
+
+
 class DilatedDepthwiseConv1d(nn.Module):
     """Depthwise conv over ``[B, C, T]`` with dilation, keeping the length T.
 
@@ -86,8 +98,4 @@ class DilatedDepthwiseConv1d(nn.Module):
         assert output is not None
         if self.bias is not None:
             output = output + self.bias
-        if steps < self.context:
-            new_cache = torch.cat([cache[:, steps:], frames], dim=1)  # [B, context, C]
-        else:
-            new_cache = frames[:, steps - self.context :]  # [B, context, C]
-        return output.transpose(1, 2), new_cache  # [B, C, T_step]
+        return output.transpose(1, 2), push_frames(cache, frames)  # [B, C, T_step], [B, context, C]

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .complex import ComplexConv2d, ComplexSplitActivation, make_complex_norm
+from .conv import push_frames
 
 
 class MultidilatedComplexConv2d(nn.Module):
@@ -180,14 +181,10 @@ class D2Block(nn.Module):
         for layer, (conv, norm, activation) in enumerate(zip(self.convs, self.norms, self.activations)):
             hidden = conv.forward_groups(features, histories[: layer + 1])  # [B, k, 2, F, N]
             features.append(activation(norm(hidden)))  # [B, k, 2, F, N]
-        new_histories = []
-        for history, feature in zip(histories, features[: self.num_layers]):
-            frames = feature.shape[-1]
-            newest = feature.permute(0, 4, 1, 2, 3)  # [B, N, C_i, 2, F]
-            if frames >= history.shape[1]:
-                new_histories.append(newest[:, frames - history.shape[1] :])  # [B, H_i, C_i, 2, F]
-            else:
-                new_histories.append(torch.cat([history[:, frames:], newest], dim=1))  # [B, H_i, C_i, 2, F]
+        new_histories = [
+            push_frames(history, feature.permute(0, 4, 1, 2, 3))  # [B, H_i, C_i, 2, F]
+            for history, feature in zip(histories, features[: self.num_layers])
+        ]
         return torch.cat(features[1:], dim=1), new_histories  # [B, L*k, 2, F, N]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
