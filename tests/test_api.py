@@ -174,6 +174,24 @@ def test_streaming_file_equals_one_offline_pass(tmp_path, n_src, channels):
     np.testing.assert_allclose(outputs, expected, atol=1e-5)
 
 
+def test_microphone_array_model_on_files(tmp_path):
+    """A 4-mic encoder model takes a 4-channel file to one enhanced channel (streamed == offline);
+    a file with another channel count is refused with the reason."""
+    torch.manual_seed(4)
+    model = build_model("conv_tasnet", "tiny", n_src=1, input_channels=4, causal=True, norm_type="cLN",
+                        sample_rate=16000).eval()
+    audio = speech_like(0.5, 16000, channels=4, seed=5)
+    source = write_audio_file(tmp_path / "array.wav", audio, 16000, subtype="FLOAT")
+    processor = Processor(model, chunk_seconds=0.05, overlap_seconds=0.01)
+    result = processor.enhance_file(source, tmp_path / "out.wav")
+    output, rate = soundfile.read(str(result.outputs[0]), dtype="float32", always_2d=True)
+    assert rate == 16000 and output.shape == (audio.shape[-1], 1)
+    np.testing.assert_allclose(output.T, _offline(model, audio)[0], atol=1e-5)
+    stereo = write_audio_file(tmp_path / "stereo.wav", audio[:2], 16000, subtype="FLOAT")
+    with pytest.raises(speechkit.errors.AudioError, match="needs 4-channel input, got 2"):
+        processor.enhance_file(stereo, tmp_path / "out2.wav")
+
+
 def test_streaming_array_any_block_layout_and_length():
     model = _causal_model()
     audio = speech_like(0.3, 16000, seed=4)[:, :4801]  # not a whole number of 8-sample blocks

@@ -97,6 +97,45 @@ def test_multichannel_is_per_channel() -> None:
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_multichannel_encoder_mixes_microphones() -> None:
+    """``input_channels = M``: [B, M, T] -> [B, S, 1, T]; every microphone reaches the output."""
+    torch.manual_seed(0)
+    model = build_model("conv_tasnet", "tiny", n_src=1, input_channels=4).eval()
+    assert model.num_input_channels == 4 and model.num_output_channels == 1
+    assert model.state_dict()["encoder.filterbank._filters"].shape == (16, 4, 16)  # [N, M, L]
+    single = build_model("conv_tasnet", "tiny", n_src=1)
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in single.parameters())
+    assert extra == 16 * 3 * 16  # only the encoder grows: N * (M - 1) * L
+    x = torch.randn(2, 4, 900)
+    with torch.no_grad():
+        output = model(x)
+        changed = x.clone()
+        changed[:, 3] = 0.0  # silence the last microphone
+        assert (model(changed) - output).abs().max() > 1e-4
+    assert output.shape == (2, 1, 1, 900)
+    with pytest.raises(ConfigError, match="4-channel input"):
+        model(torch.randn(1, 2, 900))
+    with pytest.raises(ConfigError, match="input_channels"):
+        ConvTasNetConfig(input_channels=0)
+
+
+def test_multichannel_encoder_streaming_equals_offline() -> None:
+    torch.manual_seed(1)
+    model = build_model("conv_tasnet", "tiny", n_src=2, input_channels=3, causal=True, norm_type="cLN").eval()
+    x = torch.randn(1, 3, 1000)
+    state = model.initial_state(1)
+    assert state[0].shape == (1, 3, model.config.kernel_size - model.config.stride)  # [B, M, L - stride]
+    with torch.no_grad():
+        offline = model(x)  # [1, 2, 1, 1000]
+        blocks = []
+        for start in range(0, 1000, 2 * model.block_size):
+            block, state = model.forward_step(x[..., start : start + 2 * model.block_size], state)
+            blocks.append(block)
+    streamed = torch.cat(blocks, dim=-1)  # [1, 2, 1, 1000]
+    delay = model.stream_delay
+    torch.testing.assert_close(streamed[..., delay:], offline[..., : 1000 - delay], atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("mask_act", ["sigmoid", "relu", "softmax", "tanh", "linear"])
 def test_mask_activations(mask_act: str) -> None:
     model = build_model("conv_tasnet", "tiny", mask_act=mask_act, skip_chan=0 if mask_act == "linear" else 8)

@@ -9,6 +9,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from speechkit.cli import main as cli_main  # noqa: E402
+from speechkit.models import build_model  # noqa: E402
 from speechkit.export import ExportError, ExportVerificationError, export_onnx, read_onnx_metadata  # noqa: E402
 from test_realtime_support import make_tiny_model  # noqa: E402
 
@@ -110,6 +111,22 @@ def test_conv_tasnet_streaming_export_and_hops_per_step(tmp_path):
         offline = model(torch.from_numpy(x)[None]).numpy().reshape(1, -1)  # [1, T]
     delay = model.stream_delay
     np.testing.assert_allclose(StreamModel(one.onnx_path).process(x)[:, delay:], offline[:, :-delay], atol=1e-4)
+
+
+def test_multichannel_conv_tasnet_export(tmp_path):
+    """A 3-microphone encoder exports with [1, 3, block] input; ONNX Runtime equals PyTorch offline."""
+    torch.manual_seed(0)
+    model = build_model("conv_tasnet", "tiny", n_src=1, input_channels=3, causal=True, norm_type="cLN").eval()
+    result = export_onnx(model, tmp_path / "mc.onnx", verify_steps=6)
+    assert read_onnx_metadata(result.onnx_path)["num_input_channels"] == 3
+    from realtime.model import StreamModel
+
+    x = np.random.default_rng(0).standard_normal((3, 800)).astype(np.float32)
+    streamed = StreamModel(result.onnx_path).process(x)  # [1, 800]
+    with torch.no_grad():
+        offline = model(torch.from_numpy(x)[None]).numpy().reshape(1, -1)  # [1, T]
+    delay = model.stream_delay
+    np.testing.assert_allclose(streamed[:, delay:], offline[:, :-delay], atol=1e-4)
 
 
 def test_cli_export(tmp_path, capsys):

@@ -6,6 +6,11 @@ Separation", IEEE/ACM TASLP 27(8), 2019, section II-B: the encoder is a strided 
 convolution ``n_filters -> 1``. Each holds one free parameter ``filterbank._filters
 [n_filters, 1, kernel_size]`` (asteroid's name, so converted checkpoints map one to one).
 
+A multichannel encoder (``in_channels = M > 1``) is the strided Conv1d ``M -> n_filters`` of the
+multi-channel Conv-TasNet (R. Gu et al., "End-to-End Multi-Channel Speech Separation",
+arXiv:1905.06286, 2019): its filters ``[n_filters, M, kernel_size]`` mix the microphones inside each
+frame, so inter-channel time and level differences reach the mask estimator.
+
 Framing follows :mod:`speechkit.frontend.framing`: offline the signal is ``causal_pad``-ed and the
 synthesis ``causal_crop``-ped, so frame t covers samples ``[t*stride - (kernel_size - stride),
 t*stride + stride)``; streaming uses ``analysis_step`` / ``overlap_add_step`` with explicit state
@@ -22,29 +27,32 @@ from . import framing
 
 
 class FreeFilterbank(nn.Module):
-    """``n_filters`` unconstrained learned filters of ``kernel_size`` taps (Xavier-normal init)."""
+    """``n_filters`` unconstrained learned filters of ``kernel_size`` taps over ``in_channels`` (Xavier-normal init)."""
 
-    def __init__(self, n_filters: int, kernel_size: int, stride: int) -> None:
+    def __init__(self, n_filters: int, kernel_size: int, stride: int, in_channels: int = 1) -> None:
         super().__init__()
         if not 0 < stride <= kernel_size:
             raise ConfigError(f"filterbank stride must be in 1..kernel_size={kernel_size}, got {stride}")
+        if in_channels < 1:
+            raise ConfigError(f"filterbank in_channels must be positive, got {in_channels}")
         self.n_filters = n_filters
         self.kernel_size = kernel_size
         self.stride = stride
-        self._filters = nn.Parameter(torch.empty(n_filters, 1, kernel_size))
+        self.in_channels = in_channels
+        self._filters = nn.Parameter(torch.empty(n_filters, in_channels, kernel_size))
         nn.init.xavier_normal_(self._filters)
 
     def filters(self) -> torch.Tensor:
-        """The filters ``[n_filters, 1, kernel_size]``."""
+        """The filters ``[n_filters, in_channels, kernel_size]``."""
         return self._filters
 
 
 class _LearnedFilterbankModule(nn.Module):
     """What the encoder and decoder share: one :class:`FreeFilterbank` and its ``kernel_size`` / ``stride``."""
 
-    def __init__(self, n_filters: int, kernel_size: int, stride: int) -> None:
+    def __init__(self, n_filters: int, kernel_size: int, stride: int, in_channels: int = 1) -> None:
         super().__init__()
-        self.filterbank = FreeFilterbank(n_filters, kernel_size, stride)
+        self.filterbank = FreeFilterbank(n_filters, kernel_size, stride, in_channels)
 
     @property
     def kernel_size(self) -> int:
@@ -58,29 +66,45 @@ class _LearnedFilterbankModule(nn.Module):
 
 
 class LearnedEncoder(_LearnedFilterbankModule):
-    """Waveform ``[..., T]`` -> learned representation ``[..., N, n_frames]``."""
+    """Waveform ``[..., T]`` (or ``[..., M, T]`` with ``in_channels = M > 1``) -> ``[..., N, n_frames]``."""
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels the filters mix (1: a single-channel filterbank)."""
+        return self.filterbank.in_channels
+
+    def _channel_axes(self) -> int:
+        return 1 if self.in_channels > 1 else 0
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``[..., T] -> [..., N, causal_num_frames(T)]`` with the causal framing convention."""
-        leading = waveform.shape[:-1]
-        flat = waveform.reshape(-1, 1, waveform.shape[-1])  # [B', 1, T]
-        padded = framing.causal_pad(flat, self.kernel_size, self.stride)  # [B', 1, (F-1)*stride + L]
+        """``[..., (M,) T] -> [..., N, causal_num_frames(T)]`` with the causal framing convention."""
+        channel_axes = self._channel_axes()
+        if channel_axes and (waveform.dim() < 2 or waveform.shape[-2] != self.in_channels):
+            raise ConfigError(
+                f"this encoder mixes {self.in_channels} channels; got input of shape {tuple(waveform.shape)}"
+            )
+        leading = waveform.shape[: waveform.dim() - 1 - channel_axes]
+        flat = waveform.reshape(-1, self.in_channels, waveform.shape[-1])  # [B', M, T]
+        padded = framing.causal_pad(flat, self.kernel_size, self.stride)  # [B', M, (F-1)*stride + L]
         features = F.conv1d(padded, self.filterbank.filters(), stride=self.stride)  # [B', N, F]
         return features.reshape(*leading, *features.shape[-2:])  # [..., N, F]
 
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Zero analysis buffer ``[batch_size, kernel_size - stride]``."""
-        shape = framing.analysis_state_shape((batch_size,), self.kernel_size, self.stride)
+        """Zero analysis buffer ``[batch_size, (M,) kernel_size - stride]``."""
+        leading = (batch_size, self.in_channels) if self._channel_axes() else (batch_size,)
+        shape = framing.analysis_state_shape(leading, self.kernel_size, self.stride)
         return torch.zeros(shape, device=device, dtype=dtype)
 
     def forward_step(self, block: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Streaming analysis of ``k`` hops.
 
-        ``block [B, k * stride]`` and buffer ``[B, L - stride]`` -> frames ``[B, N, k]``, new buffer.
+        ``block [B, (M,) k * stride]`` and buffer ``[B, (M,) L - stride]`` -> frames ``[B, N, k]``, new buffer.
         """
-        frames, new_state = framing.analysis_step(block, state)  # frames [B, L - stride + k * stride]
-        features = F.conv1d(frames[:, None, :], self.filterbank.filters(), stride=self.stride)  # [B, N, k]
+        frames, new_state = framing.analysis_step(block, state)  # frames [B, (M,) L - stride + k * stride]
+        if not self._channel_axes():
+            frames = frames[:, None, :]  # [B, W] -> [B, 1, W]
+        features = F.conv1d(frames, self.filterbank.filters(), stride=self.stride)  # [B, N, k]
         return features, new_state
 
 

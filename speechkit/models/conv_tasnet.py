@@ -13,7 +13,9 @@ Norm names follow the paper, not asteroid: ``"cLN"`` is the true cumulative laye
 ``cgLN``) and ``"chanLN"`` the per-frame channel norm (asteroid's ``cLN``).
 
 Multi-channel input ``[B, C, T]`` is processed channel by channel (channels folded into the batch),
-giving ``[B, S, C, T]``.
+giving ``[B, S, C, T]``. With ``input_channels = M > 1`` the encoder instead mixes the M microphones
+(the multi-channel Conv-TasNet encoder of R. Gu et al., arXiv:1905.06286) and the model maps
+``[B, M, T]`` to one output channel ``[B, S, 1, T]`` (the reference microphone's target).
 """
 from __future__ import annotations
 
@@ -53,10 +55,11 @@ class ConvTasNetConfig:
     norm_type: str = "gLN"  # "gLN", "cLN" (true cumulative) or "chanLN" (per frame)
     causal: bool = False
     sample_rate: int = 8000
+    input_channels: int = 1  # [M] microphones mixed by the encoder (1: every input channel on its own)
 
     def __post_init__(self) -> None:
         positive = ("n_filters", "kernel_size", "stride", "bn_chan", "hid_chan", "conv_kernel_size",
-                    "n_blocks", "n_repeats", "n_src", "sample_rate")
+                    "n_blocks", "n_repeats", "n_src", "sample_rate", "input_channels")
         for name in positive:
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"ConvTasNetConfig.{name} must be positive, got {getattr(self, name)}")
@@ -238,7 +241,7 @@ class ConvTasNet(SpeechModel):
 
     def __init__(self, config: ConvTasNetConfig) -> None:
         super().__init__(config)
-        self.encoder = LearnedEncoder(config.n_filters, config.kernel_size, config.stride)
+        self.encoder = LearnedEncoder(config.n_filters, config.kernel_size, config.stride, config.input_channels)
         self.masker = TDConvNet(config)
         self.decoder = LearnedDecoder(config.n_filters, config.kernel_size, config.stride)
         self._num_states = len(self._state_specs(1)) if config.causal else 0
@@ -253,6 +256,15 @@ class ConvTasNet(SpeechModel):
     def num_sources(self) -> int:
         """Number of output sources (``n_src``)."""
         return int(self.config.n_src)
+
+    @property
+    def num_input_channels(self) -> int:
+        """``input_channels`` (M microphones mixed by the encoder; 1 for the channel-wise model)."""
+        return int(self.config.input_channels)
+
+    @property
+    def _multichannel(self) -> bool:
+        return self.config.input_channels > 1
 
     @property
     def causal(self) -> bool:
@@ -276,10 +288,16 @@ class ConvTasNet(SpeechModel):
 
     # ----------------------------------------------------------------- computation
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, C, T] -> [B, n_src, C, T]`` (channels processed independently)."""
+        """``x [B, C, T] -> [B, n_src, C, T]`` (channels processed independently), or ``[B, M, T] -> [B, n_src, 1, T]``."""
         if x.dim() != 3:
             raise ConfigError(f"ConvTasNet expects input [batch, channels, time], got shape {tuple(x.shape)}")
         batch, channels, length = x.shape
+        if self._multichannel:
+            if channels != self.num_input_channels:
+                raise ConfigError(f"{self.name} needs {self.num_input_channels}-channel input, got {channels}")
+            features = self.encoder(x)  # [B, M, T] -> [B, N, F]
+            masks = self.masker(features)  # [B, S, N, F]
+            return self.decoder(masks * features[:, None], length)[:, :, None]  # [B, S, T] -> [B, S, 1, T]
         features = self.encoder(x.reshape(batch * channels, length))  # [B*C, N, F]
         masks = self.masker(features)  # [B*C, S, N, F]
         separated = self.decoder(masks * features[:, None], length)  # [B*C, S, T]
@@ -290,8 +308,9 @@ class ConvTasNet(SpeechModel):
         if not self.supports_streaming:
             raise ConfigError("only a causal Conv-TasNet (causal=True) can stream")
         window, hop = self.config.kernel_size, self.config.stride
+        encoder_leading = (batch_size, self.num_input_channels) if self._multichannel else (batch_size,)
         return [
-            ("encoder_buffer", framing.analysis_state_shape((batch_size,), window, hop)),
+            ("encoder_buffer", framing.analysis_state_shape(encoder_leading, window, hop)),
             *self.masker.state_specs(batch_size),
             ("decoder_overlap", framing.synthesis_state_shape((batch_size, self.num_sources), window, hop)),
         ]
@@ -301,11 +320,14 @@ class ConvTasNet(SpeechModel):
         return [name for name, _ in self._state_specs(1)]
 
     def initial_state(self, batch_size: int = 1) -> list[torch.Tensor]:
-        """Zero states for ``batch_size`` single-channel streams (a C-channel stream needs ``batch_size * C``)."""
+        """Zero states for ``batch_size`` streams.
+
+        The channel-wise model keeps one state per channel: a C-channel stream needs ``batch_size * C``.
+        """
         parameter = self.encoder.filterbank.filters()
         return [
             torch.zeros(shape, device=parameter.device, dtype=parameter.dtype)
-            for _, shape in self._state_specs(batch_size * self.num_input_channels)
+            for _, shape in self._state_specs(batch_size)
         ]
 
     def forward_step(
@@ -325,9 +347,14 @@ class ConvTasNet(SpeechModel):
             )
         states = iter(state)
         new_states: list[torch.Tensor] = []
-        features, encoder_state = self.encoder.forward_step(
-            x_block.reshape(batch * channels, hop), next(states)
-        )  # [B*C, N, k]
+        if self._multichannel:
+            if channels != self.num_input_channels:
+                raise ConfigError(f"{self.name} needs {self.num_input_channels}-channel input, got {channels}")
+            channels = 1  # the encoder mixes the M channels into one stream
+            encoder_input = x_block  # [B, M, k*stride]
+        else:
+            encoder_input = x_block.reshape(batch * channels, hop)  # [B*C, k*stride]
+        features, encoder_state = self.encoder.forward_step(encoder_input, next(states))  # [B*C, N, k]
         new_states.append(encoder_state)
         masks = self.masker.forward_step(features, states, new_states)  # [B*C, S, N, k]
         block, decoder_state = self.decoder.forward_step(masks * features[:, None], next(states))  # [B*C, S, k*stride]
