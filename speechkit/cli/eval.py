@@ -246,9 +246,13 @@ def evaluate_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             raise ConfigError("--model needs --test-set, or --mixtures and --references.")
         for name, mixture, reference in loaded:
             rate = sample_rate
-            estimate = process_array(model, mixture.astype(np.float32), rate, device=device)  # -> [S, C_out, T]
             if reference.ndim == 2:
                 reference = reference[None]  # [C, T] -> [1, C, T]
+            model_input = mixture
+            if model.num_input_channels == 1 and mixture.shape[0] > reference.shape[1]:
+                # a one-channel model on a microphone-array set enhances the reference mics (the first C)
+                model_input = mixture[: reference.shape[1]]  # [M, T] -> [C, T]
+            estimate = process_array(model, model_input.astype(np.float32), rate, device=device)  # -> [S, C_out, T]
             rows.append({"name": name, **score_item(estimate, reference, rate, mixture, metrics, args.dnsmos)})
         return rows
     if args.estimates is None:
