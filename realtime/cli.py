@@ -77,16 +77,17 @@ def run(args: argparse.Namespace) -> int:
     if use_mic:
         if args.ref is not None:
             far = read_audio(args.ref, rate)[:1]
-        elif model.num_input_channels != 1:
+        elif model.num_far_end_channels:
             raise RealtimeError("this model needs a far-end signal: pass --ref FILE")
     else:
-        signal = file_input(args.input, rate, args.ref, model.num_input_channels)
+        signal = file_input(args.input, rate, args.ref, model.num_input_channels, model.num_microphones)
     device_in = device_out = 0
     if use_mic or use_speaker:
         from .devices import device_latency
 
         device_in, device_out = device_latency(
-            rate, block, _device(args.input_device), _device(args.output_device), use_mic, use_speaker
+            rate, block, _device(args.input_device), _device(args.output_device), use_mic, use_speaker,
+            model.num_microphones,
         )
     engine = Engine(
         model,

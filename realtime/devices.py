@@ -19,17 +19,17 @@ from .io import import_sounddevice
 
 
 def device_latency(sample_rate: int, device_block: int, input_device: Any, output_device: Any,
-                   use_input: bool, use_output: bool) -> tuple[int, int]:
+                   use_input: bool, use_output: bool, microphones: int = 1) -> tuple[int, int]:
     """Input and output latency in samples that PortAudio reports for a stream with these settings."""
     sounddevice = import_sounddevice()
     kind = (use_input, use_output)
     settings = dict(samplerate=sample_rate, blocksize=device_block, dtype="float32", latency="low")
     try:
         if kind == (True, True):
-            stream = sounddevice.Stream(device=(input_device, output_device), channels=(1, 1), **settings)
+            stream = sounddevice.Stream(device=(input_device, output_device), channels=(microphones, 1), **settings)
             latency_in, latency_out = stream.latency
         elif use_input:
-            stream = sounddevice.InputStream(device=input_device, channels=1, **settings)
+            stream = sounddevice.InputStream(device=input_device, channels=microphones, **settings)
             latency_in, latency_out = stream.latency, 0.0
         else:
             stream = sounddevice.OutputStream(device=output_device, channels=1, **settings)
@@ -70,6 +70,7 @@ def run_device(
     rate = int(model.sample_rate)
     block = engine.device_block
     use_mic = file_input is None
+    microphones = int(getattr(model, "num_microphones", 1))  # capture channels of a microphone array
     if use_mic and duration is None and not speaker:
         raise RealtimeError("recording from the microphone to a file needs a --duration")
     total = file_input.shape[-1] + engine.signal_delay if file_input is not None else int(duration * rate) if duration else None
@@ -86,11 +87,11 @@ def run_device(
         start = int(position[0])
         current_in = in_block[:, :frames]
         if use_mic:
-            current_in[0] = indata[:, 0]
+            current_in[:microphones] = indata[:, :microphones].T  # [frames, M] -> [M, frames]
             if far_end is not None:
                 available = max(0, min(frames, far_end.shape[-1] - start))
-                current_in[1, :available] = far_end[0, start : start + available]
-                current_in[1, available:] = 0.0
+                current_in[microphones, :available] = far_end[0, start : start + available]
+                current_in[microphones, available:] = 0.0
         else:
             available = max(0, min(frames, file_input.shape[-1] - start))
             current_in[:, :available] = file_input[:, start : start + available]
@@ -119,9 +120,11 @@ def run_device(
     settings = dict(samplerate=rate, blocksize=block, dtype="float32", latency="low")
     try:
         if use_mic and speaker:
-            stream = sounddevice.Stream(device=(input_device, output_device), channels=(1, 1), callback=duplex_callback, **settings)
+            stream = sounddevice.Stream(device=(input_device, output_device), channels=(microphones, 1),
+                                        callback=duplex_callback, **settings)
         elif use_mic:
-            stream = sounddevice.InputStream(device=input_device, channels=1, callback=input_callback, **settings)
+            stream = sounddevice.InputStream(device=input_device, channels=microphones, callback=input_callback,
+                                             **settings)
         elif speaker:
             stream = sounddevice.OutputStream(device=output_device, channels=1, callback=output_callback, **settings)
         else:

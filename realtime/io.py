@@ -55,19 +55,34 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(data.T)  # [channels, T]
 
 
-def file_input(path: str | os.PathLike, sample_rate: int, far_end: str | os.PathLike | None, channels: int) -> np.ndarray:
-    """The model input ``[channels, T]`` from a file (first channel) and an optional far-end file.
+def file_input(
+    path: str | os.PathLike,
+    sample_rate: int,
+    far_end: str | os.PathLike | None,
+    channels: int,
+    microphones: int | None = None,
+) -> np.ndarray:
+    """The model input ``[channels, T]`` from a file and an optional far-end file.
 
-    With a far end, the two are cut to the shorter length. ``channels`` is the model's input
-    channel count: 2 for echo cancellation (microphone, far end), else 1.
+    ``channels`` is the model's input channel count and ``microphones`` how many of them come
+    from the file (default: 1 when ``channels`` is 2, i.e. an echo canceller's microphone and far
+    end, else ``channels``). A single-microphone model takes the file's first channel; an
+    M-microphone model the first M channels (a file with fewer is refused). With a far end, the
+    signals are cut to the shorter length.
     """
-    near = read_audio(path, sample_rate)[:1]  # [1, T]
+    microphones = (1 if channels == 2 else channels) if microphones is None else microphones
+    audio = read_audio(path, sample_rate)  # [C_file, T]
+    if microphones > 1 and audio.shape[0] < microphones:
+        raise RealtimeError(
+            f"the model takes {microphones} microphone channels; {path} has {audio.shape[0]}"
+        )
+    near = audio[:microphones]  # [M, T]
     if far_end is None:
-        if channels != 1:
+        if channels != microphones:
             raise RealtimeError(f"the model takes {channels} input channels; pass the far-end signal with --ref")
         return near
-    if channels != 2:
-        raise RealtimeError("--ref is only for echo-cancellation models (two input channels)")
+    if channels != microphones + 1:
+        raise RealtimeError("--ref is only for echo-cancellation models (microphone plus far end)")
     far = read_audio(far_end, sample_rate)[:1]  # [1, T_far]
     length = min(near.shape[-1], far.shape[-1])
     return np.concatenate([near[:, :length], far[:, :length]], axis=0)  # [2, T]

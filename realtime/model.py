@@ -125,6 +125,10 @@ class StreamModel:
         output_shape = [int(size) for size in self.metadata["output_shape"]]
         self.num_input_channels = input_shape[1]
         self.num_output_channels = output_shape[1] * output_shape[2]
+        self.task = str(self.metadata.get("task", ""))
+        #: echo cancellers take (microphone, far end); every other model takes microphones only
+        self.num_far_end_channels = 1 if self.task == "aec" else 0
+        self.num_microphones = self.num_input_channels - self.num_far_end_channels
         types = {node.name: _ORT_TYPES.get(node.type, np.float32) for node in self.session.get_inputs()}
         missing = [name for name in self.input_names if name not in types]
         if missing:

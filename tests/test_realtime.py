@@ -279,9 +279,10 @@ class _FakeSoundDevice:
         pass
 
     def __init__(self, signal: np.ndarray, rate: int) -> None:
-        self.signal = signal
+        self.signal = np.atleast_2d(signal)  # [C, T]: what each microphone hears
         self.rate = rate
         self.played: list[np.ndarray] = []
+        self.input_channels: list[int] = []  # capture channels of every stream opened
 
     def _stream(self, kind: str):
         fake = self
@@ -289,8 +290,10 @@ class _FakeSoundDevice:
         class Stream:
             latency = (0.004, 0.006) if kind == "duplex" else 0.005
 
-            def __init__(self, callback=None, blocksize=0, **_):
+            def __init__(self, callback=None, blocksize=0, channels=1, **_):
                 self.callback, self.blocksize = callback, blocksize
+                self.capture = (channels[0] if isinstance(channels, tuple) else channels) if kind != "output" else 0
+                fake.input_channels.append(self.capture)
 
             def close(self):
                 pass
@@ -309,9 +312,9 @@ class _FakeSoundDevice:
                 position = 0
                 while self.running:
                     frames = self.blocksize
-                    indata = np.zeros((frames, 1), dtype=np.float32)
-                    chunk = fake.signal[position : position + frames]
-                    indata[: chunk.shape[0], 0] = chunk
+                    indata = np.zeros((frames, max(1, self.capture)), dtype=np.float32)
+                    chunk = fake.signal[: indata.shape[1], position : position + frames].T  # [frames, C]
+                    indata[: chunk.shape[0], : chunk.shape[1]] = chunk
                     outdata = np.zeros((frames, 1), dtype=np.float32)
                     if kind == "input":
                         self.callback(indata, frames, None, None)
@@ -365,6 +368,42 @@ def test_device_driver_with_fake_portaudio(tiny_export, monkeypatch):
     assert played.shape[0] >= 4000 + engine.signal_delay - 64
     if engine.metrics.deadline_misses == 0:
         np.testing.assert_array_equal(played[prefill:4000], offline[0, : 4000 - prefill])
+
+
+def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
+    """A 3-microphone model streams a 3-channel file (first 3 channels of a 4-channel one) and a
+    3-channel capture exactly as its offline graph; a file with too few channels is refused."""
+    soundfile = pytest.importorskip("soundfile")
+    import realtime.devices as devices
+    from realtime.io import file_input
+    from speechkit.cli import main as cli_main
+    from speechkit.export import export_onnx
+
+    path = export_onnx(make_tiny_model(num_inputs=3, seed=3), tmp_path / "array.onnx", verify_steps=4).onnx_path
+    stream_model = StreamModel(path)
+    assert stream_model.num_microphones == 3 and stream_model.num_far_end_channels == 0
+    x = np.concatenate([random_signal(2000, seed=seed) for seed in range(4)])  # [4, T]
+    soundfile.write(tmp_path / "four.wav", x.T, 8000, subtype="FLOAT")
+    np.testing.assert_array_equal(file_input(tmp_path / "four.wav", 8000, None, 3, 3), x[:3])
+    assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "four.wav"),
+                     "--output", str(tmp_path / "out.wav"), "--block", "16", "--quiet"]) == 0
+    y, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    offline = stream_model.process(x[:3])[0]  # [T]
+    delay = stream_model.stream_delay
+    np.testing.assert_array_equal(y[: 2000 - delay], offline[delay:])
+    soundfile.write(tmp_path / "two.wav", x[:2].T, 8000, subtype="FLOAT")
+    with pytest.raises(RealtimeError, match="3 microphone channels"):
+        file_input(tmp_path / "two.wav", 8000, None, 3, 3)
+    assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "two.wav"),
+                     "--output", str(tmp_path / "out2.wav"), "--quiet"]) != 0
+    fake = _FakeSoundDevice(x[:3], 8000)
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    engine = Engine(stream_model, 64)
+    captured = devices.run_device(engine, speaker=False, duration=0.25)  # 3-channel microphone -> capture
+    assert fake.input_channels == [3]
+    if engine.metrics.deadline_misses == 0:  # the worker thread kept up
+        prefill = engine.latency.prefill
+        np.testing.assert_array_equal(captured[:, prefill:2000], stream_model.process(x[:3])[:, : 2000 - prefill])
 
 
 def test_graph_optimization_level_comes_from_the_export(tiny_export):

@@ -48,7 +48,10 @@ def _tiny_class():
         """Frame analysis, causal conv over frames, mask, synthesis, overlap-add (test model)."""
 
         name = "tiny_streamer"
-        task = "enhancement"
+
+        @property
+        def task(self) -> str:  # two inputs: microphone and far end, as the echo canceller
+            return "aec" if self.config.num_inputs == 2 else "enhancement"
 
         def __init__(self, config) -> None:
             self.config_class = type(config)
