@@ -1,7 +1,8 @@
 """The one shared training loop of every speechkit recipe.
 
 A recipe is a config file (YAML or JSON) naming the model, the data factories, the optimiser and the
-schedule; :func:`run_training` does the rest, single-process or under ``torchrun`` with
+schedule (``base: other.yaml`` inherits another config and changes only what differs, merged at every
+depth); :func:`run_training` does the rest, single-process or under ``torchrun`` with
 DistributedDataParallel (gloo on CPU, NCCL on CUDA)::
 
     python -m recipes.train recipes/configs/enhance_causal_16k.yaml           # one process
@@ -149,11 +150,25 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return result
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read a YAML or JSON recipe config, apply ``key.sub=value`` overrides, fill the defaults."""
+def update_nested(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` on top of ``base``, merging mappings at every depth (lists and scalars are replaced)."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in values.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = update_nested(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_config_values(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a YAML or JSON config; ``base: other.yaml`` (relative to the file) is read
+    first and the file's own keys are merged on top of it, at every depth."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in _chain:
+        raise ConfigError(f"config {path} inherits from itself through 'base'")
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         from speechkit._optional import require
@@ -167,7 +182,17 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
             raise ConfigError(f"{path} is not valid JSON ({error})") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
-    values = apply_overrides(values, overrides or [])
+    base = values.pop("base", None)
+    if base is not None:
+        base_values = read_config_values(path.parent / str(base), _chain + (path.resolve(),))
+        values = update_nested(base_values, values)
+    return values
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a YAML or JSON recipe config (with its ``base`` chain), apply ``key.sub=value`` overrides,
+    fill the defaults."""
+    values = apply_overrides(read_config_values(path), overrides or [])
     config = merge_config(DEFAULT_CONFIG, values)
     if config["run_dir"] is None:
         config["run_dir"] = str(Path("runs") / config["name"])

@@ -193,3 +193,20 @@ def test_recipe_smoke_on_mini_corpus(tmp_path: Path, recipe: str) -> None:
     assert run_training(config) == "done"
     provenance = read_metadata(tmp_path / "run" / "best.safetensors")["provenance"]
     assert provenance["steps_trained"] == config["max_steps"]
+
+
+def test_config_base_chain_merges_at_every_depth(tmp_path: Path) -> None:
+    four = load_config(CONFIGS / "separation_4spk_8k.yaml")
+    three = load_config(CONFIGS / "separation_3spk_8k.yaml")
+    assert four["name"] == "separation_4spk_8k" and four["run_dir"] == str(Path("runs") / "separation_4spk_8k")
+    assert four["model"]["overrides"] == {**three["model"]["overrides"], "n_src": 4}  # kwargs/overrides merge too
+    assert four["data"]["train"]["kwargs"] == {**three["data"]["train"]["kwargs"], "speaker_counts": [4]}
+    assert four["data"]["valid"]["kwargs"]["root"].endswith("separation4_8k/validation")
+    assert four["optim"] == three["optim"] and four["batch_size"] == three["batch_size"]
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nname: b\n")
+    with pytest.raises(ConfigError, match="inherits from itself"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: missing.yaml\nname: c\n")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "c.yaml")
