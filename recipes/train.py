@@ -63,13 +63,19 @@ def minicorpus_enhancement(
     level_range_db: tuple[float, float] = (-35.0, -15.0),
     reverb_probability: float = 0.0,
     include_band_limited: bool = False,
+    procedural_noise: bool = False,
 ) -> Dataset:
-    """Dynamic-mixing denoising dataset over one split of the mini corpus (``../shared/data``)."""
+    """Dynamic-mixing denoising dataset over one split of the mini corpus (``../shared/data``).
+
+    ``procedural_noise`` adds synthetic babble, impact and traffic noise to the training noise pool.
+    """
     from recipes.data.datasets import EnhancementDataset
+    from recipes.data.minicorpus import MiniCorpus
 
     config = _enhancement_config(sample_rate, segment_seconds, snr_range_db, level_range_db, reverb_probability)
+    corpus = MiniCorpus.scan(procedural_noise=True) if procedural_noise else None
     return EnhancementDataset.from_minicorpus(
-        split, config, length=int(length), seed=int(seed), include_band_limited=include_band_limited
+        split, config, length=int(length), seed=int(seed), corpus=corpus, include_band_limited=include_band_limited
     )
 
 

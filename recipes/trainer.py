@@ -71,7 +71,10 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
         "description": "",  # free text stored in the exported provenance
     },
     # enhancement: -SI-SDR + snr_weight * -SNR; separation: PIT -SI-SDR; aec: see echo_aware_loss
-    "loss": {"snr_weight": 0.0, "echo_weight": 0.0, "aec_floor_db": 50.0},
+    # enhancement-like tasks may add stft_weight * multi-resolution STFT loss
+    "loss": {"snr_weight": 0.0, "echo_weight": 0.0, "aec_floor_db": 50.0, "stft_weight": 0.0},
+    # start from the weights of a speechkit checkpoint (path or bundled name); --resume wins
+    "init": {"checkpoint": None},
     "optim": {"lr": 1e-3, "betas": [0.9, 0.999], "weight_decay": 0.0, "clip_grad_norm": 5.0},
     "schedule": {
         "warmup_steps": 0,  # linear warm-up from 0
@@ -334,11 +337,13 @@ def echo_aware_loss(
 
 
 def training_loss(
-    task: str, snr_weight: float = 0.0, echo_weight: float = 0.0, aec_floor_db: float = 50.0
+    task: str, snr_weight: float = 0.0, echo_weight: float = 0.0, aec_floor_db: float = 50.0,
+    stft_weight: float = 0.0,
 ) -> Callable[..., torch.Tensor]:
     """The loss of ``task``: ``loss(estimate[B, S, C, T], targets[B, S, C, T]) -> scalar``.
 
-    Enhancement-like tasks: mean negative SI-SDR (+ ``snr_weight`` times mean negative SNR).
+    Enhancement-like tasks: mean negative SI-SDR (+ ``snr_weight`` times mean negative SNR, +
+    ``stft_weight`` times the mean multi-resolution STFT loss).
     Separation: permutation-invariant negative SI-SDR.
     Echo cancellation (``"aec"``): ``loss(estimate, targets, mixture, echo_estimate=None, echo=None)``
     with ``mixture [B, 2, T]`` (microphone first): mean :func:`echo_aware_loss` of the near-end
@@ -378,6 +383,8 @@ def training_loss(
         loss = -losses.si_sdr(estimate, targets).mean()
         if snr_weight:
             loss = loss - snr_weight * losses.snr(estimate, targets).mean()
+        if stft_weight:
+            loss = loss + stft_weight * losses.multi_resolution_stft_loss(estimate, targets).mean()
         return loss
 
     return enhancement_loss
@@ -604,6 +611,8 @@ class Trainer:
         self.model: SpeechModel = build_model(
             model_spec["name"], model_spec["preset"], **dict(model_spec.get("overrides") or {})
         ).to(self.context.device)
+        if self.config["init"]["checkpoint"]:
+            self._load_initial_weights(str(self.config["init"]["checkpoint"]))
         self.train_dataset = train_dataset if train_dataset is not None else resolve_factory(self.config["data"]["train"])
         self.valid_dataset = valid_dataset if valid_dataset is not None else resolve_factory(self.config["data"]["valid"])
         for dataset in (self.train_dataset, self.valid_dataset):
@@ -634,7 +643,7 @@ class Trainer:
         loss_config = self.config["loss"]
         self.loss_fn = training_loss(
             self.config["task"], float(loss_config["snr_weight"]), float(loss_config["echo_weight"]),
-            float(loss_config["aec_floor_db"]),
+            float(loss_config["aec_floor_db"]), float(loss_config.get("stft_weight", 0.0)),
         )
 
         batch_size = int(self.config["batch_size"])
@@ -663,6 +672,19 @@ class Trainer:
         self._tensorboard: Any = None
 
     # ------------------------------------------------------------------ state
+    def _load_initial_weights(self, name_or_path: str) -> None:
+        """Load a speechkit checkpoint's weights into the freshly built model (``init.checkpoint``).
+
+        The checkpoint must describe the same architecture: every tensor must match by name and shape.
+        """
+        from safetensors.torch import load_file
+
+        from speechkit.checkpoint import load_state_dict_strict
+        from speechkit.pretrained import resolve_model
+
+        path = resolve_model(name_or_path)
+        load_state_dict_strict(self.model, load_file(str(path), device="cpu"), str(path))
+
     def state_dict(self) -> dict[str, Any]:
         """The full training state (everything needed to resume bit-for-bit on one process)."""
         return {
@@ -942,6 +964,7 @@ class Trainer:
                 "valid_items": len(self.valid_dataset),
             },
             "model_preset": self.config["model"]["preset"],
+            "initial_weights": self.config["init"]["checkpoint"],
             "best_step": self.best_step,
             "steps_trained": self.step,
             "batch_size": int(self.config["batch_size"]),

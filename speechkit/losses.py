@@ -86,6 +86,43 @@ def neg_snr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = F
     return -snr(estimate, reference, zero_mean=zero_mean, eps=eps)
 
 
+def multi_resolution_stft_loss(
+    estimate: torch.Tensor,
+    reference: torch.Tensor,
+    resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (256, 64)),
+    eps: float = 1e-3,
+) -> torch.Tensor:
+    """Multi-resolution STFT loss (Yamamoto et al., "Parallel WaveGAN", ICASSP 2020), ``[..., T] -> [...]``.
+
+    Per resolution ``(n_fft, hop_length)`` (Hann window of ``n_fft``): spectral convergence
+    ``|| |Y| - |X| ||_F / || |Y| ||_F`` plus the mean absolute log-magnitude difference; averaged over
+    resolutions. Both signals are divided by the reference's RMS first, so the loss is invariant to
+    the overall level (like SI-SDR) but not to the estimate's gain relative to the reference.
+    ``eps`` floors the magnitudes inside the logarithm (relative to unit RMS), so near-silent bins
+    do not dominate.
+    """
+    _check_shapes(estimate, reference)
+    leading = estimate.shape[:-1]
+    estimate = estimate.reshape(-1, estimate.shape[-1])  # [..., T] -> [N, T]
+    reference = reference.expand_as(estimate.view(*leading, -1)).reshape(-1, reference.shape[-1])  # -> [N, T]
+    scale = reference.pow(2).mean(dim=-1, keepdim=True).add(EPS).sqrt()  # [N, 1]
+    estimate, reference = estimate / scale, reference / scale
+    total = estimate.new_zeros(estimate.shape[0])
+    for n_fft, hop_length in resolutions:
+        window = torch.hann_window(n_fft, device=estimate.device, dtype=estimate.dtype)
+        spectra = [
+            torch.stft(signal, n_fft, hop_length, window=window, return_complex=True).abs()  # [N, F, frames]
+            for signal in (estimate, reference)
+        ]
+        estimate_magnitude, reference_magnitude = spectra
+        convergence = (reference_magnitude - estimate_magnitude).flatten(1).norm(dim=-1) / (
+            reference_magnitude.flatten(1).norm(dim=-1) + eps
+        )
+        log_distance = (torch.log(estimate_magnitude + eps) - torch.log(reference_magnitude + eps)).abs().flatten(1).mean(-1)
+        total = total + convergence + log_distance
+    return (total / len(resolutions)).reshape(leading)
+
+
 def pairwise_losses(
     estimates: torch.Tensor,
     references: torch.Tensor,

@@ -8,6 +8,7 @@ import torch
 
 from speechkit.errors import ConfigError
 from speechkit.losses import (
+    multi_resolution_stft_loss,
     neg_si_sdr,
     neg_snr,
     pairwise_losses,
@@ -119,3 +120,21 @@ def test_pit_with_snr_loss_and_errors() -> None:
         pit_loss(torch.randn(1, 2, 100), torch.randn(1, 3, 100))
     with pytest.raises(ConfigError):
         reorder_sources(torch.randn(2, 2, 10), torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_multi_resolution_stft_loss_is_zero_for_equal_level_invariant_and_grows_with_noise() -> None:
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(2, 1, 8000, generator=generator)
+    noise = torch.randn(2, 1, 8000, generator=generator)
+    assert multi_resolution_stft_loss(reference, reference).shape == (2, 1)
+    assert multi_resolution_stft_loss(reference, reference).abs().max() < 1e-5
+    light = multi_resolution_stft_loss(reference + 0.1 * noise, reference)
+    heavy = multi_resolution_stft_loss(reference + 1.0 * noise, reference)
+    assert torch.all(heavy > light) and torch.all(light > 0)
+    scaled = multi_resolution_stft_loss(100.0 * (reference + 0.1 * noise), 100.0 * reference)
+    assert torch.allclose(scaled, light, rtol=1e-3, atol=1e-4)  # overall level does not matter
+    wrong_gain = multi_resolution_stft_loss(0.5 * reference, reference)
+    assert torch.all(wrong_gain > 0.1)  # but the estimate's gain relative to the reference does
+    estimate = (reference + 0.3 * noise).requires_grad_(True)
+    multi_resolution_stft_loss(estimate, reference).sum().backward()
+    assert torch.isfinite(estimate.grad).all()

@@ -8,10 +8,17 @@ import pytest
 import soundfile
 import torch
 
-from recipes.data.audio import snr_db
+from recipes.data.audio import babble_noise, impact_noise, snr_db, traffic_noise
 from recipes.data.datasets import EnhancementConfig, EnhancementDataset, ReverbConfig
 from recipes.data.fixedset import FixedSetDataset, write_fixed_set
-from recipes.data.minicorpus import MiniCorpus, default_data_root, read_manifest, write_manifest
+from recipes.data.minicorpus import (
+    MiniCorpus,
+    default_data_root,
+    load_noise_segment,
+    procedural_noise_entries,
+    read_manifest,
+    write_manifest,
+)
 from speechkit.errors import ConfigError, OutputExistsError
 
 SPEAKERS = ["c22d3f18"] + [f"{number:08x}" for number in range(1, 40)]
@@ -320,3 +327,43 @@ def test_dereverberation_from_minicorpus_uses_its_own_default(fake_corpus: MiniC
 
     dataset = DereverberationDataset.from_minicorpus("train", length=1, corpus=fake_corpus)
     assert dataset.config.reverb.probability == 1.0
+
+
+@pytest.mark.parametrize("kind", ["impacts", "traffic"])
+def test_procedural_noise_is_unit_power_deterministic_and_finite(kind: str) -> None:
+    generate = impact_noise if kind == "impacts" else traffic_noise
+    first = generate(np.random.default_rng(3), 16000)
+    assert first.shape == (1, 16000) and first.dtype == np.float32
+    assert np.isfinite(first).all() and abs(float(np.mean(first**2)) - 1.0) < 1e-3
+    assert np.array_equal(first, generate(np.random.default_rng(3), 16000))
+    assert not np.array_equal(first, generate(np.random.default_rng(4), 16000))
+
+
+def test_babble_sums_talkers_and_needs_words() -> None:
+    rng = np.random.default_rng(0)
+    words = [np.sin(np.arange(3000) * frequency)[None].astype(np.float32) for frequency in (0.05, 0.1, 0.2)]
+    babble = babble_noise(rng, 8000, words, talkers=4)
+    assert babble.shape == (1, 8000) and abs(float(np.mean(babble**2)) - 1.0) < 1e-3
+    with pytest.raises(Exception, match="at least one word"):
+        babble_noise(rng, 8000, [], talkers=2)
+
+
+def test_procedural_noise_entries_are_training_only_and_use_training_speakers(fake_corpus: MiniCorpus) -> None:
+    entries = procedural_noise_entries(fake_corpus.entries)
+    assert {entry.split for entry in entries} == {"train"}
+    assert {entry.synthetic["kind"] for entry in entries} == {"babble", "impacts", "traffic"}
+    held_out = {
+        source for entry in fake_corpus.entries
+        if entry.kind == "speech" and entry.split != "train" for source in entry.sources
+    }
+    babble = [entry for entry in entries if entry.synthetic["kind"] == "babble"]
+    assert babble and not held_out & set(babble[0].sources)
+    for entry in entries[::5]:
+        segment = load_noise_segment(entry, 16000, 4000, np.random.default_rng(1))
+        assert segment.shape == (1, 4000) and np.isfinite(segment).all()
+    scanned = MiniCorpus.scan(
+        Path(fake_corpus.entries[0].sources[0]).parents[2], cache_root=Path("/nonexistent"),
+        words_per_utterance=3, procedural_noise=True,
+    )
+    assert len(scanned.select("noise", "train")) == len(fake_corpus.select("noise", "train")) + len(entries)
+    assert scanned.select("noise", "test") == fake_corpus.select("noise", "test")

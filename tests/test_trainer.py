@@ -20,7 +20,7 @@ from recipes.trainer import (
     run_training,
 )
 from speechkit.checkpoint import load_checkpoint, read_metadata
-from speechkit.errors import ConfigError
+from speechkit.errors import CheckpointError, ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -210,3 +210,28 @@ def test_config_base_chain_merges_at_every_depth(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("base: missing.yaml\nname: c\n")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_init_checkpoint_starts_from_given_weights_and_stft_loss_trains(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert run_training(tiny_config(first, max_steps=2, valid_every=2)) == "done"
+    second = tmp_path / "second"
+    config = tiny_config(second, max_steps=1, valid_every=1, init={"checkpoint": str(first / "best.safetensors")})
+    config["loss"] = {**config["loss"], "stft_weight": 1.0}
+    trainer = Trainer(config)
+    initial = load_checkpoint(first / "best.safetensors").state_dict()
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, initial[name]), name
+    assert trainer.fit() == "done"
+    assert read_metadata(second / "best.safetensors")["provenance"]["initial_weights"] == str(first / "best.safetensors")
+    row = (second / "train_log.csv").read_text().splitlines()[-1].split(",")
+    assert all(value != "nan" for value in row)
+
+
+def test_init_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert run_training(tiny_config(first, max_steps=1, valid_every=1)) == "done"
+    config = tiny_config(tmp_path / "second", max_steps=1, init={"checkpoint": str(first / "best.safetensors")})
+    config["model"] = {**config["model"], "overrides": {"n_src": 1, "sample_rate": 8000, "n_filters": 32}}
+    with pytest.raises(CheckpointError, match="does not fit"):
+        Trainer(config)

@@ -160,3 +160,86 @@ def coloured_noise(rng: np.random.Generator, length: int, exponent: float) -> np
     noise = np.fft.irfft(spectrum, n=length)
     noise = noise / (np.sqrt(np.mean(noise**2)) + EPSILON)
     return noise[None, :].astype(np.float32)  # -> [1, length]
+
+
+def _unit_power(noise: np.ndarray) -> np.ndarray:
+    """``noise [1, T]`` scaled to unit mean power (float32)."""
+    return (noise / (np.sqrt(np.mean(noise**2)) + EPSILON)).astype(np.float32)
+
+
+def babble_noise(
+    rng: np.random.Generator,
+    length: int,
+    words: list[np.ndarray],
+    talkers: int,
+    gap_range_seconds: tuple[float, float] = (0.0, 0.3),
+    sample_rate: int = 16000,
+) -> np.ndarray:
+    """Babble ``[1, length]``: ``talkers`` streams of random ``words`` (each ``[1, n]``) summed, unit power.
+
+    Each stream is words drawn from ``words`` with random gaps, started at a random offset and
+    normalised before a random gain of -3..+3 dB, so no single talker dominates.
+    """
+    if not words:
+        raise AudioError("babble noise needs at least one word recording")
+    total = np.zeros((1, length), np.float64)
+    for _talker in range(talkers):
+        pieces, filled = [], 0
+        while filled < length + sample_rate:
+            word = words[int(rng.integers(0, len(words)))]
+            gap = np.zeros((1, int(rng.uniform(*gap_range_seconds) * sample_rate)), np.float32)
+            pieces += [word, gap]
+            filled += word.shape[-1] + gap.shape[-1]
+        stream = np.concatenate(pieces, axis=-1)  # [1, >= length + 1 s]
+        start = int(rng.integers(0, stream.shape[-1] - length + 1))
+        stream = stream[:, start : start + length]  # -> [1, length]
+        total += _unit_power(stream) * 10 ** (rng.uniform(-3.0, 3.0) / 20.0)
+    return _unit_power(total)
+
+
+def impact_noise(rng: np.random.Generator, length: int, sample_rate: int = 16000) -> np.ndarray:
+    """Clattering ``[1, length]`` (dishes, cutlery, keys, steps): damped resonances over a noise floor, unit power.
+
+    Events arrive as a Poisson process (0.5..8 per second); each is a short noise burst exciting
+    1..4 exponentially decaying modes (400..7000 Hz, 5..150 ms), with levels spread over 20 dB.
+    The floor is coloured noise 10..30 dB below the events.
+    """
+    time = np.arange(length) / sample_rate
+    events = np.zeros(length, np.float64)
+    rate = rng.uniform(0.5, 8.0)
+    count = max(1, int(rng.poisson(rate * length / sample_rate)))
+    for onset in rng.integers(0, length, size=count):
+        duration = min(length - int(onset), int(0.6 * sample_rate))
+        local = time[:duration]
+        event = np.zeros(duration)
+        for _mode in range(int(rng.integers(1, 5))):
+            frequency = np.exp(rng.uniform(np.log(400.0), np.log(7000.0)))
+            decay = rng.uniform(0.005, 0.15)
+            event += rng.uniform(0.3, 1.0) * np.sin(2 * np.pi * frequency * local + rng.uniform(0, 2 * np.pi)) * np.exp(-local / decay)
+        burst = min(duration, int(rng.uniform(0.001, 0.005) * sample_rate))
+        event[:burst] += rng.standard_normal(burst) * rng.uniform(0.2, 1.0)
+        events[onset : onset + duration] += event * 10 ** (rng.uniform(-20.0, 0.0) / 20.0)
+    events = _unit_power(events[None, :])
+    floor = coloured_noise(rng, length, rng.uniform(0.0, 2.0)) * 10 ** (-rng.uniform(10.0, 30.0) / 20.0)
+    return _unit_power(events + floor)
+
+
+def traffic_noise(rng: np.random.Generator, length: int, sample_rate: int = 16000) -> np.ndarray:
+    """Street-like rumble ``[1, length]``: low-coloured noise with pass-by swells and engine hum, unit power.
+
+    Red/pink noise (spectral exponent 1..2.5) is shaped by a floor plus 0..3 Gaussian pass-by
+    envelopes (0.3..2 s wide); a few harmonics of a 25..120 Hz engine tone are added 10..25 dB down.
+    """
+    time = np.arange(length) / sample_rate
+    envelope = np.full(length, rng.uniform(0.2, 1.0))
+    for _vehicle in range(int(rng.integers(0, 4))):
+        centre, width = rng.uniform(0.0, time[-1] + 1e-3), rng.uniform(0.3, 2.0)
+        envelope += rng.uniform(0.5, 3.0) * np.exp(-0.5 * ((time - centre) / width) ** 2)
+    rumble = coloured_noise(rng, length, rng.uniform(1.0, 2.5))[0] * envelope
+    fundamental = rng.uniform(25.0, 120.0)
+    hum = sum(
+        rng.uniform(0.2, 1.0) / harmonic * np.sin(2 * np.pi * fundamental * harmonic * time + rng.uniform(0, 2 * np.pi))
+        for harmonic in range(1, 6)
+    )
+    hum = _unit_power(np.asarray(hum)[None, :])[0] * envelope * 10 ** (-rng.uniform(10.0, 25.0) / 20.0)
+    return _unit_power((rumble + hum)[None, :])

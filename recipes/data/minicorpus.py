@@ -12,7 +12,8 @@ Sources (see ``../shared/data/README.md``; nothing is downloaded at run time):
 * Noise: ``noise/speech_commands_background/*.flac`` and ``noise/cafe_street_train/<kind>/*.flac``
   (16 kHz). The training pool additionally holds synthetic coloured noise (white, pink, brown,
   blue, violet: power spectrum ``1/f**exponent``), generated on the fly from the item's RNG;
-  synthetic noise is never in validation or test.
+  synthetic noise is never in validation or test. On request (``procedural_noise``) the training
+  pool also holds generated babble (3..8 training speakers), clattering impacts and traffic rumble.
 * RIRs: ``rirs/office_32ch_linear/rir_source_<k>.wav`` (48 kHz, 32 channels), see ``rooms.py``.
 
 Splits are held out by speaker and by noise file: no speaker and no noise file is in two splits.
@@ -306,8 +307,12 @@ class MiniCorpus:
         cache_root: Path | str | None = None,
         include_asterisk: bool = True,
         words_per_utterance: int = 4,
+        procedural_noise: bool = False,
     ) -> "MiniCorpus":
         """Index ``data_root`` (default: ``../shared/data``) and the extracted asterisk voices.
+
+        With ``procedural_noise``, the training noise pool also holds synthetic babble (from
+        training speakers), impact and traffic noise (:func:`procedural_noise_entries`).
 
         Raises:
             ConfigError: ``data_root`` is not given and ``../shared/data`` does not exist.
@@ -333,6 +338,8 @@ class MiniCorpus:
                 )
             entries += asterisk_entries
         entries += scan_noise(root) + scan_rirs(root)
+        if procedural_noise:
+            entries += procedural_noise_entries(entries)
         return cls(entries=entries, missing=missing)
 
     @classmethod
@@ -465,10 +472,8 @@ def load_noise_segment(
 
     Synthetic entries are generated from ``rng``; real files are read only around the segment.
     """
-    from .audio import coloured_noise
-
     if entry.synthetic is not None:
-        return coloured_noise(rng, length, float(entry.synthetic["exponent"]))
+        return procedural_noise(entry, sample_rate, length, rng)
     frames = entry.frames or audio_info(entry.sources[0])[0]
     native_rate = entry.native_sample_rate
     needed = int(np.ceil(length * native_rate / sample_rate)) + 16
@@ -482,3 +487,67 @@ def load_noise_segment(
         start = int(rng.integers(0, max(1, segment.shape[-1] - length)))
         segment = segment[:, start:]
     return np.ascontiguousarray(segment[:, :length])
+
+
+def procedural_noise(entry: CorpusEntry, sample_rate: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """Generate a synthetic noise entry's ``[1, length]`` segment from ``rng`` (unit power).
+
+    ``entry.synthetic["kind"]``: ``"coloured"`` (the default; ``exponent``), ``"babble"`` (``talkers``
+    as ``[low, high]``; words read from ``entry.sources``), ``"impacts"`` or ``"traffic"``.
+    """
+    from .audio import babble_noise, coloured_noise, impact_noise, traffic_noise
+
+    kind = entry.synthetic.get("kind", "coloured")
+    if kind == "coloured":
+        return coloured_noise(rng, length, float(entry.synthetic["exponent"]))
+    if kind == "impacts":
+        return impact_noise(rng, length, sample_rate)
+    if kind == "traffic":
+        return traffic_noise(rng, length, sample_rate)
+    if kind == "babble":
+        low, high = entry.synthetic.get("talkers", (3, 8))
+        talkers = int(rng.integers(int(low), int(high) + 1))
+        words = []
+        for _word in range(min(len(entry.sources), 3 * talkers)):
+            source = entry.sources[int(rng.integers(0, len(entry.sources)))]
+            word = trim_silence(read_audio(source, sample_rate)[:1], sample_rate)  # [1, T]
+            if word.shape[-1] > 0:
+                words.append(word)
+        return babble_noise(rng, length, words, talkers, sample_rate=sample_rate)
+    raise ConfigError(f"noise entry {entry.id}: unknown synthetic kind {kind!r}")
+
+
+PROCEDURAL_NOISE_COPIES = {"babble": 10, "impacts": 6, "traffic": 6}
+
+
+def procedural_noise_entries(speech: list[CorpusEntry]) -> list[CorpusEntry]:
+    """Training-only synthetic babble, impact and traffic noise entries (generated on the fly).
+
+    Babble is built from the word files of the 16 kHz ``train`` speech entries in ``speech``, so no
+    validation or test speaker is ever heard, even as interference.
+    """
+    words = sorted({
+        source for entry in speech
+        if entry.kind == "speech" and entry.split == "train" and entry.native_sample_rate >= 16000
+        for source in entry.sources
+    })
+    entries = []
+    for kind, copies in PROCEDURAL_NOISE_COPIES.items():
+        if kind == "babble" and not words:
+            continue
+        for copy in range(copies):
+            synthetic: dict = {"kind": kind}
+            if kind == "babble":
+                synthetic["talkers"] = [3, 8]
+            entries.append(
+                CorpusEntry(
+                    id=f"noise/synthetic/{kind}/{copy}", kind="noise", split="train",
+                    group=f"synthetic:{kind}:{copy}", corpus="synthetic",
+                    license="generated; babble from CC-BY-4.0 Speech Commands words" if kind == "babble"
+                    else "generated (no restriction)",
+                    provenance=f"speechkit recipes/data/audio.py {kind}_noise",
+                    native_sample_rate=0, synthetic=synthetic,
+                    sources=words if kind == "babble" else [],
+                )
+            )
+    return entries
