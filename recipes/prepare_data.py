@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     fixed.add_argument("--manifest", type=Path, default=None, help="use this manifest instead of scanning")
     fixed.add_argument("--out", type=Path, default=None, help="default <cache>/fixed/<task>_<rate>/<split>")
     fixed.add_argument("--force", action="store_true", help="replace an existing fixed set")
+    fixed.add_argument("--uniform-noise", action="store_true",
+                       help="draw every noise file equally often (default: by duration)")
     args = parser.parse_args(argv)
     cache = args.cache or default_cache_root()
     try:
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = MiniCorpus.from_manifest(args.manifest) if args.manifest else MiniCorpus.scan(args.data_root, cache)
         out = args.out or cache / "fixed" / f"{args.task}_{args.sample_rate // 1000}k" / args.split
         path = build_fixed_set(args.task, args.split, out, args.count, corpus, args.seed, args.sample_rate,
-                               args.segment_seconds, tuple(args.speakers), args.force)
+                               args.segment_seconds, tuple(args.speakers), args.force, args.uniform_noise)
         print(f"wrote {args.count} {args.task} items to {path}")
         return 0
     except SpeechkitError as error:

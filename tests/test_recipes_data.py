@@ -367,3 +367,15 @@ def test_procedural_noise_entries_are_training_only_and_use_training_speakers(fa
     )
     assert len(scanned.select("noise", "train")) == len(fake_corpus.select("noise", "train")) + len(entries)
     assert scanned.select("noise", "test") == fake_corpus.select("noise", "test")
+
+
+def test_fixed_set_with_uniform_noise_spreads_over_noise_files(fake_corpus: MiniCorpus, tmp_path: Path) -> None:
+    import json
+
+    from recipes.data.fixedset import build_fixed_set
+
+    path = build_fixed_set("enhancement", "validation", tmp_path / "uniform", 12, fake_corpus, uniform_noise=True)
+    index = json.loads((path / "index.json").read_text())
+    assert index["source"]["noise_weights"] == "uniform"
+    noises = {json.loads(line)["meta"]["noise_id"] for line in (path / "items.jsonl").read_text().splitlines()}
+    assert len(noises) > 2  # the fake validation split has one long file and a few one-second clips

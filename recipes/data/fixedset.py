@@ -170,10 +170,13 @@ def build_fixed_set(
     segment_seconds: float = 4.0,
     speaker_counts: tuple[int, ...] = (2,),
     overwrite: bool = False,
+    uniform_noise: bool = False,
 ) -> Path:
     """Generate ``count`` items of ``task`` on ``split`` once and write them as a fixed set.
 
-    The seed defaults to a per-split constant, so rebuilding gives the same files.
+    The seed defaults to a per-split constant, so rebuilding gives the same files. With
+    ``uniform_noise`` every noise file of the split is equally likely (instead of by duration, where
+    one long recording dominates), which spreads a validation set over the noise types.
     """
     if split not in DEFAULT_SPLIT_SEEDS:
         raise ConfigError(f"Fixed sets are for validation or test, not {split!r}.")
@@ -182,4 +185,10 @@ def build_fixed_set(
     source = {"task": task, "split": split, "seed": seed, "sample_rate": sample_rate,
               "segment_seconds": segment_seconds, "speaker_counts": list(speaker_counts),
               "generator": type(dataset).__name__}
+    if uniform_noise:
+        weights = getattr(dataset, "noise_weights", None)
+        if weights is None:
+            raise ConfigError(f"uniform_noise needs a task that draws noise files, not {task!r}.")
+        dataset.noise_weights = np.full(len(weights), 1.0 / len(weights))
+        source["noise_weights"] = "uniform"
     return write_fixed_set(dataset, output_dir, sample_rate, count, source, overwrite)
