@@ -40,7 +40,6 @@ import platform
 import random
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -52,6 +51,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from speechkit.errors import ConfigError
+from speechkit._files import temporary_sibling
 from speechkit.models import build_model
 from speechkit.models.base import SpeechModel
 
@@ -477,8 +477,7 @@ class ExponentialMovingAverage:
 def atomic_torch_save(state: Mapping[str, Any], path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    tmp_name = temporary_sibling(path)
     try:
         torch.save(dict(state), tmp_name)
         os.replace(tmp_name, path)

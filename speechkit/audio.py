@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 
 import numpy as np
 
+from ._files import temporary_sibling
 from .errors import AudioError, OutputExistsError
 
 #: extensions searched for when a folder is given as input
@@ -308,10 +308,7 @@ class AtomicAudioWriter:
         directory = self.path.parent
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            descriptor, self._tmp_name = tempfile.mkstemp(
-                prefix=f".{self.path.stem}.", suffix=f".partial{self.path.suffix}", dir=directory
-            )
-            os.close(descriptor)
+            self._tmp_name = temporary_sibling(self.path, suffix=f".partial{self.path.suffix}")
             self._handle = soundfile.SoundFile(
                 self._tmp_name, mode="w", samplerate=self.sample_rate, channels=self.channels,
                 format=self.format, subtype=self.subtype,

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._files import temporary_sibling
 from ._version import __version__
 from .errors import CheckpointError, ConfigError
 from .models import config_from_dict, config_to_dict, get_model_class
@@ -66,8 +66,7 @@ def save_checkpoint(
     metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(model, provenance), sort_keys=True)}
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    tmp_name = temporary_sibling(path)
     try:
         save_file(tensors, tmp_name, metadata=metadata)
         os.replace(tmp_name, path)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._files import temporary_sibling
 from ._optional import require
 from ._version import __version__
 from .errors import OutputExistsError, SpeechkitError
@@ -246,8 +246,7 @@ def export_onnx(
     metadata = export_metadata(model, streaming, hops_per_step)
     generator = torch.Generator().manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    tmp_name = temporary_sibling(path)
     try:
         with torch.no_grad():
             try:

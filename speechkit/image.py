@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ._files import temporary_sibling
 from .errors import AudioError
 
 #: colour map anchors (dark blue -> purple -> orange -> light yellow), RGB in 0..255
@@ -98,9 +98,9 @@ def write_spectrogram_png(
     image = np.concatenate(panels, axis=0)  # [sum H, width, 3]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.png", dir=path.parent)
+    tmp_name = temporary_sibling(path, suffix=".partial.png")
     try:
-        with os.fdopen(descriptor, "wb") as handle:
+        with open(tmp_name, "wb") as handle:
             handle.write(encode_png(image))
         os.replace(tmp_name, path)
     finally:

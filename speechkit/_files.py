@@ -1,0 +1,26 @@
+"""Atomic file writing helpers: temporary siblings that become the output with ``os.replace``."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file: ``0o666`` minus the umask."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def temporary_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> str:
+    """Create an empty temporary file next to ``path`` and return its name.
+
+    Unlike a bare :func:`tempfile.mkstemp` file (mode ``0o600``), it gets the permissions a normal
+    new file would get, so the output it is renamed to is readable like any other file.
+    """
+    target = Path(path)
+    descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(descriptor)
+    os.chmod(name, _default_file_mode())
+    return name
