@@ -322,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (the Markdown goes next to it)")
     parser.add_argument("--peers", nargs="*", default=list(PEERS), help=f"peers to run (default all: {' '.join(PEERS)})")
     parser.add_argument("--streaming", action="store_true", help="also run the speechkit model block by block")
+    parser.add_argument("--attenuation-limit", type=float, default=None, metavar="DB",
+                        help="also run the speechkit model with this attenuation limit (offline API)")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     parser.add_argument("--label", default=None, help="table label of the speechkit model")
     args = parser.parse_args(argv)
@@ -347,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{label}: the checkpoint records no training (random weights); its row only validates the pipeline."
             )
         systems.append((label, speechkit_system))
+        if args.attenuation_limit is not None:
+            limited = SpeechkitEnhancer(args.model, attenuation_limit_db=args.attenuation_limit)
+            systems.append((f"{label}, attenuation limit {args.attenuation_limit:g} dB", limited))
         if args.streaming:
             systems.append((label.replace("speechkit", "speechkit streaming", 1), SpeechkitEnhancer(args.model, streaming=True)))
         for name in args.peers:

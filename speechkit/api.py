@@ -46,6 +46,7 @@ from .inference import (
     DEFAULT_OVERLAP_SECONDS,
     EchoPipeline,
     Pipeline,
+    attenuation_limit_gain,
     select_device,
 )
 from .models.base import SpeechModel
@@ -109,6 +110,8 @@ class Processor:
         streaming: None (default) runs streaming models step by step with their state carried
             through the whole input (equal to one offline pass) and other models in cross-faded
             chunks; False forces the chunks; True requires a streaming model.
+        attenuation_limit_db: enhancement only: add the input back this many dB down, so noise
+            is never attenuated by more than about that much (masks artefacts; None: no limit).
     """
 
     def __init__(
@@ -119,7 +122,12 @@ class Processor:
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         name: str | None = None,
         streaming: bool | None = None,
+        attenuation_limit_db: float | None = None,
     ) -> None:
+        attenuation_limit_gain(attenuation_limit_db)  # validates
+        if attenuation_limit_db is not None and model.num_sources != 1:
+            raise ConfigError("an attenuation limit needs a model with one output source (enhancement)")
+        self.attenuation_limit_db = attenuation_limit_db
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         if not chunk_seconds > 0 or not 0 <= overlap_seconds < chunk_seconds:
@@ -413,7 +421,7 @@ class Processor:
     def _pipeline(self, rate: int, num_channels: int, channels: str) -> Pipeline:
         return Pipeline(
             self.model, rate, num_channels, channels, self.chunk_seconds, self.overlap_seconds, self.device,
-            self.streaming,
+            self.streaming, self.attenuation_limit_db,
         )
 
     def check_action(self, action: str) -> None:
@@ -467,12 +475,13 @@ def load(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     streaming: bool | None = None,
+    attenuation_limit_db: float | None = None,
 ) -> Processor:
     """Load a bundled model (by name) or a speechkit checkpoint (by path) into a :class:`Processor`.
 
     ``None`` loads the default bundled model. A bare architecture name such as ``"conv_tasnet"``
     raises :class:`~speechkit.errors.CheckpointError` (no weights, it would output noise).
-    ``streaming`` as in :class:`Processor`.
+    ``streaming`` and ``attenuation_limit_db`` as in :class:`Processor`.
     """
     from .checkpoint import load_checkpoint
     from .pretrained import resolve_model
@@ -481,7 +490,10 @@ def load(
     path = resolve_model(name_or_path)
     model = load_checkpoint(path, map_location="cpu")
     name = path.stem if name_or_path is None or not Path(os.fspath(name_or_path)).is_file() else str(path)
-    return Processor(model, selected, chunk_seconds, overlap_seconds, name=name, streaming=streaming)
+    return Processor(
+        model, selected, chunk_seconds, overlap_seconds, name=name, streaming=streaming,
+        attenuation_limit_db=attenuation_limit_db,
+    )
 
 
 def _processor(model: "str | os.PathLike | Processor | None", device: str, chunk_seconds: float) -> Processor:

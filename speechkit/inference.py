@@ -439,6 +439,9 @@ class Pipeline:
         overlap_seconds: overlap of consecutive chunks (unused by streaming models).
         device: where the model runs.
         streaming: see :func:`make_runner` (None: stream exactly when the model supports it).
+        attenuation_limit_db: with one output source, add the input back ``attenuation_limit_db``
+            dB down, so noise is never attenuated by more than about that much (see
+            :func:`attenuation_limit_gain`); None disables it.
     """
 
     def __init__(
@@ -451,7 +454,11 @@ class Pipeline:
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         device: torch.device | str = "cpu",
         streaming: bool | None = None,
+        attenuation_limit_db: float | None = None,
     ) -> None:
+        self.mix_back_gain = attenuation_limit_gain(attenuation_limit_db)
+        if self.mix_back_gain and int(model.num_sources) != 1:
+            raise ConfigError("an attenuation limit needs a model with one output source (enhancement)")
         if channels not in CHANNEL_MODES:
             raise ConfigError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {channels!r}")
         if input_rate <= 0:
@@ -491,12 +498,16 @@ class Pipeline:
         self.frames_in = 0
         self.frames_out = 0
         self._carry = np.zeros((self.num_sources, self.output_channels, 0), dtype=np.float32)
+        # input frames not yet matched by output frames, for the attenuation limit: [C_out or 1, n]
+        self._pending_input = np.zeros((1 if self.downmix else input_channels, 0), dtype=np.float32)
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """Add an input block ``[C, n]``; returns the output ``[S, C_out, m]`` that is final."""
         self.frames_in += block.shape[-1]
         if self.downmix:
             block = block.mean(axis=0, keepdims=True)  # [C, n] -> [1, n]
+        if self.mix_back_gain:
+            self._pending_input = np.concatenate([self._pending_input, block], axis=-1)  # [C', pending + n]
         model_output = self.runner.push(self._to_model.process(block))  # [S, C_out, k]
         return self._deliver(self._back(model_output, last=False), final=False)
 
@@ -524,7 +535,29 @@ class Pipeline:
         if final:
             self._carry = self._carry[..., :0]
         self.frames_out += output.shape[-1]
+        if self.mix_back_gain:
+            delivered = output.shape[-1]
+            matching = self._pending_input[: output.shape[1], :delivered]  # [C_out or 1 (reference mic), m]
+            output = output + self.mix_back_gain * matching[None]  # [S=1, C_out, m]
+            self._pending_input = self._pending_input[:, delivered:]
         return output
+
+
+def attenuation_limit_gain(attenuation_limit_db: float | None) -> float:
+    """The gain at which the input is added back to an enhanced output for an attenuation limit.
+
+    ``output + 10 ** (-L / 20) * input`` leaves at least the input's noise ``L`` dB down in the
+    output (the same idea as DeepFilterNet's ``--atten-lim``): residual noise is never removed
+    entirely, which masks processing artefacts. None or infinity gives 0 (no limit).
+
+    Raises:
+        ConfigError: ``L`` is not a positive number.
+    """
+    if attenuation_limit_db is None or attenuation_limit_db == float("inf"):
+        return 0.0
+    if not np.isfinite(attenuation_limit_db) or attenuation_limit_db <= 0:
+        raise ConfigError(f"the attenuation limit must be a positive number of dB, got {attenuation_limit_db}")
+    return float(10.0 ** (-float(attenuation_limit_db) / 20.0))
 
 
 def process_array(
@@ -536,10 +569,12 @@ def process_array(
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     device: torch.device | str = "cpu",
     streaming: bool | None = None,
+    attenuation_limit_db: float | None = None,
 ) -> np.ndarray:
     """Run ``model`` on an in-memory ``[C, T]`` float32 array at any rate; returns ``[S, C_out, T]``."""
     pipeline = Pipeline(
-        model, sample_rate, audio.shape[0], channels, chunk_seconds, overlap_seconds, device, streaming
+        model, sample_rate, audio.shape[0], channels, chunk_seconds, overlap_seconds, device, streaming,
+        attenuation_limit_db,
     )
     head = pipeline.push(audio)
     return np.concatenate([head, pipeline.finish()], axis=-1)  # [S, C_out, T]

@@ -305,3 +305,30 @@ def test_cli_and_api_agree_on_the_default_echo_model():
 
     assert CLI_DEFAULT == DEFAULT_AEC_MODEL
     assert "cancel_echo_file" in dir(speechkit) and callable(speechkit.cancel_echo_file)
+
+
+@pytest.mark.parametrize("channels", ["separate", "mix"])
+def test_attenuation_limit_adds_the_input_back_sample_aligned(enhance_checkpoint, channels):
+    audio = speech_like(0.5, 22050, channels=2)
+    options = {"chunk_seconds": 0.2, "overlap_seconds": 0.05}
+    plain = speechkit.load(enhance_checkpoint, **options).enhance(audio, 22050, channels=channels)
+    limited = speechkit.load(enhance_checkpoint, attenuation_limit_db=20.0, **options).enhance(
+        audio, 22050, channels=channels
+    )
+    added_back = audio.mean(axis=0, keepdims=True) if channels == "mix" else audio
+    np.testing.assert_allclose(limited, plain + 0.1 * added_back, atol=1e-5)
+
+
+def test_attenuation_limit_on_files_equals_arrays_and_bad_values_are_refused(
+    enhance_checkpoint, separation_checkpoint, noisy_wav, tmp_path
+):
+    processor = speechkit.load(enhance_checkpoint, chunk_seconds=0.2, overlap_seconds=0.05, attenuation_limit_db=12.0)
+    processor.enhance_file(noisy_wav, tmp_path / "a.wav")
+    from_file, _ = soundfile.read(str(tmp_path / "a.wav"), dtype="float32", always_2d=True)
+    audio, _ = soundfile.read(str(noisy_wav), dtype="float32", always_2d=True)
+    np.testing.assert_allclose(from_file.T, processor.enhance(audio.T, 22050), atol=1e-6)
+    for bad in (0.0, -3.0, float("nan")):
+        with pytest.raises(ConfigError, match="attenuation limit"):
+            speechkit.load(enhance_checkpoint, attenuation_limit_db=bad)
+    with pytest.raises(ConfigError, match="one output source"):
+        speechkit.load(separation_checkpoint, attenuation_limit_db=20.0)

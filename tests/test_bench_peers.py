@@ -237,3 +237,15 @@ def test_noise_floor_snr_ranks_noisier_recordings_lower() -> None:
     quiet = voice + 0.001 * rng.standard_normal(voice.shape[0]).astype(np.float32)
     noisy = voice + 0.05 * rng.standard_normal(voice.shape[0]).astype(np.float32)
     assert noise_floor_snr_db(noisy) < noise_floor_snr_db(quiet)
+
+
+def test_speechkit_adapter_attenuation_limit(tiny_checkpoint, one_thread) -> None:
+    from speechkit.errors import ConfigError
+
+    plain = SpeechkitEnhancer(tiny_checkpoint)
+    limited = SpeechkitEnhancer(tiny_checkpoint, attenuation_limit_db=20.0)
+    assert limited.name == "speechkit-attlim20" and plain.name == "speechkit"
+    audio = gliding_voice(0.1)
+    np.testing.assert_allclose(limited.process(audio, RATE), plain.process(audio, RATE) + 0.1 * audio, atol=1e-5)
+    with pytest.raises(ConfigError, match="offline API only"):
+        SpeechkitEnhancer(tiny_checkpoint, streaming=True, attenuation_limit_db=20.0)

@@ -154,3 +154,13 @@ def test_default_outputs_next_to_the_input(capsys, enhance_checkpoint, separatio
     assert (noisy_wav.parent / f"{noisy_wav.stem}_s1.wav").is_file()
     assert (noisy_wav.parent / f"{noisy_wav.stem}_s2.wav").is_file()
     assert noisy_wav.read_bytes() == before
+
+
+def test_enhance_attenuation_limit_option(capsys, enhance_checkpoint, noisy_wav, tmp_path):
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, "-o", tmp_path / "a.wav", "--model", enhance_checkpoint,
+                           "--attenuation-limit", "20")
+    assert code == EXIT_OK, err
+    code, _, err = run_cli(capsys, "enhance", noisy_wav, "-o", tmp_path / "b.wav", "--model", enhance_checkpoint,
+                           "--attenuation-limit", "-3")
+    assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "attenuation limit" in err
+    assert not (tmp_path / "b.wav").exists()

@@ -97,6 +97,9 @@ def test_model_on_fixed_test_set(tmp_path: Path, capsys: pytest.CaptureFixture) 
     result = run_json(capsys, "--model", str(checkpoint), "--test-set", str(tmp_path / "test"), "--metrics", "si_sdr,si_sdri")
     assert len(result["rows"]) == 2
     assert all(np.isfinite(row["si_sdri"]) for row in result["rows"])
+    limited = run_json(capsys, "--model", str(checkpoint), "--test-set", str(tmp_path / "test"), "--metrics", "si_sdr",
+                       "--attenuation-limit", "6")
+    assert [row["si_sdr"] for row in limited["rows"]] != [row["si_sdr"] for row in result["rows"]]
 
 
 def test_models_on_a_microphone_array_test_set(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,6 +30,7 @@ class SpeechkitEnhancer(Enhancer):
     Args:
         model: bundled model name or checkpoint path (None: the bundled default).
         streaming: run ``forward_step`` block by block instead of the offline API (causal models only).
+        attenuation_limit_db: offline only: the API's attenuation limit (input added back this many dB down).
     """
 
     name = "speechkit"
@@ -39,12 +40,16 @@ class SpeechkitEnhancer(Enhancer):
     def availability(cls) -> Availability:
         return Availability(True)
 
-    def __init__(self, model: str | os.PathLike | None = None, streaming: bool = False) -> None:
+    def __init__(
+        self, model: str | os.PathLike | None = None, streaming: bool = False, attenuation_limit_db: float | None = None
+    ) -> None:
         import speechkit
         from speechkit.errors import ConfigError
         from speechkit.pretrained import DEFAULT_MODEL
 
-        self.processor = speechkit.load(model)
+        if streaming and attenuation_limit_db is not None:
+            raise ConfigError("the attenuation limit is applied by the offline API only; drop it with --streaming")
+        self.processor = speechkit.load(model, attenuation_limit_db=attenuation_limit_db)
         self.model_reference = str(model) if model is not None else DEFAULT_MODEL
         network = self.processor.model
         if network.num_sources != 1 or network.num_input_channels != 1:
@@ -62,6 +67,8 @@ class SpeechkitEnhancer(Enhancer):
         self.provenance: dict[str, Any] = metadata.get("provenance", {})
         self.trained = is_trained(self.provenance)
         self.name = "speechkit" + ("-stream" if streaming else "")  # type: ignore[misc]
+        if attenuation_limit_db is not None:
+            self.name += f"-attlim{attenuation_limit_db:g}"  # type: ignore[misc]
 
     @property
     def algorithmic_latency(self) -> float | None:

@@ -42,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--channels", choices=CHANNEL_MODES, default="separate",
         help="process each channel on its own (separate) or average them to mono first (mix)",
     )
+    enhance.add_argument(
+        "--attenuation-limit", type=float, default=None, metavar="DB",
+        help="add the input back DB dB down, so noise is never attenuated by more than about DB dB "
+        "(masks artefacts, e.g. 20; default: no limit)",
+    )
     _add_common(enhance)
     enhance.set_defaults(func=run_enhance)
 
@@ -168,7 +173,8 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
         )
         return EXIT_USAGE
     processor = load(args.model or default_model(action), device=args.device, chunk_seconds=args.chunk_seconds,
-                     overlap_seconds=args.overlap_seconds)
+                     overlap_seconds=args.overlap_seconds,
+                     attenuation_limit_db=getattr(args, "attenuation_limit", None))
     processor.check_action(action)
     show_progress = not args.no_progress
     failed: list[str] = []

@@ -63,6 +63,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print {rows, summary} as JSON instead of a table")
     parser.add_argument("--device", default="cpu", help="device for --model (cpu, cuda, auto)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N items")
+    parser.add_argument(
+        "--attenuation-limit", type=float, default=None, metavar="DB",
+        help="run --model with this attenuation limit (input added back DB dB down; enhancement only)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -222,7 +226,8 @@ def evaluate_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         from ..api import load
         from ..inference import process_array
 
-        processor = load(args.model, device=args.device)
+        attenuation_limit_db = getattr(args, "attenuation_limit", None)
+        processor = load(args.model, device=args.device, attenuation_limit_db=attenuation_limit_db)
         model, device = processor.model, processor.device
         if args.test_set is not None:
             items, sample_rate = fixed_set_items(args.test_set)
@@ -252,7 +257,9 @@ def evaluate_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             if model.num_input_channels == 1 and mixture.shape[0] > reference.shape[1]:
                 # a one-channel model on a microphone-array set enhances the reference mics (the first C)
                 model_input = mixture[: reference.shape[1]]  # [M, T] -> [C, T]
-            estimate = process_array(model, model_input.astype(np.float32), rate, device=device)  # -> [S, C_out, T]
+            estimate = process_array(
+                model, model_input.astype(np.float32), rate, device=device, attenuation_limit_db=attenuation_limit_db
+            )  # -> [S, C_out, T]
             rows.append({"name": name, **score_item(estimate, reference, rate, mixture, metrics, args.dnsmos)})
         return rows
     if args.estimates is None:
