@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--latency-ms", type=float, default=None, help="refuse configurations above this latency")
     parser.add_argument("--block", type=int, default=None, help="device block in samples (default: hops >= 128)")
     parser.add_argument("--fallback", choices=FALLBACKS, default="passthrough", help="output of a missed step")
+    parser.add_argument("--attenuation-limit", type=float, default=None, metavar="DB",
+                        help="add the input back DB dB down (enhancers: masks artefacts; default: off)")
     parser.add_argument("--extra-buffer-ms", type=float, default=0.0, help="added output buffering (safety margin)")
     parser.add_argument("--realtime", action="store_true", help="pace a file-to-file run in real time")
     parser.add_argument("--duration", type=float, default=None, help="seconds to record from the microphone")
@@ -97,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         extra_buffer=round(args.extra_buffer_ms * rate / 1000.0),
         device_input=device_in,
         device_output=device_out,
+        attenuation_limit_db=args.attenuation_limit,
     )
     live = None if args.quiet else _print_live
     if not args.quiet:

@@ -88,6 +88,9 @@ class Engine:
             (PortAudio ``blocksize=0``); the prefill then grows to at least
             ``hop + device_block - 1`` so every step still completes one callback before its
             output is taken.
+        attenuation_limit_db: add the (first) input channel back to every model output this many
+            dB down, aligned by the signal delay, as ``speechkit enhance --attenuation-limit``
+            does offline; None disables it.
     """
 
     def __init__(
@@ -105,7 +108,11 @@ class Engine:
         ring_seconds: float = 2.0,
         step_hook: Callable[[int], None] | None = None,
         variable_blocks: bool = False,
+        attenuation_limit_db: float | None = None,
     ) -> None:
+        from speechkit.audio import attenuation_limit_gain
+
+        self.mix_back_gain = attenuation_limit_gain(attenuation_limit_db)
         if fallback not in FALLBACKS:
             raise RealtimeError(f"unknown fallback {fallback!r} (known: {', '.join(FALLBACKS)})")
         if device_block < 1:
@@ -272,9 +279,17 @@ class Engine:
         with self._lock:
             late = self._output.written > first or (scheduled and finished > self.hop_deadline(hop_index))
             if not late:
+                if self.mix_back_gain:
+                    output = output + self.mix_back_gain * self._input_at_output(first)[:1]  # [C_out, hop]
                 self._output.write(output)
                 return
         self._miss(first, skipped=False)
+
+    def _input_at_output(self, first: int) -> np.ndarray:
+        """The input ``[C_in, hop]`` that output-stream samples ``[first, first + hop)`` are aligned with."""
+        source = self._scratch_in[:, : self.latency.hop_length]
+        self._input.read(first - self.signal_delay, source)
+        return source
 
     def _miss(self, first: int, skipped: bool) -> None:
         self.metrics.deadline_misses += 1

@@ -34,6 +34,7 @@ import torch
 from .audio import (
     AtomicAudioWriter,
     SampleChecker,
+    attenuation_limit_gain,
     check_output_path,
     default_output_name,
     iter_blocks,
@@ -46,7 +47,6 @@ from .inference import (
     DEFAULT_OVERLAP_SECONDS,
     EchoPipeline,
     Pipeline,
-    attenuation_limit_gain,
     select_device,
 )
 from .models.base import SpeechModel

@@ -25,7 +25,7 @@ from types import MappingProxyType, TracebackType
 import numpy as np
 
 from ._files import temporary_sibling
-from .errors import AudioError, OutputExistsError
+from .errors import AudioError, ConfigError, OutputExistsError
 
 #: extensions searched for when a folder is given as input
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aif", ".aiff", ".au", ".mp3", ".w64", ".rf64", ".caf")
@@ -403,3 +403,20 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, fo
     with AtomicAudioWriter(path, sample_rate, audio.shape[0], force=force) as writer:
         writer.write(audio)
     return writer.warnings()
+
+
+def attenuation_limit_gain(attenuation_limit_db: float | None) -> float:
+    """The gain at which the input is added back to an enhanced output for an attenuation limit.
+
+    ``output + 10 ** (-L / 20) * input`` leaves at least the input's noise ``L`` dB down in the
+    output (the same idea as DeepFilterNet's ``--atten-lim``): residual noise is never removed
+    entirely, which masks processing artefacts. None or infinity gives 0 (no limit).
+
+    Raises:
+        ConfigError: ``L`` is not a positive number.
+    """
+    if attenuation_limit_db is None or attenuation_limit_db == float("inf"):
+        return 0.0
+    if not np.isfinite(attenuation_limit_db) or attenuation_limit_db <= 0:
+        raise ConfigError(f"the attenuation limit must be a positive number of dB, got {attenuation_limit_db}")
+    return float(10.0 ** (-float(attenuation_limit_db) / 20.0))

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .audio import StreamResampler
+from .audio import StreamResampler, attenuation_limit_gain
 from .errors import AudioError, ConfigError
 from .models.base import SpeechModel
 
@@ -541,23 +541,6 @@ class Pipeline:
             output = output + self.mix_back_gain * matching[None]  # [S=1, C_out, m]
             self._pending_input = self._pending_input[:, delivered:]
         return output
-
-
-def attenuation_limit_gain(attenuation_limit_db: float | None) -> float:
-    """The gain at which the input is added back to an enhanced output for an attenuation limit.
-
-    ``output + 10 ** (-L / 20) * input`` leaves at least the input's noise ``L`` dB down in the
-    output (the same idea as DeepFilterNet's ``--atten-lim``): residual noise is never removed
-    entirely, which masks processing artefacts. None or infinity gives 0 (no limit).
-
-    Raises:
-        ConfigError: ``L`` is not a positive number.
-    """
-    if attenuation_limit_db is None or attenuation_limit_db == float("inf"):
-        return 0.0
-    if not np.isfinite(attenuation_limit_db) or attenuation_limit_db <= 0:
-        raise ConfigError(f"the attenuation limit must be a positive number of dB, got {attenuation_limit_db}")
-    return float(10.0 ** (-float(attenuation_limit_db) / 20.0))
 
 
 def process_array(

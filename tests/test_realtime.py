@@ -19,6 +19,7 @@ from realtime.errors import LatencyBudgetError, RealtimeError  # noqa: E402
 from realtime.latency import minimum_prefill  # noqa: E402
 from realtime.model import StreamModel  # noqa: E402
 from realtime.ring import RingBuffer  # noqa: E402
+from speechkit.errors import SpeechkitError  # noqa: E402
 from test_realtime_support import make_identity_onnx, make_tiny_model, random_signal  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -418,3 +419,16 @@ def test_graph_optimization_level_comes_from_the_export(tiny_export):
         np.testing.assert_allclose(other.process(signal[None]), stored.process(signal[None]), atol=tolerance)
     with pytest.raises(RealtimeError, match="optimisation level"):
         StreamModel(path, graph_optimization="fastest")
+
+
+@pytest.mark.parametrize("hop,delay,block", [(8, 3, 5), (16, 7, 40)])
+def test_attenuation_limit_adds_the_aligned_input_back(tmp_path, hop, delay, block):
+    model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", hop, delay))
+    x = random_signal(1500)
+    plain = Engine(model, block).run_array(x)
+    model.reset()
+    limited = Engine(model, block, attenuation_limit_db=20.0).run_array(x)
+    np.testing.assert_allclose(plain, x, atol=1e-6)  # the identity model, latency compensated
+    np.testing.assert_allclose(limited, 1.1 * x, atol=1e-6)  # + the input 20 dB down, sample-aligned
+    with pytest.raises(SpeechkitError, match="attenuation limit"):
+        Engine(model, block, attenuation_limit_db=-1.0)
