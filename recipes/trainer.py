@@ -50,8 +50,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from speechkit.errors import ConfigError
 from speechkit._files import temporary_sibling
+from speechkit.errors import ConfigError
 from speechkit.models import build_model
 from speechkit.models.base import SpeechModel
 
@@ -642,7 +642,7 @@ class Trainer:
         loss_config = self.config["loss"]
         self.loss_fn = training_loss(
             self.config["task"], float(loss_config["snr_weight"]), float(loss_config["echo_weight"]),
-            float(loss_config["aec_floor_db"]), float(loss_config.get("stft_weight", 0.0)),
+            float(loss_config["aec_floor_db"]), float(loss_config["stft_weight"]),
         )
 
         batch_size = int(self.config["batch_size"])

@@ -34,7 +34,6 @@ import torch
 from .audio import (
     AtomicAudioWriter,
     SampleChecker,
-    attenuation_limit_gain,
     check_output_path,
     default_output_name,
     iter_blocks,
@@ -47,6 +46,7 @@ from .inference import (
     DEFAULT_OVERLAP_SECONDS,
     EchoPipeline,
     Pipeline,
+    mix_back_gain,
     select_device,
 )
 from .models.base import SpeechModel
@@ -124,9 +124,7 @@ class Processor:
         streaming: bool | None = None,
         attenuation_limit_db: float | None = None,
     ) -> None:
-        attenuation_limit_gain(attenuation_limit_db)  # validates
-        if attenuation_limit_db is not None and model.num_sources != 1:
-            raise ConfigError("an attenuation limit needs a model with one output source (enhancement)")
+        mix_back_gain(model, attenuation_limit_db)  # refuse a bad limit before any file is touched
         self.attenuation_limit_db = attenuation_limit_db
         self.device = select_device(device)
         self.model = model.to(self.device).eval()

@@ -456,9 +456,7 @@ class Pipeline:
         streaming: bool | None = None,
         attenuation_limit_db: float | None = None,
     ) -> None:
-        self.mix_back_gain = attenuation_limit_gain(attenuation_limit_db)
-        if self.mix_back_gain and int(model.num_sources) != 1:
-            raise ConfigError("an attenuation limit needs a model with one output source (enhancement)")
+        self.mix_back_gain = mix_back_gain(model, attenuation_limit_db)
         if channels not in CHANNEL_MODES:
             raise ConfigError(f"channels must be one of {', '.join(CHANNEL_MODES)}, got {channels!r}")
         if input_rate <= 0:
@@ -541,6 +539,18 @@ class Pipeline:
             output = output + self.mix_back_gain * matching[None]  # [S=1, C_out, m]
             self._pending_input = self._pending_input[:, delivered:]
         return output
+
+
+def mix_back_gain(model: SpeechModel, attenuation_limit_db: float | None) -> float:
+    """The gain at which ``model``'s input is added back for an attenuation limit (0 without one).
+
+    Raises:
+        ConfigError: the limit is not a positive number, or the model has several output sources.
+    """
+    gain = attenuation_limit_gain(attenuation_limit_db)
+    if gain and int(model.num_sources) != 1:
+        raise ConfigError("an attenuation limit needs a model with one output source (enhancement)")
+    return gain
 
 
 def process_array(
