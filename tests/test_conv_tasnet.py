@@ -54,6 +54,9 @@ def test_enhance_preset() -> None:
     assert model.block_size == 32 and model.stream_delay == 32
     assert 1000 * model.algorithmic_latency / model.sample_rate == pytest.approx(4.0)
     assert model.describe()["task"] == "enhancement"
+    lookahead = _meta_model("enhance_lookahead_16k")
+    assert lookahead.num_parameters() == model.num_parameters()
+    assert 1000 * lookahead.algorithmic_latency / lookahead.sample_rate == pytest.approx(16.0)
 
 
 def test_state_dict_mirrors_asteroid_keys() -> None:
@@ -119,9 +122,13 @@ def test_multichannel_encoder_mixes_microphones() -> None:
         ConvTasNetConfig(input_channels=0)
 
 
-def test_multichannel_encoder_streaming_equals_offline() -> None:
+@pytest.mark.parametrize("lookahead_frames", [0, 2])
+def test_multichannel_encoder_streaming_equals_offline(lookahead_frames: int) -> None:
     torch.manual_seed(1)
-    model = build_model("conv_tasnet", "tiny", n_src=2, input_channels=3, causal=True, norm_type="cLN").eval()
+    model = build_model(
+        "conv_tasnet", "tiny", n_src=2, input_channels=3, causal=True, norm_type="cLN",
+        lookahead_frames=lookahead_frames,
+    ).eval()
     x = torch.randn(1, 3, 1000)
     state = model.initial_state(1)
     assert state[0].shape == (1, 3, model.config.kernel_size - model.config.stride)  # [B, M, L - stride]
@@ -178,10 +185,12 @@ def test_causal_model_ignores_the_future() -> None:
     assert not torch.allclose(before[..., 1200:], after[..., 1200:])
 
 
-@pytest.mark.parametrize("norm_type", ["cLN", "chanLN"])
-def test_streaming_equals_offline(norm_type: str) -> None:
+@pytest.mark.parametrize(("norm_type", "lookahead_frames"), [("cLN", 0), ("chanLN", 0), ("cLN", 3)])
+def test_streaming_equals_offline(norm_type: str, lookahead_frames: int) -> None:
     torch.manual_seed(2)
-    model = build_model("conv_tasnet", "tiny", causal=True, norm_type=norm_type).eval()
+    model = build_model(
+        "conv_tasnet", "tiny", causal=True, norm_type=norm_type, lookahead_frames=lookahead_frames
+    ).eval()
     length = 4000  # 0.5 s at 8 kHz
     x = torch.randn(2, 1, length)
     block = model.block_size
@@ -204,8 +213,32 @@ def test_streaming_equals_offline(norm_type: str) -> None:
             outputs.append(output)
     streamed = torch.cat(outputs, dim=-1)[..., :length]
     delay = model.stream_delay
-    assert delay == framing.stream_delay(16, 8)
+    assert delay == framing.stream_delay(16, 8) + 8 * lookahead_frames
     torch.testing.assert_close(streamed[..., delay:], offline[..., : length - delay], atol=1e-5, rtol=1e-5)
+
+
+def test_lookahead_sees_exactly_its_frames_ahead() -> None:
+    torch.manual_seed(1)
+    model = build_model("conv_tasnet", "tiny", causal=True, norm_type="cLN", lookahead_frames=4).eval()
+    assert model.stream_delay == 8 + 4 * 8 and model.algorithmic_latency == 16 + 32
+    assert model.state_names()[-2] == "lookahead_frames"
+    assert model.initial_state(2)[-2].shape == (2, 16, 4)  # [B, N, lookahead_frames]
+    x = torch.randn(1, 1, 2000)
+    changed = x.clone()
+    changed[..., 1200:] = torch.randn(1, 1, 800)
+    with torch.no_grad():
+        before, after = model(x), model(changed)
+        causal = build_model("conv_tasnet", "tiny", causal=True, norm_type="cLN").eval()
+        causal.load_state_dict(model.state_dict())  # same weights and keys, no lookahead
+        plain = causal(x)
+    # the output reaches stream_delay = 8 + 4 * 8 samples into the future and no further
+    torch.testing.assert_close(before[..., :1160], after[..., :1160], atol=1e-6, rtol=0)
+    assert not torch.allclose(before[..., 1160:1168], after[..., 1160:1168])
+    assert not torch.allclose(plain, before)  # the masks come from 4 frames later
+    with pytest.raises(ConfigError, match="causal"):
+        ConvTasNetConfig(lookahead_frames=2)
+    with pytest.raises(ConfigError, match="lookahead_frames"):
+        ConvTasNetConfig(causal=True, norm_type="cLN", lookahead_frames=-1)
 
 
 def test_state_names_and_shapes() -> None:

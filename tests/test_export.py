@@ -113,6 +113,22 @@ def test_conv_tasnet_streaming_export_and_hops_per_step(tmp_path):
     np.testing.assert_allclose(StreamModel(one.onnx_path).process(x)[:, delay:], offline[:, :-delay], atol=1e-4)
 
 
+def test_conv_tasnet_lookahead_export(tmp_path):
+    """Mask lookahead: one more state buffer and a longer delay; ONNX Runtime equals PyTorch offline."""
+    torch.manual_seed(0)
+    model = build_model("conv_tasnet", "tiny", n_src=1, causal=True, norm_type="cLN", lookahead_frames=3).eval()
+    result = export_onnx(model, tmp_path / "la.onnx", hops_per_step=2, verify_steps=6)
+    assert read_onnx_metadata(result.onnx_path)["algorithmic_latency"] == 2 * 8 + 8 + 3 * 8
+    from realtime.model import StreamModel
+
+    x = np.random.default_rng(0).standard_normal((1, 800)).astype(np.float32)
+    streamed = StreamModel(result.onnx_path).process(x)  # [1, 800]
+    with torch.no_grad():
+        offline = model(torch.from_numpy(x)[None]).numpy().reshape(1, -1)  # [1, T]
+    delay = model.stream_delay
+    np.testing.assert_allclose(streamed[:, delay:], offline[:, :-delay], atol=1e-4)
+
+
 def test_multichannel_conv_tasnet_export(tmp_path):
     """A 3-microphone encoder exports with [1, 3, block] input; ONNX Runtime equals PyTorch offline."""
     torch.manual_seed(0)

@@ -56,6 +56,9 @@ class ConvTasNetConfig:
     causal: bool = False
     sample_rate: int = 8000
     input_channels: int = 1  # [M] microphones mixed by the encoder (1: every input channel on its own)
+    # causal only: the mask of encoder frame f is estimated from frames <= f + lookahead_frames,
+    # adding lookahead_frames * stride samples of algorithmic latency (0: the paper's causal model)
+    lookahead_frames: int = 0
 
     def __post_init__(self) -> None:
         positive = ("n_filters", "kernel_size", "stride", "bn_chan", "hid_chan", "conv_kernel_size",
@@ -65,6 +68,10 @@ class ConvTasNetConfig:
                 raise ConfigError(f"ConvTasNetConfig.{name} must be positive, got {getattr(self, name)}")
         if self.skip_chan < 0:
             raise ConfigError(f"ConvTasNetConfig.skip_chan must be >= 0, got {self.skip_chan}")
+        if self.lookahead_frames < 0:
+            raise ConfigError(f"ConvTasNetConfig.lookahead_frames must be >= 0, got {self.lookahead_frames}")
+        if self.lookahead_frames and not self.causal:
+            raise ConfigError("lookahead_frames applies to a causal Conv-TasNet only (causal=True)")
         if self.stride > self.kernel_size:
             raise ConfigError(f"stride {self.stride} must not exceed kernel_size {self.kernel_size}")
         if self.mask_act not in MASK_ACTIVATIONS:
@@ -209,7 +216,9 @@ class ConvTasNet(SpeechModel):
 
     Causal configurations (``causal=True`` with ``cLN`` or ``chanLN``) stream one encoder hop
     (``stride`` samples, or any whole number of hops) per :meth:`forward_step`, with an
-    algorithmic latency of ``kernel_size`` samples.
+    algorithmic latency of ``kernel_size`` samples, plus ``lookahead_frames * stride`` when the
+    mask estimator may look ahead (the mask of frame ``f`` is then read off the causal TCN at frame
+    ``f + lookahead_frames`` and the encoded frames wait in a buffer until their mask is ready).
     """
 
     name = "conv_tasnet"
@@ -235,6 +244,12 @@ class ConvTasNet(SpeechModel):
             "enhance_causal_16k": ConvTasNetConfig(
                 n_filters=256, kernel_size=64, stride=32, bn_chan=96, hid_chan=256, skip_chan=96,
                 n_blocks=8, n_repeats=2, n_src=1, causal=True, norm_type="cLN", sample_rate=16000,
+            ),
+            # the same network with 12 ms of lookahead for the masks: 16 ms algorithmic latency
+            "enhance_lookahead_16k": ConvTasNetConfig(
+                n_filters=256, kernel_size=64, stride=32, bn_chan=96, hid_chan=256, skip_chan=96,
+                n_blocks=8, n_repeats=2, n_src=1, causal=True, norm_type="cLN", sample_rate=16000,
+                lookahead_frames=6,
             ),
         }
     )
@@ -283,8 +298,12 @@ class ConvTasNet(SpeechModel):
 
     @property
     def stream_delay(self) -> int:
-        """``kernel_size - stride`` samples, from the causal framing."""
-        return framing.stream_delay(self.config.kernel_size, self.config.stride)
+        """``kernel_size - stride`` samples from the causal framing, plus the mask lookahead."""
+        return framing.stream_delay(self.config.kernel_size, self.config.stride) + self._lookahead_samples
+
+    @property
+    def _lookahead_samples(self) -> int:
+        return int(self.config.lookahead_frames) * int(self.config.stride)
 
     # ----------------------------------------------------------------- computation
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -292,17 +311,29 @@ class ConvTasNet(SpeechModel):
         if x.dim() != 3:
             raise ConfigError(f"ConvTasNet expects input [batch, channels, time], got shape {tuple(x.shape)}")
         batch, channels, length = x.shape
+        if self._lookahead_samples:
+            x = nn.functional.pad(x, (0, self._lookahead_samples))  # [B, C, T + lookahead]
         if self._multichannel:
             if channels != self.num_input_channels:
                 raise ConfigError(f"{self.name} needs {self.num_input_channels}-channel input, got {channels}")
-            features = self.encoder(x)  # [B, M, T] -> [B, N, F]
-            masks = self.masker(features)  # [B, S, N, F]
+            masks, features = self._lookahead_masks(self.encoder(x))  # [B, S, N, F], [B, N, F]
             return self.decoder(masks * features[:, None], length)[:, :, None]  # [B, S, T] -> [B, S, 1, T]
-        features = self.encoder(x.reshape(batch * channels, length))  # [B*C, N, F]
-        masks = self.masker(features)  # [B*C, S, N, F]
+        features = self.encoder(x.reshape(batch * channels, x.shape[-1]))  # [B*C, N, F + lookahead_frames]
+        masks, features = self._lookahead_masks(features)  # [B*C, S, N, F], [B*C, N, F]
         separated = self.decoder(masks * features[:, None], length)  # [B*C, S, T]
         separated = separated.reshape(batch, channels, self.num_sources, length)  # [B, C, S, T]
         return separated.transpose(1, 2)  # [B, S, C, T]
+
+    def _lookahead_masks(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[B, N, F + D]`` -> the masks ``[B, S, N, F]`` of the first F frames and those frames.
+
+        ``D = lookahead_frames``: frame f's mask is the causal TCN's output at frame ``f + D``.
+        """
+        masks = self.masker(features)  # [B, S, N, F + D]
+        lookahead = int(self.config.lookahead_frames)
+        if not lookahead:
+            return masks, features
+        return masks[..., lookahead:], features[..., :-lookahead]  # [B, S, N, F], [B, N, F]
 
     def _state_specs(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
         if not self.supports_streaming:
@@ -312,6 +343,10 @@ class ConvTasNet(SpeechModel):
         return [
             ("encoder_buffer", framing.analysis_state_shape(encoder_leading, window, hop)),
             *self.masker.state_specs(batch_size),
+            *(
+                [("lookahead_frames", (batch_size, self.config.n_filters, self.config.lookahead_frames))]
+                if self.config.lookahead_frames else []
+            ),
             ("decoder_overlap", framing.synthesis_state_shape((batch_size, self.num_sources), window, hop)),
         ]
 
@@ -357,6 +392,10 @@ class ConvTasNet(SpeechModel):
         features, encoder_state = self.encoder.forward_step(encoder_input, next(states))  # [B*C, N, k]
         new_states.append(encoder_state)
         masks = self.masker.forward_step(features, states, new_states)  # [B*C, S, N, k]
+        if self.config.lookahead_frames:
+            waiting = torch.cat([next(states), features], dim=-1)  # [B*C, N, D + k]
+            features = waiting[..., :hop // self.block_size]  # [B*C, N, k]: the frames whose masks are ready
+            new_states.append(waiting[..., hop // self.block_size:])  # [B*C, N, D]
         block, decoder_state = self.decoder.forward_step(masks * features[:, None], next(states))  # [B*C, S, k*stride]
         new_states.append(decoder_state)
         block = block.reshape(batch, channels, self.num_sources, hop)  # [B, C, S, hop]
