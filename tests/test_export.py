@@ -93,6 +93,19 @@ def test_refuses_to_overwrite_and_non_streaming(tmp_path):
         export_onnx(model, tmp_path / "m2.onnx", hops_per_step=0)
 
 
+def _assert_onnx_stream_equals_offline(model, onnx_path, channels: int = 1) -> np.ndarray:
+    """ONNX Runtime block by block on 800 random samples == PyTorch offline, delayed by stream_delay."""
+    from realtime.model import StreamModel
+
+    x = np.random.default_rng(0).standard_normal((channels, 800)).astype(np.float32)
+    streamed = StreamModel(onnx_path).process(x)  # [1, 800]
+    with torch.no_grad():
+        offline = model(torch.from_numpy(x)[None]).numpy().reshape(1, -1)  # [1, T]
+    delay = model.stream_delay
+    np.testing.assert_allclose(streamed[:, delay:], offline[:, :-delay], atol=1e-4)
+    return streamed
+
+
 def test_conv_tasnet_streaming_export_and_hops_per_step(tmp_path):
     model = _causal_conv_tasnet()
     one = export_onnx(model, tmp_path / "ct1.onnx", verify_steps=6)
@@ -101,16 +114,8 @@ def test_conv_tasnet_streaming_export_and_hops_per_step(tmp_path):
     assert meta_one["algorithmic_latency"] == model.algorithmic_latency
     assert meta_two["block_size"] == 2 * model.block_size
     assert meta_two["algorithmic_latency"] == 2 * model.block_size + model.stream_delay
-    from realtime.model import StreamModel
-
-    x = np.random.default_rng(0).standard_normal((1, 800)).astype(np.float32)
-    np.testing.assert_allclose(
-        StreamModel(one.onnx_path).process(x), StreamModel(two.onnx_path).process(x), atol=1e-5
-    )
-    with torch.no_grad():
-        offline = model(torch.from_numpy(x)[None]).numpy().reshape(1, -1)  # [1, T]
-    delay = model.stream_delay
-    np.testing.assert_allclose(StreamModel(one.onnx_path).process(x)[:, delay:], offline[:, :-delay], atol=1e-4)
+    streamed_one = _assert_onnx_stream_equals_offline(model, one.onnx_path)
+    np.testing.assert_allclose(streamed_one, _assert_onnx_stream_equals_offline(model, two.onnx_path), atol=1e-5)
 
 
 def test_conv_tasnet_lookahead_export(tmp_path):
@@ -119,14 +124,7 @@ def test_conv_tasnet_lookahead_export(tmp_path):
     model = build_model("conv_tasnet", "tiny", n_src=1, causal=True, norm_type="cLN", lookahead_frames=3).eval()
     result = export_onnx(model, tmp_path / "la.onnx", hops_per_step=2, verify_steps=6)
     assert read_onnx_metadata(result.onnx_path)["algorithmic_latency"] == 2 * 8 + 8 + 3 * 8
-    from realtime.model import StreamModel
-
-    x = np.random.default_rng(0).standard_normal((1, 800)).astype(np.float32)
-    streamed = StreamModel(result.onnx_path).process(x)  # [1, 800]
-    with torch.no_grad():
-        offline = model(torch.from_numpy(x)[None]).numpy().reshape(1, -1)  # [1, T]
-    delay = model.stream_delay
-    np.testing.assert_allclose(streamed[:, delay:], offline[:, :-delay], atol=1e-4)
+    _assert_onnx_stream_equals_offline(model, result.onnx_path)
 
 
 def test_multichannel_conv_tasnet_export(tmp_path):
@@ -135,14 +133,7 @@ def test_multichannel_conv_tasnet_export(tmp_path):
     model = build_model("conv_tasnet", "tiny", n_src=1, input_channels=3, causal=True, norm_type="cLN").eval()
     result = export_onnx(model, tmp_path / "mc.onnx", verify_steps=6)
     assert read_onnx_metadata(result.onnx_path)["num_input_channels"] == 3
-    from realtime.model import StreamModel
-
-    x = np.random.default_rng(0).standard_normal((3, 800)).astype(np.float32)
-    streamed = StreamModel(result.onnx_path).process(x)  # [1, 800]
-    with torch.no_grad():
-        offline = model(torch.from_numpy(x)[None]).numpy().reshape(1, -1)  # [1, T]
-    delay = model.stream_delay
-    np.testing.assert_allclose(streamed[:, delay:], offline[:, :-delay], atol=1e-4)
+    _assert_onnx_stream_equals_offline(model, result.onnx_path, channels=3)
 
 
 def test_cli_export(tmp_path, capsys):
