@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "realtime.json"
 DATA = ROOT.parent / "shared" / "data" / "speech_commands"
 DEFAULT_MODELS = (
+    "conv_tasnet:enhance_lookahead_16k",
     "conv_tasnet:enhance_causal_16k",
     "conv_tasnet:enhance_causal_16k@4",
     "conv_tasnet:paper_causal",

@@ -50,7 +50,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from speechkit._files import temporary_sibling
+from speechkit._files import publish, temporary_sibling
 from speechkit.errors import ConfigError
 from speechkit.models import build_model
 from speechkit.models.base import SpeechModel
@@ -480,7 +480,7 @@ def atomic_torch_save(state: Mapping[str, Any], path: Path) -> None:
     tmp_name = temporary_sibling(path)
     try:
         torch.save(dict(state), tmp_name)
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

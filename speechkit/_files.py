@@ -24,3 +24,13 @@ def temporary_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> str:
     os.close(descriptor)
     os.chmod(name, _default_file_mode())
     return name
+
+
+def publish(tmp_name: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give the finished temporary file a normal new file's permissions, then rename it to ``path``.
+
+    The mode is set again here because some writers replace the temporary file with one of their
+    own (safetensors' ``save_file`` leaves mode ``0o600``).
+    """
+    os.chmod(tmp_name, _default_file_mode())
+    os.replace(tmp_name, path)

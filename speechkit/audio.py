@@ -24,7 +24,7 @@ from types import MappingProxyType, TracebackType
 
 import numpy as np
 
-from ._files import temporary_sibling
+from ._files import publish, temporary_sibling
 from .errors import AudioError, ConfigError, OutputExistsError
 
 #: extensions searched for when a folder is given as input
@@ -350,7 +350,7 @@ class AtomicAudioWriter:
             self._handle = None
             if self.path.exists() and not self.force:  # appeared while we were working
                 raise OutputExistsError(f"{self.path} exists; pass force=True / --force to overwrite it")
-            os.replace(self._tmp_name, self.path)
+            publish(self._tmp_name, self.path)
             self._tmp_name = None
         except OSError as error:
             raise AudioError(f"cannot move the result to {self.path}: {error.strerror or error}") from error

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ._files import temporary_sibling
+from ._files import publish, temporary_sibling
 from ._version import __version__
 from .errors import CheckpointError, ConfigError
 from .models import config_from_dict, config_to_dict, get_model_class
@@ -69,7 +69,7 @@ def save_checkpoint(
     tmp_name = temporary_sibling(path)
     try:
         save_file(tensors, tmp_name, metadata=metadata)
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._files import temporary_sibling
+from ._files import publish, temporary_sibling
 from ._optional import require
 from ._version import __version__
 from .errors import OutputExistsError, SpeechkitError
@@ -283,7 +283,7 @@ def export_onnx(
         proto.producer_version = __version__
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp_name)
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

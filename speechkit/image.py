@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import temporary_sibling
+from ._files import publish, temporary_sibling
 from .errors import AudioError
 
 #: colour map anchors (dark blue -> purple -> orange -> light yellow), RGB in 0..255
@@ -102,7 +102,7 @@ def write_spectrogram_png(
     try:
         with open(tmp_name, "wb") as handle:
             handle.write(encode_png(image))
-        os.replace(tmp_name, path)
+        publish(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)

@@ -58,5 +58,10 @@ def test_atomic_outputs_get_normal_file_permissions(tmp_path) -> None:
         wav = tmp_path / "audio.wav"
         write_audio(wav, np.zeros((1, 160), np.float32), 16000)
         assert stat.S_IMODE(os.stat(wav).st_mode) == 0o644
+        from speechkit.checkpoint import save_checkpoint
+        from speechkit.models import build_model
+
+        checkpoint = save_checkpoint(build_model("conv_tasnet", "tiny"), tmp_path / "tiny.safetensors")
+        assert stat.S_IMODE(os.stat(checkpoint).st_mode) == 0o644  # safetensors itself writes 0o600
     finally:
         os.umask(previous)
