@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 import torch
 
@@ -139,7 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     torch.set_num_threads(1)
-    np.random.seed(0)
     result = run(args.test_set, args.model, args.pesq)
     summary = summarize(result)
     report = {

@@ -16,21 +16,20 @@ def _default_file_mode() -> int:
 def temporary_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> str:
     """Create an empty temporary file next to ``path`` and return its name.
 
-    Unlike a bare :func:`tempfile.mkstemp` file (mode ``0o600``), it gets the permissions a normal
-    new file would get, so the output it is renamed to is readable like any other file.
+    It stays private (``0o600``) while it is written; :func:`publish` gives it normal permissions
+    when it becomes the output.
     """
     target = Path(path)
     descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(descriptor)
-    os.chmod(name, _default_file_mode())
     return name
 
 
 def publish(tmp_name: str | os.PathLike, path: str | os.PathLike) -> None:
     """Give the finished temporary file a normal new file's permissions, then rename it to ``path``.
 
-    The mode is set again here because some writers replace the temporary file with one of their
-    own (safetensors' ``save_file`` leaves mode ``0o600``).
+    The mode is set here, on the finished file, because some writers replace the temporary file
+    with one of their own (safetensors' ``save_file`` leaves mode ``0o600``).
     """
     os.chmod(tmp_name, _default_file_mode())
     os.replace(tmp_name, path)
