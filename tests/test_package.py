@@ -66,3 +66,15 @@ def test_atomic_outputs_get_normal_file_permissions(tmp_path) -> None:
         assert stat.S_IMODE(os.stat(checkpoint).st_mode) == 0o644  # safetensors itself writes 0o600
     finally:
         os.umask(previous)
+
+
+def test_python_dash_m_speechkit_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "speechkit", "--version"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip().startswith("speechkit ")
+    bad = subprocess.run([sys.executable, "-m", "speechkit", "no-such-command"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2
+    code = "import sys, speechkit; print('speechkit.cli' in sys.modules, 'speechkit.__main__' in sys.modules)"
+    light = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert light.stdout.split() == ["False", "False"]
