@@ -44,6 +44,8 @@ from .errors import AudioError, CheckpointError, ConfigError
 from .inference import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_OVERLAP_SECONDS,
+    ENHANCE_CHANNELS,
+    SEPARATE_CHANNELS,
     EchoPipeline,
     Pipeline,
     mix_back_gain,
@@ -167,7 +169,7 @@ class Processor:
         self,
         audio: np.ndarray | torch.Tensor,
         sample_rate: int,
-        channels: str = "separate",
+        channels: str = ENHANCE_CHANNELS,
         repair_nonfinite: bool = False,
     ) -> np.ndarray | torch.Tensor:
         """Enhance ``audio`` (``[T]`` or ``[C, T]``) at ``sample_rate``; returns ``[C, T]`` at that rate.
@@ -182,10 +184,15 @@ class Processor:
         self,
         audio: np.ndarray | torch.Tensor,
         sample_rate: int,
-        channels: str = "separate",
+        channels: str = SEPARATE_CHANNELS,
         repair_nonfinite: bool = False,
     ) -> np.ndarray | torch.Tensor:
-        """Separate ``audio`` (``[T]`` or ``[C, T]``); returns ``[S, C, T]`` at ``sample_rate``."""
+        """Separate ``audio`` (``[T]`` or ``[C, T]``); returns ``[S, C, T]`` at ``sample_rate``.
+
+        ``channels="mix"`` (default, as ``speechkit separate``) averages the channels first and
+        returns one channel per source; ``"separate"`` separates every channel on its own (each
+        channel then has its own source order).
+        """
         self.check_action("separate")
         return self._process_array(audio, sample_rate, channels, repair_nonfinite)
 
@@ -215,7 +222,7 @@ class Processor:
         input: str | os.PathLike,
         output: str | os.PathLike,
         force: bool = False,
-        channels: str = "separate",
+        channels: str = ENHANCE_CHANNELS,
         repair_nonfinite: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> FileResult:
@@ -232,7 +239,7 @@ class Processor:
         input: str | os.PathLike,
         output_dir_or_pattern: str | os.PathLike,
         force: bool = False,
-        channels: str = "separate",
+        channels: str = SEPARATE_CHANNELS,
         repair_nonfinite: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> FileResult:
@@ -505,7 +512,7 @@ def enhance_file(
     output: str | os.PathLike,
     model: "str | os.PathLike | Processor | None" = None,
     force: bool = False,
-    channels: str = "separate",
+    channels: str = ENHANCE_CHANNELS,
     device: str = "cpu",
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     repair_nonfinite: bool = False,
@@ -536,7 +543,7 @@ def separate_file(
     output_dir_or_pattern: str | os.PathLike,
     model: "str | os.PathLike | Processor | None" = None,
     force: bool = False,
-    channels: str = "separate",
+    channels: str = SEPARATE_CHANNELS,
     device: str = "cpu",
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     repair_nonfinite: bool = False,
@@ -545,6 +552,8 @@ def separate_file(
     """Separate ``input`` into one file per source (``<dir>/<name>_s1.wav``... or a ``{source}`` pattern).
 
     Sources keep a consistent order across chunk boundaries (see :mod:`speechkit.inference`).
+    ``channels`` defaults to ``"mix"`` (as ``speechkit separate``): a multichannel file is averaged to
+    mono first and every output has one channel; ``"separate"`` separates each channel on its own.
     Other arguments as in :func:`enhance_file`; ``model`` must be a separation model (None: the bundled
     two-speaker separator, :data:`speechkit.pretrained.DEFAULT_SEPARATOR`).
     """

@@ -47,6 +47,12 @@ MIN_MODEL_INPUT = 1024
 #: above this many sources the permutation search is greedy instead of exhaustive
 MAX_EXHAUSTIVE_SOURCES = 6
 CHANNEL_MODES = ("separate", "mix")
+#: default channel handling of enhancement (API and CLI): every channel on its own
+ENHANCE_CHANNELS = "separate"
+#: default channel handling of separation (API and CLI): average the channels to mono first, since a
+#: multichannel mixture holds the same talkers on every channel and separating each channel on its
+#: own would give every channel its own, unrelated source order
+SEPARATE_CHANNELS = "mix"
 
 
 def select_device(device: str | torch.device = "cpu") -> torch.device:

@@ -51,8 +51,23 @@ def test_chunking_changes_little_for_a_causal_model(enhance_checkpoint):
 def test_separate_shapes(separation_checkpoint):
     processor = speechkit.load(separation_checkpoint)
     audio = speech_like(0.4, 16000, channels=2)
-    out = processor.separate(audio, 16000)
-    assert out.shape == (2, 2, audio.shape[1])
+    out = processor.separate(audio, 16000)  # default: channels averaged first, as the CLI
+    assert out.shape == (2, 1, audio.shape[1])
+    np.testing.assert_allclose(out, processor.separate(audio.mean(axis=0), 16000), atol=1e-6)
+    assert processor.separate(audio, 16000, channels="separate").shape == (2, 2, audio.shape[1])
+
+
+def test_separate_channels_default_is_the_same_in_the_api_and_the_cli(separation_checkpoint, noisy_wav, tmp_path):
+    from speechkit.cli import EXIT_OK, main
+
+    api = speechkit.separate_file(noisy_wav, tmp_path / "api", model=separation_checkpoint)
+    assert main(["separate", str(noisy_wav), "-o", str(tmp_path / "cli"), "--model", str(separation_checkpoint),
+                 "--no-progress"]) == EXIT_OK
+    for path in api.outputs:  # the stereo input is averaged to mono by both
+        from_api, _ = soundfile.read(str(path), always_2d=True)
+        from_cli, _ = soundfile.read(str(tmp_path / "cli" / path.name), always_2d=True)
+        assert from_api.shape[1] == 1
+        np.testing.assert_array_equal(from_api, from_cli)
 
 
 def test_wrong_task_is_refused(enhance_checkpoint, separation_checkpoint):

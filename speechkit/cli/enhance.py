@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 from ..audio import audio_files_under, default_output_name, names_an_audio_file
 from ..errors import SpeechkitError
-from ..inference import CHANNEL_MODES, DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+from ..inference import (
+    CHANNEL_MODES,
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_OVERLAP_SECONDS,
+    ENHANCE_CHANNELS,
+    SEPARATE_CHANNELS,
+)
 from . import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -39,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: <name>_enhanced.<ext> next to each input",
     )
     enhance.add_argument(
-        "--channels", choices=CHANNEL_MODES, default="separate",
-        help="process each channel on its own (separate) or average them to mono first (mix)",
+        "--channels", choices=CHANNEL_MODES, default=ENHANCE_CHANNELS,
+        help=f"process each channel on its own (separate) or average them to mono first (mix); "
+        f"default: {ENHANCE_CHANNELS}, as the Python API",
     )
     enhance.add_argument(
         "--attenuation-limit", type=float, default=None, metavar="DB",
@@ -62,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: <name>_s1.wav, ... next to each input",
     )
     separate.add_argument(
-        "--channels", choices=CHANNEL_MODES, default="mix",
-        help="average the channels to mono first (mix, default) or separate each channel (separate)",
+        "--channels", choices=CHANNEL_MODES, default=SEPARATE_CHANNELS,
+        help=f"average the channels to mono first (mix) or separate each channel on its own, each with "
+        f"its own source order (separate); default: {SEPARATE_CHANNELS}, as the Python API",
     )
     _add_common(separate)
     separate.set_defaults(func=run_separate)
