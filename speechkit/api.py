@@ -52,13 +52,14 @@ from .inference import (
     select_device,
 )
 from .models.base import SpeechModel
+from .pretrained import DEFAULT_ECHO_CANCELLER
 
 #: seconds of input read per block when processing files
 READ_BLOCK_SECONDS = 1.0
 #: more channels than this in a [C, T] array is taken as a transposed [T, C] array
 MAX_ARRAY_CHANNELS = 64
-#: bundled echo-cancellation model used when no model is given
-DEFAULT_AEC_MODEL = "complex_d3net_aec_16k"
+#: bundled echo-cancellation model used when no model is given, once it is bundled (not yet)
+DEFAULT_AEC_MODEL = DEFAULT_ECHO_CANCELLER
 #: default search range of the echo's bulk delay, in seconds
 DEFAULT_MAX_DELAY_SECONDS = 0.5
 #: default largest allowed length difference between microphone and reference, in seconds
@@ -572,22 +573,22 @@ def load_echo_canceller(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
 ) -> Processor:
-    """Load an echo-cancellation checkpoint (bundled name or path; None: :data:`DEFAULT_AEC_MODEL`).
+    """Load an echo-cancellation checkpoint (bundled name or path).
+
+    None loads the bundled :data:`DEFAULT_AEC_MODEL` once one is bundled; no echo canceller is
+    bundled yet, so for now pass a checkpoint trained with ``recipes/echo_cancellation``.
 
     Raises:
-        CheckpointError: the default model is not installed, or the file is not a checkpoint.
+        CheckpointError: no model given while none is bundled, or the file is not a checkpoint.
         ConfigError: the checkpoint holds a model that is not an echo canceller.
     """
-    from .pretrained import MODELS_DIR
+    from .pretrained import NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
 
-    if name_or_path is None and not (MODELS_DIR / f"{DEFAULT_AEC_MODEL}.safetensors").is_file():
-        raise CheckpointError(
-            f"the default echo-cancellation model {DEFAULT_AEC_MODEL!r} is not installed in this copy of "
-            "speechkit; pass --model PATH (model=PATH) to a trained complex_d3net_aec checkpoint"
-        )
-    processor = load(
-        DEFAULT_AEC_MODEL if name_or_path is None else name_or_path, device, chunk_seconds, overlap_seconds
-    )
+    if name_or_path is None:
+        name_or_path = bundled_echo_canceller()
+        if name_or_path is None:
+            raise CheckpointError(NO_BUNDLED_ECHO_CANCELLER)
+    processor = load(name_or_path, device, chunk_seconds, overlap_seconds)
     processor.check_action("cancel_echo")
     return processor
 
@@ -720,7 +721,7 @@ def cancel_echo_file(
         output: destination file (``.wav``, ``.flac``, ``.ogg``) or an existing directory
             (``<dir>/<mic name>_aec.<ext>``); written at the microphone's rate and length.
         model: bundled model name, checkpoint path, a Processor from :func:`load_echo_canceller`,
-            or None (:data:`DEFAULT_AEC_MODEL`).
+            or None (the bundled :data:`DEFAULT_AEC_MODEL`; none is bundled yet).
         force: overwrite an existing output.
         delay_seconds: impose the echo's bulk delay instead of estimating it (GCC-PHAT on the
             first minute of both files, up to ``max_delay_seconds``; 0 disables the alignment).

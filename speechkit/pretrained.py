@@ -23,6 +23,13 @@ DEFAULT_MODEL = "conv_tasnet_enhance_16k"
 DEFAULT_SEPARATOR = "conv_tasnet_separate_2spk_8k"
 #: the bundled model each action uses when none is named
 DEFAULT_MODELS = {"enhance": DEFAULT_MODEL, "separate": DEFAULT_SEPARATOR}
+#: bundled echo canceller ``aec`` uses when none is named, once its file exists in MODELS_DIR (none
+#: is bundled yet: until then ``aec`` needs ``--model``)
+DEFAULT_ECHO_CANCELLER = "complex_d3net_aec_16k"
+#: the one-line explanation while no echo canceller is bundled
+NO_BUNDLED_ECHO_CANCELLER = (
+    "no echo canceller is bundled yet; pass --model FILE.safetensors (train one with recipes/echo_cancellation)"
+)
 CHECKPOINT_SUFFIX = ".safetensors"
 #: checkpoint files of other toolkits that must be converted before use
 FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")
@@ -52,6 +59,12 @@ def bundled_models() -> list[BundledModel]:
         card = path.with_suffix(".md")
         found.append(BundledModel(path.stem, path, card if card.is_file() else None))
     return found
+
+
+def bundled_echo_canceller() -> Path | None:
+    """The bundled :data:`DEFAULT_ECHO_CANCELLER` checkpoint, or None while none is bundled."""
+    path = MODELS_DIR / f"{DEFAULT_ECHO_CANCELLER}{CHECKPOINT_SUFFIX}"
+    return path if path.is_file() else None
 
 
 def bundled_model_names() -> list[str]:

@@ -118,7 +118,31 @@ def test_missing_default_model_is_explained(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(speechkit.pretrained, "MODELS_DIR", tmp_path / "no_models")
     mic, ref = _pair(tmp_path, "x.wav")
     assert main(["aec", "--mic", str(mic), "--ref", str(ref), "-o", str(tmp_path / "o.wav")]) == EXIT_USAGE
-    assert "pass --model PATH" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no echo canceller is bundled yet; pass --model FILE.safetensors" in err
+    assert "recipes/echo_cancellation" in err and "complex_d3net_aec_16k" not in err
+    with pytest.raises(SystemExit):
+        main(["aec", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "no echo canceller is bundled yet" in help_text and "default: complex_d3net_aec_16k" not in help_text
+
+
+def test_a_bundled_echo_canceller_becomes_the_default(tmp_path: Path, aec_checkpoint: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import speechkit.pretrained
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / f"{speechkit.pretrained.DEFAULT_ECHO_CANCELLER}.safetensors").write_bytes(aec_checkpoint.read_bytes())
+    monkeypatch.setattr(speechkit.pretrained, "MODELS_DIR", models)
+    mic, ref = _pair(tmp_path, "x.wav")
+    assert main(["aec", "--mic", str(mic), "--ref", str(ref), "-o", str(tmp_path / "o.wav")]) == EXIT_OK
+    assert (tmp_path / "o.wav").is_file()
+    with pytest.raises(SystemExit):
+        main(["aec", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default: complex_d3net_aec_16k" in help_text and "bundled yet" not in help_text
 
 
 def test_cli_output_equals_the_api(tmp_path: Path, aec_checkpoint: Path, capsys: pytest.CaptureFixture) -> None:

@@ -26,11 +26,10 @@ from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS, audio_files_under, default_output_name, names_an_audio_file
 from ..errors import AudioError, SpeechkitError
+from ..pretrained import DEFAULT_ECHO_CANCELLER as DEFAULT_AEC_MODEL
+from ..pretrained import NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
 from . import EXIT_FAILED, EXIT_OK
 
-#: bundled echo-cancellation model named in the help (equal to speechkit.api.DEFAULT_AEC_MODEL;
-#: repeated so that building the parser does not import torch)
-DEFAULT_AEC_MODEL = "complex_d3net_aec_16k"
 #: default search range of the bulk delay, in milliseconds
 DEFAULT_MAX_DELAY_MS = 500.0
 #: default largest allowed length difference between microphone and reference, in seconds
@@ -39,12 +38,15 @@ DEFAULT_MAX_LENGTH_DIFFERENCE = 1.0
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``aec`` command."""
+    bundled = bundled_echo_canceller() is not None
+    model_note = f"default model: {DEFAULT_AEC_MODEL}" if bundled else NO_BUNDLED_ECHO_CANCELLER
     parser = subparsers.add_parser(
         "aec",
         help="cancel acoustic echo (and noise) in microphone recordings",
         description=(
             "Remove the far-end echo and noise from microphone recordings, given the far-end (loudspeaker) "
-            "reference. MIC and REF are two mono files, or two folders whose files are paired by relative path."
+            "reference. MIC and REF are two mono files, or two folders whose files are paired by relative path. "
+            f"Note: {model_note}."
         ),
     )
     parser.add_argument("--mic", required=True, metavar="MIC", help="microphone file or folder")
@@ -55,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--model", default=None, metavar="NAME|PATH",
-        help=f"bundled model name or complex_d3net_aec checkpoint path (default: {DEFAULT_AEC_MODEL})",
+        help=f"bundled model name or complex_d3net_aec checkpoint path (default: {DEFAULT_AEC_MODEL})"
+        if bundled else "complex_d3net_aec checkpoint path (needed: no echo canceller is bundled yet; "
+        "train one with recipes/echo_cancellation)",
     )
     parser.add_argument(
         "--max-delay-ms", type=float, default=DEFAULT_MAX_DELAY_MS,
