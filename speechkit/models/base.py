@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-
-TASKS = ("separation", "enhancement", "dereverberation", "multichannel_enhancement", "aec")
+from ..tasks import TASKS
+from .spec import InferenceSpec
 
 
 class SpeechModel(nn.Module):
@@ -106,6 +106,14 @@ class SpeechModel(nn.Module):
         if not self.supports_streaming:
             return None
         return self.block_size + self.stream_delay
+
+    @property
+    def inference_spec(self) -> InferenceSpec:
+        """How files and streams run through this model (:class:`~speechkit.models.spec.InferenceSpec`).
+
+        Default: ``"stream"`` for streaming models, ``"chunk"`` otherwise, deterministic, no options.
+        """
+        return InferenceSpec(mode="stream" if self.supports_streaming else "chunk")
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
