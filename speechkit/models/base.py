@@ -18,8 +18,9 @@ every state as an explicit input/output.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -27,7 +28,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..tasks import TASKS
-from .spec import InferenceSpec
+from .spec import InferenceSpec, StateSpec
 
 
 class SpeechModel(nn.Module):
@@ -124,13 +125,38 @@ class SpeechModel(nn.Module):
         """``x[B, C_in, T] -> y[B, S, C_out, T]``."""
         raise NotImplementedError
 
+    def state_specs(self, batch_size: int) -> list[StateSpec]:
+        """Name and shape of every streaming state tensor for ``batch_size`` streams, in step order.
+
+        The one declaration a streaming model makes about its state: :meth:`state_names`,
+        :meth:`initial_state` and the ONNX state inputs/outputs are derived from it.
+        """
+        raise ConfigError(f"{self.name} does not stream")
+
     def state_names(self) -> list[str]:
         """Names of the streaming state tensors, in the order of :meth:`initial_state`."""
-        raise NotImplementedError(f"{self.name} does not stream")
+        return [spec.name for spec in self.state_specs(1)]
 
     def initial_state(self, batch_size: int = 1) -> list[torch.Tensor]:
-        """Zero state for a new stream."""
-        raise NotImplementedError(f"{self.name} does not stream")
+        """Zero state for ``batch_size`` new streams (dtype and device of the model's parameters)."""
+        reference = next(itertools.chain(self.parameters(), self.buffers()), None)
+        dtype = reference.dtype if reference is not None else torch.get_default_dtype()
+        device = reference.device if reference is not None else None
+        return [torch.zeros(spec.shape, dtype=dtype, device=device) for spec in self.state_specs(batch_size)]
+
+    def read_state(self, state: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """Check that ``state`` holds :meth:`initial_state`'s tensor count; an iterator over them.
+
+        The one streaming style: ``forward_step`` takes the states with ``next()`` in the order of
+        :meth:`state_specs` and returns the new states in the same order.
+        """
+        count = self.__dict__.get("_state_count")
+        if count is None:
+            count = len(self.state_specs(1))
+            self.__dict__["_state_count"] = count
+        if len(state) != count:
+            raise ConfigError(f"forward_step needs the {count} state tensors of initial_state, got {len(state)}")
+        return iter(state)
 
     def forward_step(
         self, x_block: torch.Tensor, state: Sequence[torch.Tensor]

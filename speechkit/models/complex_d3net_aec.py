@@ -71,7 +71,7 @@ lag the reference by more than about a frame.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import MappingProxyType
 
 import torch
@@ -90,6 +90,7 @@ from ..nn.complex import (
 )
 from ..nn.d3net import D3Block
 from .base import SpeechModel
+from .spec import StateSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,23 +237,23 @@ class ComplexD3NetAEC(SpeechModel):
 
     # ----------------------------------------------------------------- computation
     def _network(
-        self, spec: torch.Tensor, states: Sequence[torch.Tensor]
+        self, spec: torch.Tensor, states: Iterable[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Spectra ``[B, 2, 2, F, N]`` after ``states`` (input history, D2 histories) -> near end, echo.
 
-        Returns the near-end and echo-estimate spectra ``[B, 1, 2, F, N]`` and the new states.
+        Takes exactly its states (:meth:`_network_state_shapes`) from ``states`` (an iterator may
+        hold more) and returns the near-end and echo-estimate spectra ``[B, 1, 2, F, N]`` and the
+        new states.
         """
-        states = list(states)
+        states = iter(states)
         features = compress_magnitude(spec, self.config.input_compression)  # [B, 2, 2, F, N]
-        padded = torch.cat([states[0], features], dim=-1)  # [B, 2, 2, F, ctx + N]
+        padded = torch.cat([next(states), features], dim=-1)  # [B, 2, 2, F, ctx + N]
         new_states = [padded[..., padded.shape[-1] - self.input_conv.time_context :]]  # [B, 2, 2, F, ctx]
         hidden = self.input_activation(self.input_norm(self.input_conv.forward_valid(padded)))  # [B, C, 2, F, N]
-        position = 1
         for block in self.d3_blocks:
-            count = block.num_histories
-            hidden, histories = block.forward_step(hidden, states[position : position + count])  # [B, C, 2, F, N]
+            histories = [next(states) for _ in range(block.num_histories)]
+            hidden, histories = block.forward_step(hidden, histories)  # [B, C, 2, F, N]
             new_states.extend(histories)
-            position += count
         config = self.config
         echo_mask = bounded_complex_mask(
             self.echo_mask_head.forward_valid(hidden), config.mask_kind, config.echo_mask_bound
@@ -327,25 +328,15 @@ class ComplexD3NetAEC(SpeechModel):
         return self.istft(torch.cat(pieces, dim=-1), length=length).unsqueeze(1)  # [B, 1, 1, T]
 
     # ----------------------------------------------------------------- streaming
-    def _state_specs(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
+    def state_specs(self, batch_size: int) -> list[StateSpec]:
+        """STFT buffer, input-conv and D2 histories, iSTFT overlap, in step order."""
         overlap = self.config.win_length - self.config.hop_length
-        return [
+        specs = [
             ("stft_buffer", (batch_size, 2, overlap)),
             *self._network_state_shapes(batch_size),
             ("istft_overlap", (batch_size, 1, overlap)),
         ]
-
-    def state_names(self) -> list[str]:
-        """Names of the streaming states, in the order of :meth:`initial_state`."""
-        return [name for name, _ in self._state_specs(1)]
-
-    def initial_state(self, batch_size: int = 1) -> list[torch.Tensor]:
-        """Zero states for ``batch_size`` streams."""
-        parameter = self.input_conv.weight
-        return [
-            torch.zeros(shape, device=parameter.device, dtype=parameter.dtype)
-            for _, shape in self._state_specs(batch_size)
-        ]
+        return [StateSpec(name, shape) for name, shape in specs]
 
     def forward_step(
         self, x_block: torch.Tensor, state: Sequence[torch.Tensor]
@@ -359,14 +350,14 @@ class ComplexD3NetAEC(SpeechModel):
         hop = self.block_size
         if x_block.shape[-1] % hop or x_block.shape[-1] == 0:
             raise ConfigError(f"forward_step needs a whole number of {hop}-sample hops, got {x_block.shape[-1]} samples")
-        state = list(state)
-        stft_state, frames = state[0], []
+        states = self.read_state(state)
+        stft_state, frames = next(states), []
         for start in range(0, x_block.shape[-1], hop):
             frame, stft_state = self.stft.forward_step(x_block[..., start : start + hop], stft_state)  # [B, 2, 2, F, 1]
             frames.append(frame)
         spec = frames[0] if len(frames) == 1 else torch.cat(frames, dim=-1)  # [B, 2, 2, F, k]
-        near_end, _, network_states = self._network(spec, state[1:-1])  # [B, 1, 2, F, k]
-        istft_state, blocks = state[-1], []
+        near_end, _, network_states = self._network(spec, states)  # [B, 1, 2, F, k]
+        istft_state, blocks = next(states), []
         for index in range(near_end.shape[-1]):
             block, istft_state = self.istft.forward_step(near_end[..., index : index + 1], istft_state)  # [B, 1, hop]
             blocks.append(block)

@@ -32,6 +32,7 @@ from ..frontend.filterbank import LearnedDecoder, LearnedEncoder
 from ..nn.conv import DilatedDepthwiseConv1d
 from ..nn.norms import CAUSAL_NORM_TYPES, NORM_TYPES, CumulativeLayerNorm, make_norm
 from .base import SpeechModel
+from .spec import StateSpec
 
 #: mask nonlinearities (softmax is taken across sources)
 MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "tanh", "linear")
@@ -259,7 +260,6 @@ class ConvTasNet(SpeechModel):
         self.encoder = LearnedEncoder(config.n_filters, config.kernel_size, config.stride, config.input_channels)
         self.masker = TDConvNet(config)
         self.decoder = LearnedDecoder(config.n_filters, config.kernel_size, config.stride)
-        self._num_states = len(self._state_specs(1)) if config.causal else 0
 
     # ----------------------------------------------------------------- description
     @property
@@ -335,12 +335,16 @@ class ConvTasNet(SpeechModel):
             return masks, features
         return masks[..., lookahead:], features[..., :-lookahead]  # [B, S, N, F], [B, N, F]
 
-    def _state_specs(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
+    def state_specs(self, batch_size: int) -> list[StateSpec]:
+        """Encoder buffer, masker states, lookahead frames and decoder overlap, in step order.
+
+        The channel-wise model keeps one state per channel: a C-channel stream needs ``batch_size * C``.
+        """
         if not self.supports_streaming:
             raise ConfigError("only a causal Conv-TasNet (causal=True) can stream")
         window, hop = self.config.kernel_size, self.config.stride
         encoder_leading = (batch_size, self.num_input_channels) if self._multichannel else (batch_size,)
-        return [
+        specs = [
             ("encoder_buffer", framing.analysis_state_shape(encoder_leading, window, hop)),
             *self.masker.state_specs(batch_size),
             *(
@@ -349,21 +353,7 @@ class ConvTasNet(SpeechModel):
             ),
             ("decoder_overlap", framing.synthesis_state_shape((batch_size, self.num_sources), window, hop)),
         ]
-
-    def state_names(self) -> list[str]:
-        """Names of the streaming states, in the order of :meth:`initial_state`."""
-        return [name for name, _ in self._state_specs(1)]
-
-    def initial_state(self, batch_size: int = 1) -> list[torch.Tensor]:
-        """Zero states for ``batch_size`` streams.
-
-        The channel-wise model keeps one state per channel: a C-channel stream needs ``batch_size * C``.
-        """
-        parameter = self.encoder.filterbank.filters()
-        return [
-            torch.zeros(shape, device=parameter.device, dtype=parameter.dtype)
-            for _, shape in self._state_specs(batch_size)
-        ]
+        return [StateSpec(name, shape) for name, shape in specs]
 
     def forward_step(
         self, x_block: torch.Tensor, state: Sequence[torch.Tensor]
@@ -376,11 +366,7 @@ class ConvTasNet(SpeechModel):
         batch, channels, hop = x_block.shape
         if hop % self.block_size:
             raise ConfigError(f"forward_step needs a multiple of {self.block_size} samples, got {hop}")
-        if len(state) != self._num_states:
-            raise ConfigError(
-                f"forward_step needs the {self._num_states} state tensors of initial_state, got {len(state)}"
-            )
-        states = iter(state)
+        states = self.read_state(state)
         new_states: list[torch.Tensor] = []
         if self._multichannel:
             if channels != self.num_input_channels:
