@@ -167,13 +167,14 @@ def bench_model(spec: str, seconds: float, torch_steps: int, workdir: Path, repe
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="ARCH:PRESET[@HOPS_PER_STEP]")
     parser.add_argument("--seconds", type=float, default=4.0, help="audio streamed through ONNX Runtime")
     parser.add_argument("--torch-steps", type=int, default=400, help="PyTorch eager steps timed")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per runtime; the best round of each is kept")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON output (default {RESULTS.relative_to(ROOT)})")
+    args = parser.parse_args(argv)
     rows, failures = [], {}
     with tempfile.TemporaryDirectory() as workdir:
         for spec in args.models:
@@ -210,9 +211,9 @@ def main() -> None:
         "failures": failures,
         "deepfilternet3": {"rtf": df_rtf, "note": df_note},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
