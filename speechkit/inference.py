@@ -28,24 +28,25 @@ on one thread (measured faster for these sequential calls, see :data:`STEP_THREA
 from __future__ import annotations
 
 import contextlib
-import itertools
-import math
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from .audio import StreamResampler, attenuation_limit_gain
+from .crossfade import (  # noqa: F401 (best_source_order, crossfade_windows, MAX_EXHAUSTIVE_SOURCES re-exported)
+    MAX_EXHAUSTIVE_SOURCES,
+    MIN_MODEL_INPUT,
+    CrossfadeJoiner,
+    best_source_order,
+    crossfade_windows,
+)
 from .errors import AudioError, ConfigError
 from .models.base import SpeechModel
 
 #: default chunk and overlap lengths in seconds (at the model rate)
 DEFAULT_CHUNK_SECONDS = 10.0
 DEFAULT_OVERLAP_SECONDS = 1.0
-#: chunks shorter than this many samples are zero-padded on the right before the model sees them
-MIN_MODEL_INPUT = 1024
-#: above this many sources the permutation search is greedy instead of exhaustive
-MAX_EXHAUSTIVE_SOURCES = 6
 CHANNEL_MODES = ("separate", "mix")
 #: default channel handling of enhancement (API and CLI): every channel on its own
 ENHANCE_CHANNELS = "separate"
@@ -78,44 +79,6 @@ def select_device(device: str | torch.device = "cpu") -> torch.device:
     elif selected.type != "cpu":
         raise ConfigError(f"device type {selected.type!r} is not supported (use cpu or cuda)")
     return selected
-
-
-def crossfade_windows(length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Raised-cosine fade-in and fade-out of ``length`` samples that sum to exactly one."""
-    position = (np.arange(length, dtype=np.float64) + 0.5) / max(length, 1)
-    fade_in = np.sin(0.5 * math.pi * position) ** 2
-    return fade_in.astype(np.float32), (1.0 - fade_in).astype(np.float32)
-
-
-def best_source_order(reference: np.ndarray, candidate: np.ndarray) -> tuple[int, ...]:
-    """The permutation of ``candidate``'s sources that best matches ``reference``.
-
-    Args:
-        reference: previous chunk's overlap ``[S, C, O]``.
-        candidate: current chunk's overlap ``[S, C, O]``.
-
-    Returns:
-        ``order`` such that ``candidate[list(order)]`` lines up with ``reference`` (maximum summed
-        normalised correlation; exhaustive for up to :data:`MAX_EXHAUSTIVE_SOURCES` sources).
-    """
-    num_sources = reference.shape[0]
-    ref = reference.reshape(num_sources, -1).astype(np.float64)  # [S, C, O] -> [S, C*O]
-    cand = candidate.reshape(num_sources, -1).astype(np.float64)  # [S, C, O] -> [S, C*O]
-    norms = np.linalg.norm(ref, axis=1)[:, None] * np.linalg.norm(cand, axis=1)[None, :] + 1e-12
-    similarity = (ref @ cand.T) / norms  # [S, S]
-    if num_sources <= MAX_EXHAUSTIVE_SOURCES:
-        return max(
-            itertools.permutations(range(num_sources)),
-            key=lambda order: sum(similarity[index, source] for index, source in enumerate(order)),
-        )
-    order = [-1] * num_sources
-    taken: set[int] = set()
-    for flat in np.argsort(-similarity, axis=None):
-        row, column = divmod(int(flat), num_sources)
-        if order[row] < 0 and column not in taken:
-            order[row] = column
-            taken.add(column)
-    return tuple(order)
 
 
 def _zero_nonfinite(output: np.ndarray) -> tuple[np.ndarray, int]:
@@ -162,11 +125,9 @@ class ChunkedRunner:
         self.output_channels = len(self.channel_groups) * int(model.num_output_channels)
         self.nonfinite_outputs = 0
         self.chunks_processed = 0
-        self.permutations_applied = 0
         self._num_input_channels = sum(len(group) for group in self.channel_groups)
         self._buffer = np.zeros((self._num_input_channels, 0), dtype=np.float32)
-        self._tail: np.ndarray | None = None
-        self._fade_in, self._fade_out = crossfade_windows(self.overlap_length)
+        self._joiner = CrossfadeJoiner(self.overlap_length, self.num_sources, align_sources)
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """Add input ``[C, n]``; returns the output ``[S, C_out, m]`` that is now final (m may be 0)."""
@@ -228,25 +189,21 @@ class ChunkedRunner:
         return np.concatenate(outputs, axis=1)  # G x [S, C_out, L] -> [S, G*C_out, L]
 
     def _join(self, chunk_output: np.ndarray, final: bool) -> np.ndarray:
-        """Cross-fade ``chunk_output`` onto the pending tail; keep the new tail unless ``final``."""
-        overlap = self.overlap_length
-        length = chunk_output.shape[-1]
-        if self._tail is None:
-            if final:
-                return chunk_output
-            self._tail = chunk_output[..., length - overlap :]
-            return chunk_output[..., : length - overlap]
-        if self.align_sources and self.num_sources > 1 and overlap > 0:
-            order = best_source_order(self._tail, chunk_output[..., :overlap])
-            if list(order) != list(range(self.num_sources)):
-                chunk_output = chunk_output[list(order)]  # reorder sources, same shape
-                self.permutations_applied += 1
-        blended = self._tail * self._fade_out + chunk_output[..., :overlap] * self._fade_in  # [S, C_out, O]
-        if final:
-            self._tail = None
-            return np.concatenate([blended, chunk_output[..., overlap:]], axis=-1)  # [S, C_out, L]
-        self._tail = chunk_output[..., length - overlap :]
-        return np.concatenate([blended, chunk_output[..., overlap : length - overlap]], axis=-1)  # [S, C_out, L - O]
+        """Cross-fade ``chunk_output`` onto the pending tail (see :class:`~speechkit.crossfade.CrossfadeJoiner`)."""
+        return self._joiner.join(chunk_output, final)
+
+    @property
+    def _tail(self) -> np.ndarray | None:
+        return self._joiner.tail
+
+    @_tail.setter
+    def _tail(self, value: np.ndarray | None) -> None:
+        self._joiner.tail = value
+
+    @property
+    def permutations_applied(self) -> int:
+        """Chunks whose sources were re-ordered to match the previous chunk."""
+        return self._joiner.permutations_applied
 
 
 #: torch threads during streaming steps (None: leave torch's setting). Measured on the 2-core
