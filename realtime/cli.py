@@ -26,8 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from the microphone or a file to the speaker or a file, and report latency and timing.",
     )
     parser.add_argument("--model", required=True, help="streaming .onnx file from 'speechkit export --streaming'")
-    parser.add_argument("--input", default="mic", help="'mic' or an audio file at the model's sample rate")
-    parser.add_argument("--output", default="speaker", help="'speaker' or an output audio file")
+    parser.add_argument("--input", default="mic",
+                        help="'mic' or an audio file (any rate: resampled to the model's, as enhance does)")
+    parser.add_argument("--output", default="speaker",
+                        help="'speaker' or an output audio file (at the input file's rate when --input is a file)")
     parser.add_argument("--ref", default=None, help="far-end audio file (echo-cancellation models)")
     parser.add_argument("--latency-ms", type=float, default=None, help="refuse configurations above this latency")
     parser.add_argument("--block", type=int, default=None, help="device block in samples (default: hops >= 128)")
@@ -63,7 +65,7 @@ def _print_live(engine: Engine) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``speechkit stream``."""
-    from .io import file_input, read_audio, write_audio
+    from .io import audio_file_info, file_input, read_audio, resample, write_audio
     from .model import StreamModel
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.cuda else None
@@ -126,7 +128,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(file=sys.stderr)
     if output is not None and not use_speaker:
-        write_audio(args.output, output, rate, overwrite=args.force)
+        output_rate = rate
+        if signal is not None and not use_mic:  # file to file: back at the input file's rate, as enhance writes
+            output_rate, frames = audio_file_info(args.input)
+            if output_rate != rate:  # the input file's length when the output is as long as the input
+                same_length = args.ref is None and output.shape[-1] == signal.shape[-1]
+                length = frames if same_length else round(output.shape[-1] * output_rate / rate)
+                output = resample(output, rate, output_rate, length)
+        write_audio(args.output, output, output_rate, overwrite=args.force)
     summary = engine.summary()
     if args.json:
         print(json.dumps(summary, indent=2))

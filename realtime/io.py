@@ -1,8 +1,10 @@
 """File sources and sinks, and the lazy import of sounddevice (microphone and speaker).
 
-A file source is read whole into memory and then delivered callback by callback, either paced on
-the clock (as a microphone would) or as fast as possible; a far-end file (echo cancellation)
-becomes the second input channel. A file sink writes the output stream with soundfile.
+A file source is read whole into memory, resampled to the model's rate if it is at another one
+(soxr, as ``speechkit enhance`` does), and then delivered callback by callback, either paced on the
+clock (as a microphone would) or as fast as possible; a far-end file (echo cancellation) becomes the
+second input channel. A file sink writes the output stream with soundfile (``speechkit stream``
+resamples a file-to-file result back to the input file's rate).
 """
 from __future__ import annotations
 
@@ -36,8 +38,39 @@ def _import_soundfile() -> Any:
     return soundfile
 
 
+def resample(signal: np.ndarray, rate: int, target_rate: int, length: int | None = None) -> np.ndarray:
+    """``signal [channels, T]`` at ``rate`` as ``[channels, T']`` float32 at ``target_rate`` (soxr HQ).
+
+    ``length`` cuts or zero-pads the result to exactly that many samples (default: soxr's length,
+    ``T * target_rate / rate`` rounded). Identity when the rates match.
+    """
+    if rate != target_rate and signal.shape[-1] > 0:
+        try:
+            import soxr
+        except ImportError as error:
+            raise RealtimeError("soxr is needed to resample audio files: pip install soxr") from error
+        signal = soxr.resample(np.ascontiguousarray(signal.T), rate, target_rate, quality="HQ").T  # [C, T']
+    signal = np.ascontiguousarray(signal, dtype=np.float32)
+    if length is not None and signal.shape[-1] != length:
+        fitted = np.zeros((signal.shape[0], length), dtype=np.float32)
+        kept = min(length, signal.shape[-1])
+        fitted[:, :kept] = signal[:, :kept]
+        signal = fitted
+    return signal
+
+
+def audio_file_info(path: str | os.PathLike) -> tuple[int, int]:
+    """``(sample rate, frames)`` of an audio file (to write a file-to-file result at the input's rate)."""
+    soundfile = _import_soundfile()
+    try:
+        info = soundfile.info(str(path))
+        return int(info.samplerate), int(info.frames)
+    except RuntimeError as error:
+        raise RealtimeError(f"{path} is not a readable audio file ({error})") from error
+
+
 def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """A file as ``[channels, T]`` float32, which must already be at ``sample_rate`` Hz."""
+    """A file as ``[channels, T]`` float32 at ``sample_rate`` Hz (resampled if the file is at another rate)."""
     soundfile = _import_soundfile()
     path = Path(path)
     if not path.is_file():
@@ -46,13 +79,9 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
         data, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [T, channels]
     except RuntimeError as error:  # soundfile.LibsndfileError derives from RuntimeError
         raise RealtimeError(f"{path} is not a readable audio file ({error})") from error
-    if file_rate != sample_rate:
-        raise RealtimeError(
-            f"{path} is at {file_rate} Hz but the model runs at {sample_rate} Hz; resample it first"
-        )
     if data.shape[0] == 0:
         raise RealtimeError(f"{path} is empty")
-    return np.ascontiguousarray(data.T)  # [channels, T]
+    return resample(data.T, int(file_rate), sample_rate)  # [channels, T] at sample_rate
 
 
 def file_input(

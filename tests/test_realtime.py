@@ -432,3 +432,24 @@ def test_attenuation_limit_adds_the_aligned_input_back(tmp_path, hop, delay, blo
     np.testing.assert_allclose(limited, 1.1 * x, atol=1e-6)  # + the input 20 dB down, sample-aligned
     with pytest.raises(SpeechkitError, match="attenuation limit"):
         Engine(model, block, attenuation_limit_db=-1.0)
+
+
+def test_file_at_another_rate_is_resampled_like_enhance(tiny_export, tmp_path):
+    """``stream --input`` accepts any rate: resampled to the model's (soxr) and written back at the file's rate."""
+    soundfile = pytest.importorskip("soundfile")
+    import soxr
+
+    from speechkit.cli import main as cli_main
+
+    _, path, _ = tiny_export
+    x = random_signal(5512)  # 0.25 s at 22.05 kHz; the model runs at 8 kHz
+    soundfile.write(tmp_path / "in.wav", x[0], 22050, subtype="FLOAT")
+    assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "in.wav"),
+                     "--output", str(tmp_path / "out.wav"), "--block", "24", "--quiet"]) == 0
+    y, rate = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert rate == 22050 and y.shape == (5512,)
+    at_model_rate = soxr.resample(x[0], 22050, 8000, quality="HQ").astype(np.float32)
+    offline = StreamModel(path).process(at_model_rate[None])[0]
+    expected = soxr.resample(np.concatenate([offline[8:], np.zeros(8, np.float32)]), 8000, 22050, quality="HQ")
+    # the last 8 model-rate samples (after the latency compensation) differ; soxr's filter spreads them
+    np.testing.assert_allclose(y[:5000], expected[:5000], atol=1e-5)
