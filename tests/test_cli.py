@@ -164,3 +164,12 @@ def test_enhance_attenuation_limit_option(capsys, enhance_checkpoint, noisy_wav,
                            "--attenuation-limit", "-3")
     assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1 and "attenuation limit" in err
     assert not (tmp_path / "b.wav").exists()
+
+
+def test_export_of_a_bare_architecture_names_the_arch_preset_form(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "export", "conv_tasnet", "-o", tmp_path / "x.onnx")
+    assert code == EXIT_USAGE and len(err.strip().splitlines()) == 1
+    assert "ARCH:PRESET" in err and "conv_tasnet:tiny" in err and "paper_causal" in err
+    code, _, err = run_cli(capsys, "export", "conv_tasnet:nope", "-o", tmp_path / "x.onnx")
+    assert code == EXIT_USAGE and "no preset 'nope'" in err and "ARCH:PRESET" in err and "tiny" in err
+    assert not (tmp_path / "x.onnx").exists()

@@ -42,11 +42,20 @@ def resolve_model(spec: str, preset: str | None = None):  # -> SpeechModel
 
     architecture, separator, spec_preset = spec.partition(":")
     chosen = spec_preset if separator else preset
-    if architecture in models.model_names() and chosen:
+    if architecture in models.model_names():
+        presets = ", ".join(sorted(models.get_model_class(architecture).presets))
+        if not chosen or chosen not in models.get_model_class(architecture).presets:
+            problem = f"has no preset {chosen!r}" if chosen else "is an architecture without trained weights"
+            raise ConfigError(
+                f"{architecture} {problem}: export an untrained build as ARCH:PRESET (e.g. {architecture}:tiny; "
+                f"presets: {presets}), or pass a checkpoint path or bundled model name"
+            )
         _LOG.warning("exporting an untrained %s (preset %s): its output is meaningless", architecture, chosen)
         return models.build_model(architecture, chosen).eval()
     if separator:
-        raise ConfigError(f"unknown architecture {architecture!r} (known: {', '.join(models.model_names())})")
+        raise ConfigError(
+            f"unknown architecture {architecture!r} in ARCH:PRESET (known: {', '.join(models.model_names())})"
+        )
     return load_checkpoint(resolve_checkpoint(spec))
 
 
