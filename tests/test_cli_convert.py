@@ -40,7 +40,8 @@ def _asteroid_file(path: Path, causal: bool = True, drop: str | None = None) -> 
         "causal": causal, "encoder_activation": None,
     }
     torch.save({"model_name": "ConvTasNet", "state_dict": state, "model_args": model_args,
-                "infos": {"software_versions": {"asteroid_version": "0.4.4"}}}, path)
+                "infos": {"software_versions": {"torch_version": torch.__version__,  # a TorchVersion, as asteroid
+                                                "asteroid_version": "0.4.4"}}}, path)
     return path
 
 
@@ -60,7 +61,10 @@ def test_convert_writes_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.Cap
     assert metadata["model"] == "conv_tasnet" and metadata["provenance"]["converted_from"] == "asteroid"
     assert metadata["provenance"]["source_file"] == "ConvTasNet.pth"
     model = load_checkpoint(output)
-    package = torch.load(source, weights_only=True)
+    from torch.torch_version import TorchVersion
+
+    with torch.serialization.safe_globals([TorchVersion]):
+        package = torch.load(source, weights_only=True)
     assert torch.equal(model.state_dict()["encoder.filterbank._filters"],
                        package["state_dict"]["encoder.filterbank._filters"])
     assert torch.equal(model.state_dict()["masker.TCN.1.shared_block.3.weight"],

@@ -76,13 +76,19 @@ def _asteroid_state(args: dict[str, Any], seed: int = 0) -> dict[str, torch.Tens
 
 
 def _write(path: Path, args: dict[str, Any], state: dict[str, torch.Tensor]) -> Path:
+    """Save the package exactly as asteroid's recipes do: ``model.serialize()`` updated with the data infos.
+
+    ``serialize()`` stores ``torch.__version__`` itself, a ``torch.torch_version.TorchVersion``
+    object since torch 1.10, which a plain ``torch.load(weights_only=True)`` refuses.
+    """
     package = {
         "model_name": "ConvTasNet",
         "state_dict": state,
         "model_args": args,
-        "infos": {"software_versions": {"torch_version": "1.8.1", "asteroid_version": "0.4.4"},
-                  "job_conf": {"training": {"epochs": 200}}},
+        "infos": {"software_versions": {"torch_version": torch.__version__, "pytorch_lightning_version": "1.9.5",
+                                        "asteroid_version": "0.4.4"}},
     }
+    package.update({"dataset": "WHAM", "task": "sep_clean", "licenses": [{"title": "WHAM!", "license": "CC BY-NC 4.0"}]})
     torch.save(package, path)
     return path
 
@@ -206,6 +212,7 @@ def test_hugging_face_bin_and_saved_checkpoint(tmp_path: Path) -> None:
     assert provenance["converted_from"] == "asteroid"
     assert provenance["asteroid_model_args"]["norm_type"] == "cgLN"
     assert provenance["asteroid_infos"]["software_versions"]["asteroid_version"] == "0.4.4"
+    assert provenance["asteroid_infos"]["software_versions"]["torch_version"] == str(torch.__version__)
     loaded = load_checkpoint(out_path)
     x = torch.randn(1, 1, 480)
     with torch.no_grad():
@@ -235,7 +242,38 @@ def test_unsupported_configurations(tmp_path: Path, overrides: dict[str, Any], m
 
 def test_fb_name_class_spelling_accepted(tmp_path: Path) -> None:
     args = _asteroid_args(fb_name="FreeFB")
-    convert_asteroid_checkpoint(_write(tmp_path / "model.pth", args, _asteroid_state(args)))
+    state = _asteroid_state(args)
+    model = convert_asteroid_checkpoint(_write(tmp_path / "model.pth", args, state))
+    assert torch.equal(model.state_dict()["encoder.filterbank._filters"], state["encoder.filterbank._filters"])
+    assert model.config.n_filters == args["n_filters"] and model.num_sources == args["n_src"]
+
+
+def test_asteroid_serialize_layout_with_torch_version_object(tmp_path: Path) -> None:
+    """The TorchVersion that asteroid's serialize() stores is allowed, and only for this load."""
+    from torch.torch_version import TorchVersion
+
+    args = _asteroid_args()
+    path = _write(tmp_path / "best_model.pth", args, _asteroid_state(args))
+    with pytest.raises(Exception, match="TorchVersion"):  # what users hit before: a plain weights-only load fails
+        torch.load(path, weights_only=True)
+    assert isinstance(torch.__version__, TorchVersion)
+    out_path = tmp_path / "converted.safetensors"
+    model = convert_asteroid_checkpoint(path, out_path=out_path)
+    assert model.num_sources == 2
+    versions = read_metadata(out_path)["provenance"]["asteroid_infos"]["software_versions"]
+    assert versions["torch_version"] == str(torch.__version__) and versions["asteroid_version"] == "0.4.4"
+    with pytest.raises(Exception, match="TorchVersion"):  # the allowance did not leak out of the conversion
+        torch.load(path, weights_only=True)
+
+
+def test_refused_file_names_the_real_cause(tmp_path: Path) -> None:
+    package = {"model_name": "ConvTasNet", "state_dict": {}, "model_args": {}, "infos": {"when": Path("x")}}
+    torch.save(package, tmp_path / "other_object.pth")
+    with pytest.raises(CheckpointError) as raised:
+        convert_asteroid_checkpoint(tmp_path / "other_object.pth")
+    message = str(raised.value)
+    assert "weights_only" in message and "Unsupported global" in message and "PosixPath" in message
+    assert "\n" not in message and "can still be loaded" not in message
 
 
 def test_leftover_missing_and_misshaped_keys_are_listed(tmp_path: Path) -> None:

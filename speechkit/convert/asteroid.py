@@ -36,17 +36,44 @@ ASTEROID_NORMS: Mapping[str, str] = MappingProxyType({"gLN": "gLN", "cLN": "chan
 FREE_FILTERBANK_NAMES = ("free", "freefb")
 
 
+def _weights_only_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` that also accepts :class:`torch.torch_version.TorchVersion`.
+
+    asteroid's ``serialize()`` stores ``torch.__version__`` in ``infos["software_versions"]``; since
+    torch 1.10 that is a ``TorchVersion`` (a ``str`` subclass), which the weights-only unpickler
+    refuses by default. Exactly that class is allowed, only for this load (torch >= 2.5 has the
+    scoped ``safe_globals``; older versions load without it).
+    """
+    from torch.torch_version import TorchVersion
+
+    allow = getattr(torch.serialization, "safe_globals", None)
+    if allow is None:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with allow([TorchVersion]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_error_cause(error: Exception) -> str:
+    """The line of a torch.load error that says what went wrong (not torch's generic preamble)."""
+    text = str(error)
+    for line in text.splitlines():
+        if "WeightsUnpickler error:" in line:
+            cause = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return cause.split(" Please use ", 1)[0].split(" Check the documentation", 1)[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def read_asteroid_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load an asteroid checkpoint dict safely (``weights_only=True``) and check its layout."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"asteroid checkpoint {path} does not exist")
     try:
-        package = torch.load(path, map_location="cpu", weights_only=True)
+        package = _weights_only_load(path)
     except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, ...)
         raise CheckpointError(
-            f"{path} is not a torch checkpoint loadable with weights_only=True ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''})"
+            f"{path} is not a torch checkpoint loadable with weights_only=True ({_load_error_cause(error)})"
         ) from error
     if not isinstance(package, dict) or "state_dict" not in package or "model_args" not in package:
         raise CheckpointError(
