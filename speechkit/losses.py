@@ -123,6 +123,50 @@ def multi_resolution_stft_loss(
     return (total / len(resolutions)).reshape(leading)
 
 
+def complex_spectral_loss(
+    estimate: torch.Tensor,
+    reference: torch.Tensor,
+    n_fft: int = 512,
+    hop_length: int = 128,
+    magnitude_weight: float = 1.0,
+) -> torch.Tensor:
+    """L1 distance of STFTs: real part, imaginary part and magnitude, ``[..., T] -> [...]``.
+
+    ``mean|Re Y - Re X| + mean|Im Y - Im X| + magnitude_weight * mean||Y| - |X||`` over the bins of
+    a Hann-window STFT (``n_fft``, ``hop_length``); the spectral term of the complex spectral
+    mapping ("PCM"-style) loss of DeFTAN-II (Lee and Choi, IEEE/ACM TASLP 2024), which averages it
+    over the speech and the implied noise. Not scale-invariant.
+    """
+    _check_shapes(estimate, reference)
+    leading = estimate.shape[:-1]
+    estimate = estimate.reshape(-1, estimate.shape[-1])  # [..., T] -> [N, T]
+    reference = reference.expand_as(estimate.view(*leading, -1)).reshape(-1, reference.shape[-1])  # -> [N, T]
+    window = torch.hann_window(n_fft, device=estimate.device, dtype=estimate.dtype)
+    estimate_spectrum, reference_spectrum = (
+        torch.view_as_real(torch.stft(signal, n_fft, hop_length, window=window, return_complex=True))  # [N, F, frames, 2]
+        for signal in (estimate, reference)
+    )
+    distance = (estimate_spectrum - reference_spectrum).abs().flatten(1, 2).mean(dim=1).sum(dim=-1)  # [N]
+    if magnitude_weight:
+        magnitudes = [spectrum.pow(2).sum(dim=-1).add(EPS).sqrt() for spectrum in (estimate_spectrum, reference_spectrum)]
+        distance = distance + magnitude_weight * (magnitudes[0] - magnitudes[1]).abs().flatten(1).mean(dim=1)
+    return distance.reshape(leading)
+
+
+def score_matching_loss(score: torch.Tensor, std: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Denoising score matching with sigma^2 weighting, per example: ``[B, ...] -> [B]``.
+
+    ``mean |score * std + z|^2`` where ``x_t = mean(x_0, t) + std * z`` was the perturbed input and
+    ``score`` the model's estimate of the score of ``p(x_t)`` (Song et al., "Score-based generative
+    modeling through stochastic differential equations", ICLR 2021; as in SGMSE+, Richter et al.,
+    IEEE/ACM TASLP 2023). ``std`` is ``[B]`` or broadcastable to ``score``.
+    """
+    if std.dim() == 1 and score.dim() > 1:
+        std = std.reshape(-1, *([1] * (score.dim() - 1)))  # [B] -> [B, 1, ..., 1]
+    error = score * std + noise
+    return error.abs().pow(2).flatten(1).mean(dim=1)  # [B]
+
+
 def pairwise_losses(
     estimates: torch.Tensor,
     references: torch.Tensor,

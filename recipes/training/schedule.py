@@ -1,0 +1,116 @@
+"""Optimiser by name, learning-rate schedule (warm-up, cosine, plateau) and the weight EMA."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from speechkit.errors import ConfigError
+
+#: ``optim.name`` values and their classes
+OPTIMIZERS: Mapping[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+#: ``schedule.name`` values
+SCHEDULES = ("plateau", "cosine", "constant")
+
+
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], optim: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """The optimiser ``optim["name"]`` (``adam``/``adamw``) with ``lr``, ``betas`` and ``weight_decay``."""
+    name = str(optim.get("name", "adam")).lower()
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name must be one of {', '.join(OPTIMIZERS)}, not {name!r}")
+    return OPTIMIZERS[name](
+        parameters,
+        lr=float(optim["lr"]),
+        betas=tuple(float(beta) for beta in optim["betas"]),
+        weight_decay=float(optim["weight_decay"]),
+    )
+
+
+class LearningRateController:
+    """Warm-up, optional cosine decay, and halving on validation plateaus, in one resumable object.
+
+    ``lr(step) = base_lr * warmup(step) * cosine(step) * plateau_scale``, floored at ``min_lr``
+    once a plateau reduction happened. ``schedule["name"]``: ``"plateau"`` (the default: cosine
+    only with ``cosine: true``), ``"cosine"`` (warm-up then cosine decay, no plateau reduction) or
+    ``"constant"`` (warm-up then constant, no plateau reduction).
+    """
+
+    def __init__(self, base_lr: float, max_steps: int, schedule: Mapping[str, Any]) -> None:
+        name = schedule.get("name", "plateau")
+        if name not in SCHEDULES:
+            raise ConfigError(f"schedule.name must be one of {', '.join(SCHEDULES)}, not {name!r}")
+        self.base_lr = float(base_lr)
+        self.max_steps = int(max_steps)
+        self.warmup_steps = int(schedule["warmup_steps"])
+        self.cosine = bool(schedule["cosine"]) or name == "cosine"
+        self.min_lr_ratio = float(schedule["min_lr_ratio"])
+        self.plateau_factor = float(schedule["plateau_factor"]) if name == "plateau" else 1.0
+        self.plateau_patience = int(schedule["plateau_patience"])
+        self.min_lr = float(schedule["min_lr"])
+        self.plateau_scale = 1.0
+        self.best = -math.inf
+        self.bad_validations = 0
+
+    def lr(self, step: int) -> float:
+        """Learning rate for optimiser step number ``step`` (0-based)."""
+        factor = 1.0
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            factor = (step + 1) / self.warmup_steps
+        elif self.cosine:
+            span = max(1, self.max_steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            factor = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        lr = self.base_lr * factor * self.plateau_scale
+        return max(lr, self.min_lr) if self.plateau_scale < 1.0 else lr
+
+    def report_validation(self, score: float) -> bool:
+        """Record a validation score (higher is better); returns True when the lr was reduced."""
+        if score > self.best:
+            self.best = score
+            self.bad_validations = 0
+            return False
+        self.bad_validations += 1
+        if self.plateau_factor < 1.0 and self.bad_validations >= self.plateau_patience:
+            self.plateau_scale *= self.plateau_factor
+            self.bad_validations = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-value state for checkpoints."""
+        return {"plateau_scale": self.plateau_scale, "best": self.best, "bad_validations": self.bad_validations}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.plateau_scale = float(state["plateau_scale"])
+        self.best = float(state["best"])
+        self.bad_validations = int(state["bad_validations"])
+
+
+class ExponentialMovingAverage:
+    """EMA of a model's floating-point parameters and buffers: ``ema = decay * ema + (1 - decay) * w``."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.shadow = {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """Move the average towards the current weights of ``model``."""
+        for key, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[key].lerp_(value.detach(), 1.0 - self.decay)
+            else:
+                self.shadow[key].copy_(value)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The averaged tensors (a state dict of the model)."""
+        return self.shadow
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Restore averaged tensors."""
+        for key, value in state.items():
+            self.shadow[key].copy_(value)
