@@ -185,6 +185,79 @@ def fixed_minicorpus(
     return dataset
 
 
+def _realworld_config(sample_rate: int, segment_seconds: float, overrides: Mapping[str, Any] | None) -> Any:
+    from recipes.data.conditions import ConditionConfig
+    from recipes.data.datasets import ReverbConfig
+    from recipes.data.realworld import RealWorldConfig
+
+    values = dict(overrides or {})
+    conditions = ConditionConfig(**{key: tuple(value) if isinstance(value, list) else value
+                                    for key, value in dict(values.pop("conditions", {})).items()})
+    reverb = ReverbConfig(**{"probability": 0.3, "source": "both", "target": "early", **dict(values.pop("reverb", {}))})
+    values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+    return RealWorldConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
+                           reverb=reverb, conditions=conditions, **values)
+
+
+def realworld_enhancement(
+    corpus_root: str,
+    split: str = "train",
+    sample_rate: int = 16000,
+    segment_seconds: float = 3.0,
+    length: int = 10000,
+    seed: int = 0,
+    max_floor_db: float | None = -35.0,
+    floor_cache: str | None = None,
+    mixing: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Real sentences + real noise + real conditions (:mod:`recipes.data.realworld`) from a corpus cache.
+
+    ``mixing``: :class:`recipes.data.realworld.RealWorldConfig` fields (``conditions`` and
+    ``reverb`` as nested mappings).
+    """
+    from recipes.data.realworld import realworld_dataset
+
+    config = _realworld_config(sample_rate, segment_seconds, mixing)
+    return realworld_dataset(corpus_root, split, config, int(length), int(seed), max_floor_db, floor_cache)
+
+
+def fixed_realworld(
+    root: str,
+    corpus_root: str,
+    split: str = "validation",
+    count: int = 200,
+    sample_rate: int = 16000,
+    segment_seconds: float = 4.0,
+    seed: int | None = None,
+    limit: int | None = None,
+    max_floor_db: float | None = -35.0,
+    floor_cache: str | None = None,
+    mixing: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """A fixed real-world validation/test set in ``root``, built from the corpus cache if missing."""
+    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, FixedSetDataset, write_fixed_set
+
+    folder = Path(root)
+    if not (folder / "index.json").is_file():
+        if int(os.environ.get("RANK", "0")) == 0:
+            set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
+            dataset = realworld_enhancement(corpus_root, split, sample_rate, segment_seconds, int(count), set_seed,
+                                            max_floor_db, floor_cache, mixing)
+            source = {"generator": "RealWorldEnhancementDataset", "split": split, "seed": set_seed,
+                      "sample_rate": int(sample_rate), "segment_seconds": float(segment_seconds),
+                      "max_floor_db": max_floor_db, "mixing": dict(mixing or {})}
+            write_fixed_set(dataset, folder, int(sample_rate), int(count), source)
+        else:
+            while not (folder / "index.json").is_file():
+                time.sleep(1.0)
+    dataset = FixedSetDataset(folder)
+    if limit is not None and int(limit) < len(dataset):
+        subset = Subset(dataset, range(int(limit)))
+        subset.sample_rate = dataset.sample_rate  # type: ignore[attr-defined]
+        return subset
+    return dataset
+
+
 def synthetic(**kwargs: Any) -> Dataset:
     """Synthetic tone-plus-noise mixtures (see :class:`recipes.trainer.SyntheticMixtures`)."""
     from recipes.trainer import SyntheticMixtures

@@ -29,11 +29,15 @@ from torch import nn
 from ..errors import ConfigError
 from ..frontend import framing
 from ..frontend.filterbank import LearnedDecoder, LearnedEncoder
+from ..frontend.stft_filterbank import STFTDecoder, STFTEncoder
 from ..nn.conv import DilatedDepthwiseConv1d
 from ..nn.norms import CAUSAL_NORM_TYPES, NORM_TYPES, CumulativeLayerNorm, make_norm
 from .base import SpeechModel
-from .spec import StateSpec
+from ..tasks import InputLayout, Task
+from .spec import FrontendSpec, InferenceSpec, StateSpec
 
+#: encoder/decoder pairs: the paper's learned basis, or the fixed causal STFT (see STFTEncoder)
+ENCODERS = ("learned", "stft")
 #: mask nonlinearities (softmax is taken across sources)
 MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "tanh", "linear")
 
@@ -60,6 +64,12 @@ class ConvTasNetConfig:
     # causal only: the mask of encoder frame f is estimated from frames <= f + lookahead_frames,
     # adding lookahead_frames * stride samples of algorithmic latency (0: the paper's causal model)
     lookahead_frames: int = 0
+    # "learned": the paper's free basis; "stft": the fixed causal STFT with n_fft = kernel_size and
+    # hop = stride, masked by a real mask on its n_filters = kernel_size // 2 + 1 bins, the mask
+    # estimator reading the magnitude compressed by magnitude_exponent
+    encoder: str = "learned"
+    stft_window: str = "hann"
+    magnitude_exponent: float = 0.3
 
     def __post_init__(self) -> None:
         positive = ("n_filters", "kernel_size", "stride", "bn_chan", "hid_chan", "conv_kernel_size",
@@ -75,6 +85,16 @@ class ConvTasNetConfig:
             raise ConfigError("lookahead_frames applies to a causal Conv-TasNet only (causal=True)")
         if self.stride > self.kernel_size:
             raise ConfigError(f"stride {self.stride} must not exceed kernel_size {self.kernel_size}")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"unknown encoder {self.encoder!r}; use one of {', '.join(ENCODERS)}")
+        if self.encoder == "stft":
+            if self.n_filters != self.kernel_size // 2 + 1:
+                raise ConfigError(
+                    f"an STFT encoder has kernel_size // 2 + 1 = {self.kernel_size // 2 + 1} bins, so "
+                    f"n_filters must be that, got {self.n_filters}"
+                )
+            if self.input_channels != 1:
+                raise ConfigError("the STFT encoder takes one channel (input_channels=1)")
         if self.mask_act not in MASK_ACTIVATIONS:
             raise ConfigError(f"unknown mask_act {self.mask_act!r}; use one of {', '.join(MASK_ACTIVATIONS)}")
         if self.norm_type not in NORM_TYPES:
@@ -246,6 +266,12 @@ class ConvTasNet(SpeechModel):
                 n_filters=256, kernel_size=64, stride=32, bn_chan=96, hid_chan=256, skip_chan=96,
                 n_blocks=8, n_repeats=2, n_src=1, causal=True, norm_type="cLN", sample_rate=16000,
             ),
+            # the TCN on a 16 ms / 8 ms causal STFT (real mask on 129 bins): 16 ms algorithmic latency
+            "enhance_stft_16k": ConvTasNetConfig(
+                n_filters=129, kernel_size=256, stride=128, bn_chan=128, hid_chan=256, skip_chan=128,
+                n_blocks=8, n_repeats=2, n_src=1, causal=True, norm_type="cLN", sample_rate=16000,
+                encoder="stft",
+            ),
             # the same network with 12 ms of lookahead for the masks: 16 ms algorithmic latency
             "enhance_lookahead_16k": ConvTasNetConfig(
                 n_filters=256, kernel_size=64, stride=32, bn_chan=96, hid_chan=256, skip_chan=96,
@@ -257,15 +283,23 @@ class ConvTasNet(SpeechModel):
 
     def __init__(self, config: ConvTasNetConfig) -> None:
         super().__init__(config)
-        self.encoder = LearnedEncoder(config.n_filters, config.kernel_size, config.stride, config.input_channels)
+        self.encoder: LearnedEncoder | STFTEncoder
+        self.decoder: LearnedDecoder | STFTDecoder
+        if config.encoder == "stft":
+            self.encoder = STFTEncoder(config.kernel_size, config.stride, config.stft_window, config.magnitude_exponent)
+            self.decoder = STFTDecoder(config.kernel_size, config.stride, config.stft_window)
+        else:
+            self.encoder = LearnedEncoder(config.n_filters, config.kernel_size, config.stride, config.input_channels)
+            self.decoder = LearnedDecoder(config.n_filters, config.kernel_size, config.stride)
         self.masker = TDConvNet(config)
-        self.decoder = LearnedDecoder(config.n_filters, config.kernel_size, config.stride)
 
     # ----------------------------------------------------------------- description
     @property
-    def task(self) -> str:  # type: ignore[override]
-        """``"separation"`` when the config has several sources, else ``"enhancement"``."""
-        return "separation" if self.config.n_src > 1 else "enhancement"
+    def task(self) -> Task:  # type: ignore[override]
+        """Separation with several sources; else enhancement (multichannel for a microphone array)."""
+        if self.config.n_src > 1:
+            return Task.SEPARATION
+        return Task.MULTICHANNEL_ENHANCEMENT if self._multichannel else Task.ENHANCEMENT
 
     @property
     def num_sources(self) -> int:
@@ -273,9 +307,29 @@ class ConvTasNet(SpeechModel):
         return int(self.config.n_src)
 
     @property
-    def num_input_channels(self) -> int:
-        """``input_channels`` (M microphones mixed by the encoder; 1 for the channel-wise model)."""
-        return int(self.config.input_channels)
+    def input_layout(self) -> InputLayout:
+        """``input_channels`` microphones mixed by the encoder (1: the channel-wise model), target at mic 0."""
+        return InputLayout(num_microphones=int(self.config.input_channels))
+
+    @property
+    def frontend_spec(self) -> FrontendSpec:
+        """The learned filterbank: ``n_filters`` filters of ``kernel_size`` samples, hop ``stride``, causal framing."""
+        config = self.config
+        return FrontendSpec(
+            kind="learned", window="learned", n_fft=int(config.n_filters), win_length=int(config.kernel_size),
+            hop_length=int(config.stride), center=False,
+        )
+
+    @property
+    def inference_spec(self) -> InferenceSpec:
+        """Causal: streams. Non-causal: cross-faded chunks, which differ from one pass over the whole input."""
+        if self.supports_streaming:
+            return InferenceSpec(mode="stream")
+        return InferenceSpec(
+            mode="chunk",
+            exemptions=(("chunk_equals_whole", "the non-causal TCN and gLN see past a chunk's edges, so "
+                         "cross-faded chunks approximate one pass over the whole input"),),
+        )
 
     @property
     def _multichannel(self) -> bool:
@@ -329,11 +383,28 @@ class ConvTasNet(SpeechModel):
 
         ``D = lookahead_frames``: frame f's mask is the causal TCN's output at frame ``f + D``.
         """
-        masks = self.masker(features)  # [B, S, N, F + D]
+        masks = self._masks_of(self.masker(self._mask_input(features)))  # [B, S, N, F + D]
         lookahead = int(self.config.lookahead_frames)
         if not lookahead:
             return masks, features
         return masks[..., lookahead:], features[..., :-lookahead]  # [B, S, N, F], [B, N, F]
+
+    @property
+    def _stft(self) -> bool:
+        return self.config.encoder == "stft"
+
+    @property
+    def _feature_channels(self) -> int:
+        """Channels of the encoder output: ``n_filters``, or ``2F`` stacked real/imag STFT rows."""
+        return 2 * int(self.config.n_filters) if self._stft else int(self.config.n_filters)
+
+    def _mask_input(self, features: torch.Tensor) -> torch.Tensor:
+        """What the mask estimator reads: the features, or the STFT's compressed magnitude."""
+        return self.encoder.mask_input(features) if self._stft else features  # [B, N, F]
+
+    def _masks_of(self, masks: torch.Tensor) -> torch.Tensor:
+        """Masks ``[B, S, N, F]`` shaped like the features (``[B, S, 2F, F]`` for the STFT)."""
+        return self.encoder.expand_mask(masks) if self._stft else masks
 
     def state_specs(self, batch_size: int) -> list[StateSpec]:
         """Encoder buffer, masker states, lookahead frames and decoder overlap, in step order.
@@ -348,7 +419,7 @@ class ConvTasNet(SpeechModel):
             ("encoder_buffer", framing.analysis_state_shape(encoder_leading, window, hop)),
             *self.masker.state_specs(batch_size),
             *(
-                [("lookahead_frames", (batch_size, self.config.n_filters, self.config.lookahead_frames))]
+                [("lookahead_frames", (batch_size, self._feature_channels, self.config.lookahead_frames))]
                 if self.config.lookahead_frames else []
             ),
             ("decoder_overlap", framing.synthesis_state_shape((batch_size, self.num_sources), window, hop)),
@@ -377,7 +448,7 @@ class ConvTasNet(SpeechModel):
             encoder_input = x_block.reshape(batch * channels, hop)  # [B*C, k*stride]
         features, encoder_state = self.encoder.forward_step(encoder_input, next(states))  # [B*C, N, k]
         new_states.append(encoder_state)
-        masks = self.masker.forward_step(features, states, new_states)  # [B*C, S, N, k]
+        masks = self._masks_of(self.masker.forward_step(self._mask_input(features), states, new_states))  # [B*C, S, N, k]
         if self.config.lookahead_frames:
             waiting = torch.cat([next(states), features], dim=-1)  # [B*C, N, D + k]
             features = waiting[..., :hop // self.block_size]  # [B*C, N, k]: the frames whose masks are ready
