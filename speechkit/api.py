@@ -24,7 +24,7 @@ import dataclasses
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,11 @@ class Processor:
             chunks; False forces the chunks; True requires a streaming model.
         attenuation_limit_db: enhancement only: add the input back this many dB down, so noise
             is never attenuated by more than about that much (masks artefacts; None: no limit).
+        options: model options (``{"steps": 30}``, string values are parsed), validated against the
+            model's ``inference_spec.options``; the model reads them from ``model.options``.
+        mics: input channels to use (see :func:`speechkit.channels.select_channels`): a
+            microphone-array model's M microphones in array order, or the channels a one-channel
+            model processes (default: the first M, or all).
     """
 
     def __init__(
@@ -126,8 +131,13 @@ class Processor:
         name: str | None = None,
         streaming: bool | None = None,
         attenuation_limit_db: float | None = None,
+        options: Mapping[str, Any] | None = None,
+        mics: Sequence[int] | None = None,
     ) -> None:
         mix_back_gain(model, attenuation_limit_db)  # refuse a bad limit before any file is touched
+        if options is not None:
+            model.set_options(options)
+        self.mics = None if mics is None else [int(channel) for channel in mics]
         self.attenuation_limit_db = attenuation_limit_db
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
@@ -427,12 +437,12 @@ class Processor:
     def _pipeline(self, rate: int, num_channels: int, channels: str) -> Pipeline:
         return Pipeline(
             self.model, rate, num_channels, channels, self.chunk_seconds, self.overlap_seconds, self.device,
-            self.streaming, self.attenuation_limit_db,
+            self.streaming, self.attenuation_limit_db, self.mics,
         )
 
     def check_action(self, action: str) -> None:
         """Raise :class:`ConfigError` unless this model can ``"enhance"`` (1 source), ``"separate"`` or ``"cancel_echo"``."""
-        is_echo_canceller = self.task == "aec" and self.model.num_input_channels == 2
+        is_echo_canceller = self.model.input_layout.far_end_channel is not None
         if action == "cancel_echo":
             if not is_echo_canceller:
                 raise ConfigError(
@@ -482,12 +492,15 @@ def load(
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     streaming: bool | None = None,
     attenuation_limit_db: float | None = None,
+    options: Mapping[str, Any] | None = None,
+    mics: Sequence[int] | None = None,
 ) -> Processor:
     """Load a bundled model (by name) or a speechkit checkpoint (by path) into a :class:`Processor`.
 
     ``None`` loads the default bundled model. A bare architecture name such as ``"conv_tasnet"``
     raises :class:`~speechkit.errors.CheckpointError` (no weights, it would output noise).
-    ``streaming`` and ``attenuation_limit_db`` as in :class:`Processor`.
+    ``streaming``, ``attenuation_limit_db``, ``options`` (validated against the model's
+    ``inference_spec.options``) and ``mics`` as in :class:`Processor`.
     """
     from .checkpoint import load_checkpoint
     from .pretrained import resolve_model
@@ -498,7 +511,7 @@ def load(
     name = path.stem if name_or_path is None or not Path(os.fspath(name_or_path)).is_file() else str(path)
     return Processor(
         model, selected, chunk_seconds, overlap_seconds, name=name, streaming=streaming,
-        attenuation_limit_db=attenuation_limit_db,
+        attenuation_limit_db=attenuation_limit_db, options=options, mics=mics,
     )
 
 
@@ -572,8 +585,9 @@ def load_echo_canceller(
     device: str = "cpu",
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    options: Mapping[str, Any] | None = None,
 ) -> Processor:
-    """Load an echo-cancellation checkpoint (bundled name or path).
+    """Load an echo-cancellation checkpoint (bundled name or path); ``options`` as in :func:`load`.
 
     None loads the bundled :data:`DEFAULT_AEC_MODEL` once one is bundled; no echo canceller is
     bundled yet, so for now pass a checkpoint trained with ``recipes/echo_cancellation``.
@@ -588,7 +602,7 @@ def load_echo_canceller(
         name_or_path = bundled_echo_canceller()
         if name_or_path is None:
             raise CheckpointError(NO_BUNDLED_ECHO_CANCELLER)
-    processor = load(name_or_path, device, chunk_seconds, overlap_seconds)
+    processor = load(name_or_path, device, chunk_seconds, overlap_seconds, options=options)
     processor.check_action("cancel_echo")
     return processor
 

@@ -5,10 +5,13 @@ One ``.safetensors`` file holds the weights; its header metadata holds one entry
 
     {"format": "speechkit-checkpoint", "format_version": 1,
      "model": "conv_tasnet", "task": "separation", "sample_rate": 8000,
+     "input_layout": {"num_microphones": 1, "far_end_channel": null, ...},
+     "frontend": {"kind": "learned", "win_length": 16, ...},
      "config": {...}, "speechkit_version": "0.1.0", "provenance": {...}}
 
-Loading checks the format, the model name, the config fields, and every tensor name and shape,
-and explains each mismatch.
+Loading checks the format, the model name, the config fields, the input layout (checkpoints
+written before it was stored load with the model's declared layout), and every tensor name and
+shape, and explains each mismatch.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from ._version import __version__
 from .errors import CheckpointError, ConfigError
 from .models import config_from_dict, config_to_dict, get_model_class
 from .models.base import SpeechModel, json_ready
+from .tasks import InputLayout
 
 FORMAT = "speechkit-checkpoint"
 FORMAT_VERSION = 1
@@ -38,6 +42,8 @@ def checkpoint_metadata(model: SpeechModel, provenance: dict[str, Any] | None = 
         "model": model.name,
         "task": model.task,
         "sample_rate": model.sample_rate,
+        "input_layout": model.input_layout.to_dict(),
+        "frontend": model.frontend_spec.to_dict(),
         "config": config_to_dict(model.config),
         "speechkit_version": __version__,
         "provenance": json_ready(provenance or {}),
@@ -144,12 +150,29 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except ConfigError as error:
         raise CheckpointError(f"{path}: {error}") from error
     model = model_class(config)
+    stored = stored_input_layout(metadata, model)
+    declared = model.input_layout
+    if (stored.num_microphones, stored.far_end_channel) != (declared.num_microphones, declared.far_end_channel):
+        raise CheckpointError(
+            f"{path} was saved for input {stored.describe()}, but its config builds a model for {declared.describe()}"
+        )
     state = load_file(str(path), device=str(map_location))
     load_state_dict_strict(model, state, str(path))
     model.to(map_location)
     model.eval()
     model.checkpoint_metadata = metadata  # type: ignore[attr-defined]
     return model
+
+
+def stored_input_layout(metadata: dict[str, Any], model: SpeechModel) -> InputLayout:
+    """The input layout a checkpoint's metadata records (older checkpoints: ``model``'s declared one)."""
+    values = metadata.get("input_layout")
+    if values is None:
+        return model.input_layout
+    try:
+        return InputLayout.from_dict(values)
+    except (ConfigError, TypeError, ValueError) as error:
+        raise CheckpointError(f"invalid input_layout in checkpoint metadata: {error}") from error
 
 
 def _preview(items: list[str], limit: int = 5) -> str:

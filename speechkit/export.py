@@ -21,11 +21,12 @@ under the keys of :data:`METADATA_KEYS`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from ._files import publish, temporary_sibling
 from ._optional import require
 from ._version import __version__
 from .errors import OutputExistsError, SpeechkitError
+from .frontend.stft import ISTFT, STFT
 from .models.base import SpeechModel, config_to_dict
 
 #: ONNX opset used by every export
@@ -51,7 +53,9 @@ METADATA_KEYS = (
     "sample_rate",
     "block_size",
     "hop_length",
-    "window",
+    "frontend",
+    "input_layout",
+    "inference",
     "lookahead",
     "stream_delay",
     "algorithmic_latency",
@@ -69,20 +73,6 @@ METADATA_KEYS = (
     "ort_graph_optimization",
     "verification",
 )
-#: config fields that describe an analysis window, copied into the ``window`` metadata entry
-_WINDOW_FIELDS = (
-    "window",
-    "window_length",
-    "win_length",
-    "n_fft",
-    "fft_size",
-    "hop_length",
-    "kernel_size",
-    "stride",
-    "filter_length",
-)
-
-
 class ExportError(SpeechkitError):
     """A model cannot be exported to ONNX."""
 
@@ -119,17 +109,6 @@ class _StepGraph(nn.Module):
         return (y_block, *new_state)
 
 
-def window_info(model: SpeechModel) -> dict[str, Any]:
-    """Window / filterbank description of ``model``, read from its config (empty if none)."""
-    values = config_to_dict(model.config)
-    info = {key: values[key] for key in _WINDOW_FIELDS if key in values}
-    for attribute in ("window_length", "hop_length"):
-        value = getattr(model, attribute, None)
-        if isinstance(value, (int, str)) and attribute not in info:
-            info[attribute] = value
-    return info
-
-
 def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1) -> dict[str, Any]:
     """The metadata an export of ``model`` carries (values JSON-serialisable, not yet encoded).
 
@@ -149,7 +128,9 @@ def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1)
         "task": model.task,
         "graph_kind": "streaming" if streaming else "chunk",
         "sample_rate": model.sample_rate,
-        "window": window_info(model),
+        "frontend": model.frontend_spec.to_dict(),
+        "input_layout": model.input_layout.to_dict(),
+        "inference": model.inference_spec.to_dict(),
         "num_input_channels": num_input_channels,
         "num_sources": model.num_sources,
         "num_output_channels": model.num_output_channels,
@@ -248,7 +229,7 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = temporary_sibling(path)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), exportable_stft(model):
             try:
                 with warnings.catch_warnings():
                     # tracing warnings about Python control flow on shapes: the numerical check below decides
@@ -289,6 +270,19 @@ def export_onnx(
             os.unlink(tmp_name)
     np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
     return ExportResult(path, golden_path, streaming, metadata, error, tolerance)
+
+
+@contextlib.contextmanager
+def exportable_stft(model: SpeechModel) -> Iterator[None]:
+    """Run every STFT/iSTFT of ``model`` on the ONNX-exportable ``"conv"`` backend inside the block."""
+    modules = [module for module in model.modules() if isinstance(module, (STFT, ISTFT))]
+    backends = [module.config.backend for module in modules]
+    model.set_stft_backend("conv")
+    try:
+        yield
+    finally:
+        for module, backend in zip(modules, backends):
+            module.set_backend(backend)
 
 
 def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -28,12 +28,13 @@ on one thread (measured faster for these sequential calls, see :data:`STEP_THREA
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .audio import StreamResampler, attenuation_limit_gain
+from .channels import select_channels
 from .crossfade import (  # noqa: F401 (best_source_order, crossfade_windows, MAX_EXHAUSTIVE_SOURCES re-exported)
     MAX_EXHAUSTIVE_SOURCES,
     MIN_MODEL_INPUT,
@@ -405,6 +406,9 @@ class Pipeline:
         attenuation_limit_db: with one output source, add the input back ``attenuation_limit_db``
             dB down, so noise is never attenuated by more than about that much (see
             :func:`attenuation_limit_gain`); None disables it.
+        mics: input channels to use (:func:`speechkit.channels.select_channels`: for a
+            microphone-array model exactly its M microphones in array order, default the first M;
+            for a one-channel model the channels to process, default all).
     """
 
     def __init__(
@@ -418,6 +422,7 @@ class Pipeline:
         device: torch.device | str = "cpu",
         streaming: bool | None = None,
         attenuation_limit_db: float | None = None,
+        mics: Sequence[int] | None = None,
     ) -> None:
         self.mix_back_gain = mix_back_gain(model, attenuation_limit_db)
         if channels not in CHANNEL_MODES:
@@ -428,20 +433,29 @@ class Pipeline:
             raise ConfigError(
                 f"need chunk_seconds > overlap_seconds >= 0 (got {chunk_seconds} and {overlap_seconds})"
             )
-        model_inputs = int(model.num_input_channels)
+        layout = model.input_layout
         self.downmix = False
-        if model_inputs == 1:
-            if channels == "mix" and input_channels > 1:
+        # the input channels used, in model order (None: all of them, as they come)
+        self.selection: list[int] | None = None
+        if layout.far_end_channel is not None:  # the caller stacks microphones and far end (EchoPipeline)
+            if input_channels != layout.num_channels or mics is not None:
+                raise ConfigError(
+                    f"{model.name} expects {layout.describe()} stacked as {layout.num_channels} channels, "
+                    f"got {input_channels}; use the echo-cancellation path with a far-end reference"
+                )
+            groups = [list(range(input_channels))]
+        else:
+            selected = select_channels(input_channels, layout, mics)
+            if selected != list(range(input_channels)):
+                self.selection = selected
+                input_channels = len(selected)
+            if not layout.channel_wise:
+                groups = [list(range(input_channels))]
+            elif channels == "mix" and input_channels > 1:
                 self.downmix = True
                 groups = [[0]]
             else:
                 groups = [[channel] for channel in range(input_channels)]
-        else:
-            if input_channels != model_inputs:
-                raise AudioError(
-                    f"{model.name} needs {model_inputs}-channel input, got {input_channels} channel(s)"
-                )
-            groups = [list(range(input_channels))]
         model_rate = int(model.sample_rate)
         self.input_rate = int(input_rate)
         self.runner = make_runner(
@@ -465,6 +479,8 @@ class Pipeline:
     def push(self, block: np.ndarray) -> np.ndarray:
         """Add an input block ``[C, n]``; returns the output ``[S, C_out, m]`` that is final."""
         self.frames_in += block.shape[-1]
+        if self.selection is not None:
+            block = block[self.selection]  # [C, n] -> [C_selected, n]
         if self.downmix:
             block = block.mean(axis=0, keepdims=True)  # [C, n] -> [1, n]
         if self.mix_back_gain:
@@ -526,11 +542,12 @@ def process_array(
     device: torch.device | str = "cpu",
     streaming: bool | None = None,
     attenuation_limit_db: float | None = None,
+    mics: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Run ``model`` on an in-memory ``[C, T]`` float32 array at any rate; returns ``[S, C_out, T]``."""
     pipeline = Pipeline(
         model, sample_rate, audio.shape[0], channels, chunk_seconds, overlap_seconds, device, streaming,
-        attenuation_limit_db,
+        attenuation_limit_db, mics,
     )
     head = pipeline.push(audio)
     return np.concatenate([head, pipeline.finish()], axis=-1)  # [S, C_out, T]
@@ -565,8 +582,11 @@ class EchoPipeline:
         device: torch.device | str = "cpu",
         streaming: bool | None = None,
     ) -> None:
-        if int(model.num_input_channels) != 2:
-            raise ConfigError(f"{model.name} is not an echo canceller (it takes {model.num_input_channels} input channel(s), not 2)")
+        layout = model.input_layout
+        if layout.far_end_channel is None or layout.num_microphones != 1:
+            raise ConfigError(
+                f"{model.name} is not an echo canceller with one microphone (it expects {layout.describe()})"
+            )
         if mic_rate <= 0 or reference_rate <= 0:
             raise AudioError(f"invalid sample rates {mic_rate} and {reference_rate}")
         self.pipeline = Pipeline(model, mic_rate, 2, "separate", chunk_seconds, overlap_seconds, device, streaming)

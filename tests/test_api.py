@@ -203,8 +203,14 @@ def test_microphone_array_model_on_files(tmp_path):
     assert rate == 16000 and output.shape == (audio.shape[-1], 1)
     np.testing.assert_allclose(output.T, _offline(model, audio)[0], atol=1e-5)
     stereo = write_audio_file(tmp_path / "stereo.wav", audio[:2], 16000, subtype="FLOAT")
-    with pytest.raises(speechkit.errors.AudioError, match="needs 4-channel input, got 2"):
+    with pytest.raises(speechkit.errors.ConfigError, match="expects 4 microphones but the input has 2 channel"):
         processor.enhance_file(stereo, tmp_path / "out2.wav")
+    # --mics picks the array's channels (in array order) out of a wider file
+    wide = write_audio_file(tmp_path / "wide.wav", np.concatenate([audio[::-1], audio[:1]]), 16000, subtype="FLOAT")
+    chosen = Processor(model, chunk_seconds=0.05, overlap_seconds=0.01, mics=[3, 2, 1, 0])
+    output, _ = soundfile.read(str(chosen.enhance_file(wide, tmp_path / "out3.wav").outputs[0]), dtype="float32",
+                               always_2d=True)
+    np.testing.assert_allclose(output.T, _offline(model, audio)[0], atol=1e-5)
 
 
 def test_streaming_array_any_block_layout_and_length():

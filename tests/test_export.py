@@ -34,7 +34,10 @@ def test_streaming_export_metadata_and_golden(tmp_path):
     assert meta["state_shapes"] == [[1, 8], [1, 12, 2], [1, 8]]
     assert meta["input_names"] == ["x", *meta["state_names"]]
     assert meta["output_names"] == ["y", *[name + "_out" for name in meta["state_names"]]]
-    assert meta["window"]["window_length"] == 16
+    assert meta["frontend"]["win_length"] == 16 and meta["frontend"]["hop_length"] == 8
+    assert meta["input_layout"] == {"num_microphones": 1, "far_end_channel": None, "reference_microphone": 0,
+                                    "geometry": None}
+    assert meta["inference"]["mode"] == "stream"
     assert meta["model_name"] == "tiny_streamer" and meta["speechkit_version"]
     assert meta["config"]["features"] == 12
     golden = np.load(result.golden_path)

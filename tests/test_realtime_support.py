@@ -62,8 +62,19 @@ def _tiny_class():
             self.register_buffer("mix", torch.linspace(1.0, 0.5, config.num_inputs))
 
         @property
-        def num_input_channels(self) -> int:
-            return self.config.num_inputs
+        def input_layout(self):
+            from speechkit.tasks import InputLayout
+
+            if self.config.num_inputs == 2:  # microphone and far end, as the echo canceller
+                return InputLayout(num_microphones=1, far_end_channel=1)
+            return InputLayout(num_microphones=self.config.num_inputs)
+
+        @property
+        def frontend_spec(self):
+            from speechkit.models.spec import FrontendSpec
+
+            return FrontendSpec(kind="learned", window="learned", n_fft=self.config.features,
+                                win_length=self.config.window_length, hop_length=self.config.hop_length)
 
         @property
         def causal(self) -> bool:
@@ -94,15 +105,14 @@ def _tiny_class():
             full = F.conv_transpose1d(out_frames.transpose(1, 2), eye, stride=hop)  # [B, 1, L]
             return framing.causal_crop(full, win, hop, length)[:, None]  # [B, 1, 1, T]
 
-        def state_names(self):
-            return ["analysis_buffer", "frame_conv_cache", "overlap_tail"]
+        def state_specs(self, batch_size: int):
+            from speechkit.models.spec import StateSpec
 
-        def initial_state(self, batch_size: int = 1):
             win, hop = self.config.window_length, self.config.hop_length
             return [
-                torch.zeros(framing.analysis_state_shape((batch_size,), win, hop)),
-                torch.zeros(batch_size, self.config.features, 2),
-                torch.zeros(framing.synthesis_state_shape((batch_size,), win, hop)),
+                StateSpec("analysis_buffer", framing.analysis_state_shape((batch_size,), win, hop)),
+                StateSpec("frame_conv_cache", (batch_size, self.config.features, 2)),
+                StateSpec("overlap_tail", framing.synthesis_state_shape((batch_size,), win, hop)),
             ]
 
         def forward_step(self, x_block, state):

@@ -29,6 +29,7 @@ from ..errors import AudioError, SpeechkitError
 from ..pretrained import DEFAULT_ECHO_CANCELLER as DEFAULT_AEC_MODEL
 from ..pretrained import NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
 from . import EXIT_FAILED, EXIT_OK
+from .enhance import add_option_argument
 
 #: default search range of the bulk delay, in milliseconds
 DEFAULT_MAX_DELAY_MS = 500.0
@@ -83,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--repair-nonfinite", action="store_true",
         help="replace NaN/Inf input samples by 0 instead of refusing the pair",
     )
+    add_option_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -129,9 +131,10 @@ def _matching_reference(ref_dir: Path, relative: Path) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     """Run ``speechkit aec``: the work is done by :meth:`speechkit.api.Processor.cancel_echo_file`."""
     from ..api import load_echo_canceller
+    from ..models.spec import parse_option_strings
 
     pairs = find_pairs(Path(args.mic), Path(args.ref), Path(args.output))
-    processor = load_echo_canceller(args.model, device=args.device)
+    processor = load_echo_canceller(args.model, device=args.device, options=parse_option_strings(args.option))
     failed = 0
     done = 0
     for mic_file, ref_file, target, problem in pairs:

@@ -54,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="add the input back DB dB down, so noise is never attenuated by more than about DB dB "
         "(masks artefacts, e.g. 20; default: no limit)",
     )
+    enhance.add_argument(
+        "--mics", default=None, metavar="0,1,2,3",
+        help="input channels to use: a microphone-array model's microphones in array order (default: "
+        "the first M), or the channels a one-channel model enhances (default: all)",
+    )
     _add_common(enhance)
     enhance.set_defaults(func=run_enhance)
 
@@ -101,6 +106,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="replace NaN/Inf input samples by 0 instead of refusing the file",
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    add_option_argument(parser)
+
+
+def add_option_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable ``--option KEY=VALUE`` (model options, validated against the model's schema)."""
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="KEY=VALUE",
+        help="model option (repeatable), e.g. --option steps=30; `speechkit models` lists each model's options",
+    )
 
 
 def expand_inputs(patterns: list[str]) -> list[tuple[Path, Path | None, str | None]]:
@@ -165,6 +179,8 @@ def run_separate(args: argparse.Namespace) -> int:
 
 def _run_batch(args: argparse.Namespace, action: str) -> int:
     from ..api import load, separation_outputs
+    from ..channels import parse_mics
+    from ..models.spec import parse_option_strings
     from ..pretrained import default_model
 
     inputs = expand_inputs(args.inputs)
@@ -182,7 +198,8 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
         return EXIT_USAGE
     processor = load(args.model or default_model(action), device=args.device, chunk_seconds=args.chunk_seconds,
                      overlap_seconds=args.overlap_seconds,
-                     attenuation_limit_db=getattr(args, "attenuation_limit", None))
+                     attenuation_limit_db=getattr(args, "attenuation_limit", None),
+                     options=parse_option_strings(args.option), mics=parse_mics(getattr(args, "mics", None)))
     processor.check_action(action)
     show_progress = not args.no_progress
     failed: list[str] = []

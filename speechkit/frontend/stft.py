@@ -322,6 +322,10 @@ class _STFTModule(nn.Module):
         """Frames ``N`` the STFT produces for a signal of ``length`` samples."""
         return self.config.num_frames(length)
 
+    def set_backend(self, backend: str) -> None:
+        """Compute with ``backend`` (``"torch"`` or ``"conv"``) from now on; both kernels are always built."""
+        self.config = dataclasses.replace(self.config, backend=backend)
+
     def extra_repr(self) -> str:
         fields = dataclasses.fields(self.config)
         return ", ".join(f"{field.name}={getattr(self.config, field.name)!r}" for field in fields)

@@ -21,27 +21,31 @@ import dataclasses
 import itertools
 import typing
 from collections.abc import Iterator, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..tasks import TASKS
-from .spec import InferenceSpec, StateSpec
+from ..frontend.stft import BACKENDS, ISTFT, STFT
+from ..tasks import TASKS, InputLayout, Task
+from .spec import FrontendSpec, InferenceSpec, StateSpec
 
 
 class SpeechModel(nn.Module):
     """Base class of every speechkit model.
 
     Subclasses set the class attributes, define a frozen ``Config`` dataclass with at least a
-    ``sample_rate`` field, and implement :meth:`forward` (and the streaming methods when causal).
+    ``sample_rate`` field, declare :attr:`input_layout`, :attr:`frontend_spec` and
+    :attr:`inference_spec`, and implement :meth:`forward` (and :meth:`state_specs` and
+    :meth:`forward_step` when they stream). See "Adding a model" in DEVELOPING.md.
     """
 
     #: registry name, e.g. ``"conv_tasnet"``
     name: ClassVar[str] = ""
-    #: one of :data:`TASKS`
-    task: ClassVar[str] = ""
+    #: a :class:`~speechkit.tasks.Task` (a str enum: equal to its string, one of :data:`TASKS`)
+    task: ClassVar[Task | str] = ""
     #: the frozen config dataclass of this model
     config_class: ClassVar[type]
     #: named configurations; always ``"tiny"`` (for tests), ``"paper"`` where a paper defines one
@@ -59,6 +63,7 @@ class SpeechModel(nn.Module):
                 f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
             )
         self.config = config
+        self._options: Mapping[str, Any] | None = None
 
     # ----------------------------------------------------------------- description
     @property
@@ -67,9 +72,14 @@ class SpeechModel(nn.Module):
         return int(self.config.sample_rate)
 
     @property
+    def input_layout(self) -> InputLayout:
+        """What the input channels are (default: one microphone, run on every file channel on its own)."""
+        return InputLayout()
+
+    @property
     def num_input_channels(self) -> int:
-        """Channels C_in of the input ``x[B, C_in, T]`` (for AEC: microphone then far end)."""
-        return 1
+        """Channels C_in of the input ``x[B, C_in, T]``: :attr:`input_layout`'s microphones and far end."""
+        return self.input_layout.num_channels
 
     @property
     def num_sources(self) -> int:
@@ -107,6 +117,34 @@ class SpeechModel(nn.Module):
         if not self.supports_streaming:
             return None
         return self.block_size + self.stream_delay
+
+    @property
+    def frontend_spec(self) -> FrontendSpec:
+        """The model's analysis window / filterbank (:class:`~speechkit.models.spec.FrontendSpec`)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no frontend_spec")
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The validated inference options (every declared option; defaults unless :meth:`set_options`)."""
+        if self._options is None:
+            return MappingProxyType(self.inference_spec.validate_options({}, self.name))
+        return self._options
+
+    def set_options(self, values: Mapping[str, Any] | None) -> None:
+        """Validate ``values`` (strings are parsed) against :attr:`inference_spec` and keep them in :attr:`options`."""
+        self._options = MappingProxyType(self.inference_spec.validate_options(values, self.name))
+
+    def set_stft_backend(self, backend: str) -> None:
+        """Compute every STFT/iSTFT of the model with ``backend``: ``"torch"`` or ``"conv"`` (ONNX-exportable).
+
+        Both give the same numbers to float rounding; the backend is an inference/export-time
+        choice, never part of the architecture config.
+        """
+        if backend not in BACKENDS:
+            raise ConfigError(f"unknown STFT backend {backend!r} (known: {', '.join(BACKENDS)})")
+        for module in self.modules():
+            if isinstance(module, (STFT, ISTFT)):
+                module.set_backend(backend)
 
     @property
     def inference_spec(self) -> InferenceSpec:
@@ -183,6 +221,8 @@ class SpeechModel(nn.Module):
             "algorithmic_latency_samples": latency,
             "algorithmic_latency_ms": None if latency is None else 1000.0 * latency / self.sample_rate,
             "input_channels": self.num_input_channels,
+            "input_layout": self.input_layout.describe(),
+            "inference_mode": self.inference_spec.mode,
             "sources": self.num_sources,
         }
 
@@ -215,6 +255,8 @@ def json_ready(value: Any) -> Any:
 def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
     """Build ``config_class`` from a dict, with a clear error for unknown or missing fields."""
     fields = {field.name: field for field in dataclasses.fields(config_class)}
+    removed = getattr(config_class, "removed_fields", ())  # fields of old checkpoints, now ignored
+    values = {key: value for key, value in values.items() if key not in removed}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(f"{config_class.__name__} has no field(s) {', '.join(unknown)}")

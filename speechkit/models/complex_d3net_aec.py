@@ -73,6 +73,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from types import MappingProxyType
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -80,6 +81,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..frontend.masks import COMPLEX_MASK_KINDS, apply_dual_mask, bounded_complex_mask
 from ..frontend.stft import WINDOWS, STFTConfig, stft_pair
+from ..tasks import InputLayout, Task
 from ..nn.complex import (
     COMPLEX_ACTIVATIONS,
     COMPLEX_NORMS,
@@ -90,7 +92,7 @@ from ..nn.complex import (
 )
 from ..nn.d3net import D3Block
 from .base import SpeechModel
-from .spec import StateSpec
+from .spec import FrontendSpec, InferenceSpec, StateSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +103,6 @@ class ComplexD3NetAECConfig:
     hop_length: int = 256  # STFT hop = streaming block size
     win_length: int = 512  # window = frame length (algorithmic latency)
     window: str = "sqrt_hann"
-    stft_backend: str = "conv"  # "conv" (ONNX-exportable) or "torch"
     input_compression: float = 0.3  # magnitude exponent of the network input (1: none)
     channels: int = 24  # complex channels of the trunk
     input_kernel: tuple[int, int] = (3, 3)  # (freq, time) kernel of the input conv
@@ -119,6 +120,9 @@ class ComplexD3NetAECConfig:
     echo_mask_bound: float = 2.0
     speech_mask_bound: float = 1.0
     sample_rate: int = 16000
+    #: fields of older checkpoints that are ignored on load (the STFT backend is chosen at
+    #: inference/export time: :meth:`~speechkit.models.base.SpeechModel.set_stft_backend`)
+    removed_fields: ClassVar[tuple[str, ...]] = ("stft_backend",)
 
     def __post_init__(self) -> None:
         positive = ("n_fft", "hop_length", "win_length", "channels", "num_d3_blocks", "num_d2_blocks",
@@ -142,10 +146,10 @@ class ComplexD3NetAECConfig:
             raise ConfigError("input_compression and the mask bounds must be positive")
 
     def stft_config(self) -> STFTConfig:
-        """The causal STFT settings of the model."""
+        """The causal STFT settings of the model (built with the exportable ``"conv"`` backend)."""
         return STFTConfig(
             n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.win_length, window=self.window,
-            padding="causal", backend=self.stft_backend,
+            padding="causal", backend="conv",
         )
 
 
@@ -157,7 +161,7 @@ class ComplexD3NetAEC(SpeechModel):
     """
 
     name = "complex_d3net_aec"
-    task = "aec"
+    task = Task.AEC
     config_class = ComplexD3NetAECConfig
     paper = (
         "K. N. Watcharasupat, T. N. T. Nguyen, W.-S. Gan, S. Zhao, B. Ma, End-to-End Complex-Valued "
@@ -197,9 +201,23 @@ class ComplexD3NetAEC(SpeechModel):
 
     # ----------------------------------------------------------------- description
     @property
-    def num_input_channels(self) -> int:
-        """Two: microphone, then far-end reference."""
-        return 2
+    def input_layout(self) -> InputLayout:
+        """One microphone (channel 0), then the far-end reference (channel 1)."""
+        return InputLayout(num_microphones=1, far_end_channel=1)
+
+    @property
+    def frontend_spec(self) -> FrontendSpec:
+        """The causal STFT, with the power-law compression of the network input."""
+        config = self.config
+        return FrontendSpec(
+            kind="stft", window=config.window, n_fft=config.n_fft, win_length=config.win_length,
+            hop_length=config.hop_length, center=False, compression=float(config.input_compression),
+        )
+
+    @property
+    def inference_spec(self) -> InferenceSpec:
+        """Streams one hop per step (files run through :meth:`forward_step` with the state carried)."""
+        return InferenceSpec(mode="stream")
 
     @property
     def causal(self) -> bool:
