@@ -56,7 +56,12 @@ def test_convert_writes_a_loadable_checkpoint(tmp_path: Path, capsys: pytest.Cap
     output = tmp_path / "converted.safetensors"
     assert main(["convert", "asteroid", str(source), "-o", str(output)]) == EXIT_OK
     line = _one_line(capsys.readouterr().out)
-    assert str(output) in line and "conv_tasnet separation, 2 source(s), 8000 Hz" in line and "streams" in line
+    assert str(output) in line and "conv_tasnet separation, 2 source(s), 8000 Hz" in line
+    assert "offline (asteroid framing" in line  # reproduces asteroid: offline only
+    assert read_metadata(output)["config"]["framing"] == "asteroid"
+    assert main(["convert", "asteroid", str(source), "-o", str(output), "--force", "--framing", "causal"]) == EXIT_OK
+    assert "streams with" in _one_line(capsys.readouterr().out)
+    assert read_metadata(output)["config"]["framing"] == "causal" and load_checkpoint(output).supports_streaming
     metadata = read_metadata(output)
     assert metadata["model"] == "conv_tasnet" and metadata["provenance"]["converted_from"] == "asteroid"
     assert metadata["provenance"]["source_file"] == "ConvTasNet.pth"

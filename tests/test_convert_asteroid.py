@@ -115,15 +115,23 @@ def _reference_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, ki
     return gamma[None, :, None] * normed + beta[None, :, None]
 
 
-def _reference_forward(state: dict[str, torch.Tensor], args: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
-    """asteroid's ConvTasNet computation from the raw tensors, on the causally padded signal.
+def _pad_x_to_y(x: torch.Tensor, length: int) -> torch.Tensor:
+    """asteroid.utils.torch_utils.pad_x_to_y: right-pad with zeros or crop the last axis to ``length``."""
+    return F.pad(x, (0, length - x.shape[-1])) if x.shape[-1] < length else x[..., :length]
 
-    ``x [B, T] -> [B, S, T]``. asteroid applies no padding; feeding it speechkit's padded signal
-    and cropping the same way puts both on one frame grid, so the outputs must agree exactly.
+
+def _reference_forward(state: dict[str, torch.Tensor], args: dict[str, Any], x: torch.Tensor,
+                       framing: str = "asteroid") -> torch.Tensor:
+    """asteroid's ConvTasNet computation from the raw tensors: ``x [B, T] -> [B, S, T]``.
+
+    ``framing="asteroid"`` is exactly asteroid's: ``Encoder`` = ``Conv1d(1, N, L, stride, bias=False)``
+    with no padding, ``Decoder`` = ``ConvTranspose1d(N, 1, L, stride, bias=False)``, then
+    ``pad_x_to_y`` to the input length. ``"causal"`` feeds the same network speechkit's causally
+    padded signal and crops the same way (speechkit's own framing).
     """
     window, hop, length = args["kernel_size"], args["stride"], x.shape[-1]
-    padded = causal_pad(x, window, hop)[:, None]
-    features = F.conv1d(padded, state["encoder.filterbank._filters"], stride=hop)
+    signal = x[:, None] if framing == "asteroid" else causal_pad(x, window, hop)[:, None]  # [B, 1, T']
+    features = F.conv1d(signal, state["encoder.filterbank._filters"], stride=hop)  # [B, N, F]
     kind = args["norm_type"]
     output = _reference_norm(features, state["masker.bottleneck.0.gamma"], state["masker.bottleneck.0.beta"], kind)
     output = F.conv1d(output, state["masker.bottleneck.1.weight"], state["masker.bottleneck.1.bias"])
@@ -152,7 +160,9 @@ def _reference_forward(state: dict[str, torch.Tensor], args: dict[str, Any], x: 
     score = score.reshape(x.shape[0], args["n_src"], args["n_filters"], -1)
     masks = {"sigmoid": torch.sigmoid, "relu": torch.relu, "softmax": lambda s: torch.softmax(s, dim=1)}[args["mask_act"]](score)
     masked = (masks * features[:, None]).reshape(-1, args["n_filters"], features.shape[-1])
-    decoded = F.conv_transpose1d(masked, state["decoder.filterbank._filters"], stride=hop)
+    decoded = F.conv_transpose1d(masked, state["decoder.filterbank._filters"], stride=hop)  # [B*S, 1, L']
+    if framing == "asteroid":
+        return _pad_x_to_y(decoded[:, 0], length).reshape(x.shape[0], args["n_src"], length)
     return decoded[:, 0, window - hop : window - hop + length].reshape(x.shape[0], args["n_src"], length)
 
 
@@ -177,11 +187,34 @@ def test_convert_reproduces_reference_forward(tmp_path: Path, overrides: dict[st
     assert len(ours) == len(state)
     for key, tensor in state.items():
         assert torch.equal(ours[asteroid_key_to_speechkit(key)], tensor), key
-    x = torch.randn(2, 600, generator=torch.Generator().manual_seed(9))
+    assert model.config.framing == "asteroid" and not model.supports_streaming
+    x = torch.randn(2, 603, generator=torch.Generator().manual_seed(9))  # (603 - 16) % 8 != 0: a dropped tail
     with torch.no_grad():
         output = model(x[:, None])[:, :, 0]  # [B, S, T]
         expected = _reference_forward(state, args, x)
-    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-4)  # float32, the norms summed another way
+    assert not output[..., -3:].any()  # asteroid's last frame ends before the last 3 samples: pad_x_to_y zeros
+    causal = convert_asteroid_checkpoint(path, framing="causal")
+    assert causal.supports_streaming == args["causal"]
+    with torch.no_grad():
+        causal_output = causal(x[:, None])[:, :, 0]
+    torch.testing.assert_close(causal_output, _reference_forward(state, args, x, "causal"), atol=1e-5, rtol=1e-4)
+    assert (causal_output - output).abs().max() > 1e-3  # the two framings really differ
+
+
+def test_asteroid_framing_equals_plain_conv_encoder_and_decoder(tmp_path: Path) -> None:
+    """The converted model == asteroid's Encoder/Decoder (plain conv1d / conv_transpose1d + pad_x_to_y) around the same masker."""
+    args = _asteroid_args(causal=True, norm_type="cgLN", n_src=1, kernel_size=32, stride=16, sample_rate=16000)
+    state = _asteroid_state(args, seed=5)
+    model = convert_asteroid_checkpoint(_write(tmp_path / "model.pth", args, state))
+    x = torch.randn(1, 16000, generator=torch.Generator().manual_seed(2))  # 1 s at 16 kHz
+    with torch.no_grad():
+        features = F.conv1d(x[:, None], state["encoder.filterbank._filters"], stride=16)  # [1, N, F], no padding
+        masks = model.masker(features)  # [1, S, N, F]
+        decoded = F.conv_transpose1d((masks * features[:, None])[:, 0], state["decoder.filterbank._filters"], stride=16)
+        expected = _pad_x_to_y(decoded[:, 0], x.shape[-1])  # [1, T]
+        output = model(x[:, None])[:, 0, 0]  # [1, T]
+    torch.testing.assert_close(output, expected, atol=1e-6, rtol=1e-5)
 
 
 def test_causal_key_mapping() -> None:
@@ -205,7 +238,8 @@ def test_hugging_face_bin_and_saved_checkpoint(tmp_path: Path) -> None:
     path = _write(tmp_path / "pytorch_model.bin", args, state)
     out_path = tmp_path / "converted.safetensors"
     model = convert_checkpoint("asteroid", path, out_path=out_path)
-    assert model.task == "enhancement" and model.sample_rate == 16000 and model.supports_streaming
+    assert model.task == "enhancement" and model.sample_rate == 16000 and not model.supports_streaming
+    assert convert_checkpoint("asteroid", path, framing="causal").supports_streaming  # the causal framing streams
     metadata = read_metadata(out_path)
     assert metadata["model"] == "conv_tasnet" and metadata["sample_rate"] == 16000
     provenance = metadata["provenance"]
@@ -321,3 +355,16 @@ def test_bad_files(tmp_path: Path, pickle_exploit: PickleExploit) -> None:
     with pytest.raises(CheckpointError, match="no converter"):
         convert_checkpoint("naplab", text)
     assert json.dumps(_asteroid_args())  # the synthetic model_args are plain JSON
+
+
+def test_framing_option_is_checked_and_asteroid_framing_does_not_stream() -> None:
+    from speechkit.errors import ConfigError
+    from speechkit.models import build_model
+
+    with pytest.raises(ConfigError, match="framing"):
+        build_model("conv_tasnet", "tiny", framing="centered")
+    model = build_model("conv_tasnet", "tiny", causal=True, norm_type="cLN", framing="asteroid")
+    assert not model.supports_streaming
+    with pytest.raises(ConfigError, match="offline only"):
+        model.encoder.initial_state(1)
+    assert build_model("conv_tasnet", "tiny", causal=True, norm_type="cLN").supports_streaming  # default: causal

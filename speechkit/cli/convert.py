@@ -36,6 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("source", choices=SOURCES, help="format of the input checkpoint")
     parser.add_argument("input", metavar="IN", help="checkpoint file to convert (never modified)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="destination file")
+    parser.add_argument(
+        "--framing", choices=("asteroid", "causal"), default="asteroid",
+        help="asteroid (default): reproduce asteroid's output exactly, offline (chunked) only; causal: "
+        "speechkit's framing, so a causal model streams, but outputs differ near both ends",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.set_defaults(func=run)
 
@@ -55,11 +60,12 @@ def run(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
     if not output.parent.is_dir():
         raise ConfigError(f"the output folder {output.parent} does not exist")
-    model = convert_checkpoint(args.source, source, out_path=output, overwrite=args.force)
+    model = convert_checkpoint(args.source, source, out_path=output, overwrite=args.force, framing=args.framing)
     summary = model.describe()
     streaming = (
         f"streams with {summary['algorithmic_latency_ms']:.2f} ms latency"
-        if summary["streaming"] else "offline (non-causal)"
+        if summary["streaming"] else "offline (non-causal)" if not model.causal
+        else "offline (asteroid framing; --framing causal streams)"
     )
     print(
         f"wrote {output}: {summary['name']} {summary['task']}, {summary['sources']} source(s), "

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import CheckpointError
 
-#: source name -> "module:function" taking (path, out_path=None, overwrite=False) -> model
+#: source name -> "module:function" taking (path, out_path=None, overwrite=False, **options) -> model
 CONVERTERS: Mapping[str, str] = MappingProxyType(
     {
         "asteroid": "speechkit.convert.asteroid:convert_asteroid_checkpoint",
@@ -31,16 +31,18 @@ def convert_checkpoint(
     path: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
     overwrite: bool = False,
+    **options: Any,
 ) -> Any:
     """Convert the ``source``-format checkpoint at ``path`` (and save it to ``out_path`` if given).
 
+    ``options`` go to the converter (asteroid: ``framing="asteroid"`` or ``"causal"``).
     Returns the converted :class:`~speechkit.models.base.SpeechModel`.
     """
     if source not in CONVERTERS:
         raise CheckpointError(f"no converter for {source!r} checkpoints (known: {', '.join(sorted(CONVERTERS))})")
     module_name, function_name = CONVERTERS[source].split(":")
     converter = getattr(importlib.import_module(module_name), function_name)
-    return converter(path, out_path=out_path, overwrite=overwrite)
+    return converter(path, out_path=out_path, overwrite=overwrite, **options)
 
 
 __all__ = ["CONVERTERS", "convert_checkpoint"]

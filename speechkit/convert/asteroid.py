@@ -9,11 +9,16 @@ consumed; leftovers are an error.
 Norm names differ: asteroid ``"gLN"`` -> ``"gLN"``; asteroid ``"cLN"`` (a per-frame channel norm)
 -> ``"chanLN"``; asteroid ``"cgLN"`` (the paper's cumulative norm) -> ``"cLN"``.
 
-Framing note: asteroid frames the raw signal with no padding, speechkit pads it causally (``kernel
-- stride`` zeros on the left, see :mod:`speechkit.frontend.framing`). Inner frames coincide, so a
-converted model computes the same network on the same frame grid, with one extra frame at each
-edge; outputs match asteroid's except for those edge frames (and, for gLN, the slightly different
-global statistics they bring).
+Framing: asteroid frames the raw signal with no padding (``Conv1d(1, N, L, stride, bias=False)``)
+and pads or crops the decoder output to the input length (``pad_x_to_y``); speechkit's own
+framing pads ``L - stride`` zeros on the left and covers the tail (see
+:mod:`speechkit.frontend.framing`), which adds a frame at each edge. Those frames change more than
+the edge samples: every cumulative or global norm statistic and every TCN receptive field that
+reaches them differs, so with the causal framing the outputs differ from asteroid's for about
+0.1-0.4 s at both ends. Converted models therefore use ``framing="asteroid"`` (the default here),
+which reproduces asteroid's output to float precision but runs offline only (in chunks);
+``framing="causal"`` keeps speechkit's framing so a causal model streams, at the cost of those
+edge differences.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ConfigError
+from ..frontend.framing import check_framing
 from ..models.conv_tasnet import MASK_ACTIVATIONS, ConvTasNet, ConvTasNetConfig
 
 #: asteroid norm_type -> speechkit norm_type
@@ -87,8 +93,14 @@ def read_asteroid_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return package
 
 
-def asteroid_config(model_args: dict[str, Any], source: str = "checkpoint") -> ConvTasNetConfig:
-    """Translate asteroid ``model_args`` into a :class:`ConvTasNetConfig` (norm names mapped)."""
+def asteroid_config(
+    model_args: dict[str, Any], source: str = "checkpoint", framing: str = "asteroid"
+) -> ConvTasNetConfig:
+    """Translate asteroid ``model_args`` into a :class:`ConvTasNetConfig` (norm names mapped).
+
+    ``framing="asteroid"`` reproduces asteroid's output exactly (offline only); ``"causal"`` lets a
+    causal model stream (outputs then differ near the edges, see the module docstring).
+    """
     fb_name = str(model_args.get("fb_name", "free"))
     if fb_name.lower() not in FREE_FILTERBANK_NAMES:
         raise CheckpointError(
@@ -133,6 +145,7 @@ def asteroid_config(model_args: dict[str, Any], source: str = "checkpoint") -> C
             norm_type=ASTEROID_NORMS[norm_type],
             causal=bool(model_args.get("causal", False)),
             sample_rate=int(round(float(model_args.get("sample_rate", 8000)))),
+            framing=check_framing(framing),
         )
     except KeyError as error:
         raise CheckpointError(f"{source}: model_args lacks {error.args[0]!r}") from error
@@ -189,6 +202,7 @@ def convert_asteroid_checkpoint(
     path: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
     overwrite: bool = False,
+    framing: str = "asteroid",
 ) -> ConvTasNet:
     """Build a :class:`ConvTasNet` from an asteroid checkpoint, optionally saving it as ours.
 
@@ -196,6 +210,8 @@ def convert_asteroid_checkpoint(
         path: asteroid ``.pth`` (Zenodo) or Hugging Face ``pytorch_model.bin`` with the same layout.
         out_path: if given, write a speechkit ``.safetensors`` checkpoint there with provenance.
         overwrite: replace an existing ``out_path``.
+        framing: ``"asteroid"`` (default: asteroid's output to float precision, offline only) or
+            ``"causal"`` (speechkit's framing: causal models stream; outputs differ near the edges).
 
     Returns:
         The converted model, in eval mode.
@@ -203,7 +219,7 @@ def convert_asteroid_checkpoint(
     package = read_asteroid_checkpoint(path)
     source = str(path)
     model_args = package["model_args"]
-    config = asteroid_config(model_args, source)
+    config = asteroid_config(model_args, source, framing)
     model = ConvTasNet(config)
     state = convert_asteroid_state_dict(package["state_dict"], model, source)
     model.load_state_dict(state, strict=True)
@@ -217,7 +233,8 @@ def convert_asteroid_checkpoint(
             "asteroid_model_name": package.get("model_name", "ConvTasNet"),
             "asteroid_model_args": _json_safe(model_args),
             "asteroid_infos": _json_safe(package.get("infos", {})),
-            "note": "asteroid frames without padding; speechkit pads causally (edge frames differ)",
+            "note": "framing='asteroid' reproduces asteroid's output (offline only)" if config.framing == "asteroid"
+            else "causal framing: streams, but differs from asteroid for about 0.1-0.4 s at both ends",
         }
         save_checkpoint(model, out_path, provenance=provenance, overwrite=overwrite)
     return model

@@ -14,7 +14,9 @@ frame, so inter-channel time and level differences reach the mask estimator.
 Framing follows :mod:`speechkit.frontend.framing`: offline the signal is ``causal_pad``-ed and the
 synthesis ``causal_crop``-ped, so frame t covers samples ``[t*stride - (kernel_size - stride),
 t*stride + stride)``; streaming uses ``analysis_step`` / ``overlap_add_step`` with explicit state
-and reproduces the offline output delayed by ``kernel_size - stride`` samples.
+and reproduces the offline output delayed by ``kernel_size - stride`` samples. ``framing="asteroid"``
+frames like asteroid's ``Encoder``/``Decoder`` instead (no padding, synthesis padded or cropped to
+the input length; offline only), so converted asteroid models reproduce asteroid's output.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import framing
+from .framing import check_framing
 
 
 class FreeFilterbank(nn.Module):
@@ -48,11 +51,15 @@ class FreeFilterbank(nn.Module):
 
 
 class _LearnedFilterbankModule(nn.Module):
-    """What the encoder and decoder share: one :class:`FreeFilterbank` and its ``kernel_size`` / ``stride``."""
+    """What the encoder and decoder share: one :class:`FreeFilterbank`, its ``kernel_size`` / ``stride``
+    and the offline ``framing`` (:data:`speechkit.frontend.framing.FRAMINGS`; streaming is always causal)."""
 
-    def __init__(self, n_filters: int, kernel_size: int, stride: int, in_channels: int = 1) -> None:
+    def __init__(
+        self, n_filters: int, kernel_size: int, stride: int, in_channels: int = 1, framing: str = "causal"
+    ) -> None:
         super().__init__()
         self.filterbank = FreeFilterbank(n_filters, kernel_size, stride, in_channels)
+        self.framing = check_framing(framing)
 
     @property
     def kernel_size(self) -> int:
@@ -77,7 +84,8 @@ class LearnedEncoder(_LearnedFilterbankModule):
         return 1 if self.in_channels > 1 else 0
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``[..., (M,) T] -> [..., N, causal_num_frames(T)]`` with the causal framing convention."""
+        """``[..., (M,) T] -> [..., N, n_frames]``: ``causal_num_frames(T)`` frames with the causal framing,
+        ``(T - kernel_size) // stride + 1`` with asteroid's."""
         channel_axes = self._channel_axes()
         if channel_axes and (waveform.dim() < 2 or waveform.shape[-2] != self.in_channels):
             raise ConfigError(
@@ -85,13 +93,15 @@ class LearnedEncoder(_LearnedFilterbankModule):
             )
         leading = waveform.shape[: waveform.dim() - 1 - channel_axes]
         flat = waveform.reshape(-1, self.in_channels, waveform.shape[-1])  # [B', M, T]
-        padded = framing.causal_pad(flat, self.kernel_size, self.stride)  # [B', M, (F-1)*stride + L]
+        padded = framing.analysis_pad(flat, self.kernel_size, self.stride, self.framing)  # [B', M, >= (F-1)*stride + L]
         features = F.conv1d(padded, self.filterbank.filters(), stride=self.stride)  # [B', N, F]
         return features.reshape(*leading, *features.shape[-2:])  # [..., N, F]
 
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Zero analysis buffer ``[batch_size, (M,) kernel_size - stride]``."""
+        """Zero analysis buffer ``[batch_size, (M,) kernel_size - stride]`` (streaming needs the causal framing)."""
+        if self.framing != "causal":
+            raise ConfigError(f"the {self.framing} framing is offline only; streaming needs framing='causal'")
         leading = (batch_size, self.in_channels) if self._channel_axes() else (batch_size,)
         shape = framing.analysis_state_shape(leading, self.kernel_size, self.stride)
         return torch.zeros(shape, device=device, dtype=dtype)
@@ -112,16 +122,18 @@ class LearnedDecoder(_LearnedFilterbankModule):
     """Learned representation ``[..., N, n_frames]`` -> waveform ``[..., T]`` by transposed conv."""
 
     def forward(self, features: torch.Tensor, length: int) -> torch.Tensor:
-        """``[..., N, F] -> [..., length]``: overlap-add synthesis, cropped as ``causal_crop``."""
+        """``[..., N, F] -> [..., length]``: overlap-add synthesis, cropped to ``length`` as the framing says."""
         leading = features.shape[:-2]
         flat = features.reshape(-1, *features.shape[-2:])  # [B', N, F]
         full = F.conv_transpose1d(flat, self.filterbank.filters(), stride=self.stride)  # [B', 1, (F-1)*stride + L]
-        waveform = framing.causal_crop(full[:, 0], self.kernel_size, self.stride, length)  # [B', length]
+        waveform = framing.synthesis_crop(full[:, 0], self.kernel_size, self.stride, length, self.framing)  # [B', length]
         return waveform.reshape(*leading, waveform.shape[-1])  # [..., length]
 
     def initial_state(self, leading: tuple[int, ...], device: torch.device | None = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Zero overlap-add buffer ``[*leading, kernel_size - stride]``."""
+        """Zero overlap-add buffer ``[*leading, kernel_size - stride]`` (streaming needs the causal framing)."""
+        if self.framing != "causal":
+            raise ConfigError(f"the {self.framing} framing is offline only; streaming needs framing='causal'")
         shape = framing.synthesis_state_shape(leading, self.kernel_size, self.stride)
         return torch.zeros(shape, device=device, dtype=dtype)
 

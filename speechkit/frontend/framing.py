@@ -18,11 +18,24 @@ Streaming (all state explicit tensors, ONNX-friendly)::
 
     frame, analysis_state = analysis_step(block, analysis_state)    # block [..., hop] -> [..., win]
     out, synthesis_state = overlap_add_step(frame_out, synthesis_state)  # [..., win] -> [..., hop]
+
+A second, offline-only convention reproduces asteroid's filterbanks (``framing="asteroid"``, set
+by :mod:`speechkit.convert.asteroid`): no padding, frame ``t`` covers ``[t*hop, t*hop + win)``
+(``(T - win) // hop + 1`` frames, a trailing partial hop dropped), and the overlap-added synthesis
+is right-padded with zeros or cropped to the input length (asteroid's ``pad_x_to_y``). Against
+the causal convention this drops the ``(win - hop) / hop`` frames that start before the signal and
+the frame(s) that end after it, so a network sees different edge frames, and the first and last
+``win - hop`` samples differ. :func:`analysis_pad` and :func:`synthesis_crop` select a convention.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+#: framing conventions: "causal" (this module's, streams) or "asteroid" (no padding; offline only)
+FRAMINGS = ("causal", "asteroid")
 
 
 def causal_num_frames(length: int, win: int, hop: int) -> int:
@@ -86,3 +99,35 @@ def overlap_add_step(
     head = frame[..., :overlap] + state
     total = torch.cat([head, frame[..., overlap:]], dim=-1)  # [..., win]
     return total[..., :hop], total[..., hop:]
+
+
+def check_framing(framing: str) -> str:
+    """``framing`` if it is one of :data:`FRAMINGS`, else a :class:`ConfigError`."""
+    if framing not in FRAMINGS:
+        raise ConfigError(f"unknown framing {framing!r}; use one of {', '.join(FRAMINGS)}")
+    return framing
+
+
+def analysis_pad(x: torch.Tensor, win: int, hop: int, framing: str = "causal") -> torch.Tensor:
+    """Pad ``x [..., T]`` for a stride-``hop`` analysis with window ``win`` under ``framing``.
+
+    ``"causal"``: :func:`causal_pad`. ``"asteroid"``: no padding (a signal shorter than one window
+    is right-padded to ``win`` samples, where asteroid would fail).
+    """
+    if check_framing(framing) == "causal":
+        return causal_pad(x, win, hop)
+    if x.shape[-1] < win:
+        return F.pad(x, (0, win - x.shape[-1]))
+    return x
+
+
+def synthesis_crop(y: torch.Tensor, win: int, hop: int, length: int, framing: str = "causal") -> torch.Tensor:
+    """The ``length`` output samples of an overlap-added ``y [..., L]`` under ``framing``.
+
+    ``"causal"``: :func:`causal_crop`. ``"asteroid"``: the first ``length`` samples, right-padded
+    with zeros when ``y`` is shorter (asteroid's ``pad_x_to_y``).
+    """
+    if check_framing(framing) == "causal":
+        return causal_crop(y, win, hop, length)
+    y = y[..., :length]
+    return F.pad(y, (0, length - y.shape[-1]))

@@ -64,6 +64,9 @@ class ConvTasNetConfig:
     # causal only: the mask of encoder frame f is estimated from frames <= f + lookahead_frames,
     # adding lookahead_frames * stride samples of algorithmic latency (0: the paper's causal model)
     lookahead_frames: int = 0
+    # "causal": speechkit's framing (streams); "asteroid": asteroid's unpadded framing of the learned
+    # filterbank, offline only (set by speechkit.convert.asteroid: imported models reproduce asteroid)
+    framing: str = "causal"
     # "learned": the paper's free basis; "stft": the fixed causal STFT with n_fft = kernel_size and
     # hop = stride, masked by a real mask on its n_filters = kernel_size // 2 + 1 bins, the mask
     # estimator reading the magnitude compressed by magnitude_exponent
@@ -83,6 +86,8 @@ class ConvTasNetConfig:
             raise ConfigError(f"ConvTasNetConfig.lookahead_frames must be >= 0, got {self.lookahead_frames}")
         if self.lookahead_frames and not self.causal:
             raise ConfigError("lookahead_frames applies to a causal Conv-TasNet only (causal=True)")
+        if framing.check_framing(self.framing) != "causal" and self.lookahead_frames:
+            raise ConfigError(f"lookahead_frames needs framing='causal', not {self.framing!r}")
         if self.stride > self.kernel_size:
             raise ConfigError(f"stride {self.stride} must not exceed kernel_size {self.kernel_size}")
         if self.encoder not in ENCODERS:
@@ -95,6 +100,8 @@ class ConvTasNetConfig:
                 )
             if self.input_channels != 1:
                 raise ConfigError("the STFT encoder takes one channel (input_channels=1)")
+            if self.framing != "causal":
+                raise ConfigError(f"framing {self.framing!r} applies to the learned encoder only")
         if self.mask_act not in MASK_ACTIVATIONS:
             raise ConfigError(f"unknown mask_act {self.mask_act!r}; use one of {', '.join(MASK_ACTIVATIONS)}")
         if self.norm_type not in NORM_TYPES:
@@ -289,8 +296,10 @@ class ConvTasNet(SpeechModel):
             self.encoder = STFTEncoder(config.kernel_size, config.stride, config.stft_window, config.magnitude_exponent)
             self.decoder = STFTDecoder(config.kernel_size, config.stride, config.stft_window)
         else:
-            self.encoder = LearnedEncoder(config.n_filters, config.kernel_size, config.stride, config.input_channels)
-            self.decoder = LearnedDecoder(config.n_filters, config.kernel_size, config.stride)
+            self.encoder = LearnedEncoder(
+                config.n_filters, config.kernel_size, config.stride, config.input_channels, config.framing
+            )
+            self.decoder = LearnedDecoder(config.n_filters, config.kernel_size, config.stride, framing=config.framing)
         self.masker = TDConvNet(config)
 
     # ----------------------------------------------------------------- description
@@ -342,8 +351,8 @@ class ConvTasNet(SpeechModel):
 
     @property
     def supports_streaming(self) -> bool:
-        """Every causal configuration streams."""
-        return self.causal
+        """Every causal configuration with the causal framing streams (asteroid's framing is offline only)."""
+        return self.causal and self.config.framing == "causal"
 
     @property
     def block_size(self) -> int:
