@@ -1,4 +1,5 @@
-"""torchrun + DistributedDataParallel (gloo, 2 CPU processes) matches one process with the same global batch."""
+"""torchrun + DistributedDataParallel (gloo, 2 CPU processes) matches one process with the same global batch,
+with and without gradient accumulation."""
 from __future__ import annotations
 
 import csv
@@ -20,12 +21,13 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 @pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.exists() and shutil.which("torchrun") is None, reason="torchrun is not installed")
-def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("accumulate_steps", [1, 2])  # 2: each rank's 2 items in 2 micro-batches (no_sync)
+def test_two_process_ddp_matches_single_process(tmp_path: Path, accumulate_steps: int) -> None:
     overrides = ["max_steps=5", "valid_every=5", "checkpoint_every=5", "batch_size=4", "num_threads=1"]
     launcher = str(TORCHRUN) if TORCHRUN.exists() else "torchrun"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     command = [launcher, "--standalone", "--nproc_per_node", "2", "-m", "recipes.train", str(CONFIG),
-               *overrides, f"run_dir={tmp_path / 'ddp'}"]
+               *overrides, f"accumulate_steps={accumulate_steps}", f"run_dir={tmp_path / 'ddp'}"]
     result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
     if result.returncode != 0 and "terminate called without an active exception" in result.stderr:
         # seen once in 10+ runs (2026-12-01, clean clone, full suite): a rank aborted inside gloo's

@@ -56,8 +56,9 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "valid_every": 200,  # steps between validations (also run at the end)
     # metrics: list (null: the task's default); select: the model-selection metric (null: si_sdri);
     # subset: validate on this many items of the set, drawn with `seed` (null: all); seed: the RNG
-    # seed of every validation item (a sampling model then gives repeatable scores)
-    "validation": {"metrics": None, "select": None, "subset": None, "seed": 0},
+    # seed of every validation item, so a sampling model scores repeatably (null: 0). Nulls take the
+    # model's `validation_defaults` first (see recipes/training/validation.py)
+    "validation": {"metrics": None, "select": None, "subset": None, "seed": None},
     "checkpoint_every": 100,  # steps between full-state checkpoints (also at the end and on signal)
     "keep_checkpoints": 2,
     "log_every": 10,

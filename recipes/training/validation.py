@@ -72,7 +72,7 @@ def validation_spec(config: Mapping[str, Any], model: torch.nn.Module | None = N
     subset = values.get("subset")
     if subset is not None and int(subset) < 1:
         raise ConfigError("validation.subset must be positive (or null for the whole set)")
-    return ValidationSpec(task, metrics, select, None if subset is None else int(subset), int(values.get("seed", 0)))
+    return ValidationSpec(task, metrics, select, None if subset is None else int(subset), int(values.get("seed") or 0))
 
 
 @torch.no_grad()
