@@ -15,6 +15,8 @@ from .errors import RealtimeError
 
 #: smallest default device block in samples (PortAudio callbacks much shorter than this are fragile)
 MIN_DEFAULT_BLOCK = 128
+#: default device block of chunk-mode models (their hop is a large part of a second)
+CHUNK_DEFAULT_BLOCK = 512
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run a streaming ONNX export (speechkit export --streaming) block by block, "
         "from the microphone or a file to the speaker or a file, and report latency and timing.",
     )
-    parser.add_argument("--model", required=True, help="streaming .onnx file from 'speechkit export --streaming'")
+    parser.add_argument("--model", required=True,
+                        help=".onnx file from 'speechkit export' (streaming step graph, or a whole-chunk graph "
+                        "run on a sliding window: --chunk SECONDS)")
     parser.add_argument("--input", default="mic",
                         help="'mic' or an audio file (any rate: resampled to the model's, as enhance does)")
     parser.add_argument("--output", default="speaker",
@@ -37,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--attenuation-limit", type=float, default=None, metavar="DB",
                         help="add the input back DB dB down (enhancers: masks artefacts; default: off)")
     parser.add_argument("--extra-buffer-ms", type=float, default=0.0, help="added output buffering (safety margin)")
+    parser.add_argument("--compute-ms", type=float, default=None,
+                        help="time a model step may take (default: one hop; chunk models: lower it to their "
+                        "measured window time to cut the latency)")
     parser.add_argument("--realtime", action="store_true", help="pace a file-to-file run in real time")
     parser.add_argument("--duration", type=float, default=None, help="seconds to record from the microphone")
     parser.add_argument("--no-compensate", action="store_true", help="keep the latency in the output file")
@@ -66,14 +73,20 @@ def _print_live(engine: Engine) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``speechkit stream``."""
     from .io import audio_file_info, file_input, read_audio, resample, write_audio
-    from .model import StreamModel
+    from .model import load_model
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.cuda else None
-    model = StreamModel(args.model, spinning=args.spinning, intra_op_threads=args.threads, providers=providers,
+    model = load_model(args.model, spinning=args.spinning, intra_op_threads=args.threads, providers=providers,
                        graph_optimization=args.graph_optimization)
     rate = model.sample_rate
     hop = model.hop_length
-    block = args.block or hop * -(-MIN_DEFAULT_BLOCK // hop)
+    mode = getattr(model, "mode", "stream")
+    if args.block:
+        block = args.block
+    elif mode == "stream":
+        block = hop * -(-MIN_DEFAULT_BLOCK // hop)
+    else:  # a chunk model's hop is a large part of its window: ordinary device blocks
+        block = min(hop, CHUNK_DEFAULT_BLOCK)
     use_mic = args.input == "mic"
     use_speaker = args.output == "speaker"
     far = None
@@ -99,13 +112,21 @@ def run(args: argparse.Namespace) -> int:
         latency_budget_ms=args.latency_ms,
         fallback=args.fallback,
         extra_buffer=round(args.extra_buffer_ms * rate / 1000.0),
+        compute_allowance=None if args.compute_ms is None else max(1, round(args.compute_ms * rate / 1000.0)),
         device_input=device_in,
         device_output=device_out,
         attenuation_limit_db=args.attenuation_limit,
     )
     live = None if args.quiet else _print_live
     if not args.quiet:
-        print(f"{args.model}: {rate} Hz, hop {hop}, block {block}; {engine.latency.describe()}", file=sys.stderr)
+        window = ""
+        if mode != "stream":
+            window = (
+                f" ({mode} mode: window {model.window_length}, overlap {model.overlap_length} samples;"
+                f" latency = window + compute)"
+            )
+        print(f"{args.model}: {rate} Hz, hop {hop}, block {block}{window}; {engine.latency.describe()}",
+              file=sys.stderr)
     step_times = engine.warm_up()
     realtime = use_mic or use_speaker or args.realtime
     if realtime:

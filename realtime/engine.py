@@ -52,7 +52,10 @@ class Clock(Protocol):
 
 
 class StepModel(Protocol):
-    """What the engine needs from a model (see :class:`realtime.model.StreamModel`)."""
+    """What the engine needs from a model (:class:`realtime.model.StreamModel`, or
+    :class:`realtime.chunk.ChunkModel` whose hop is its window minus the overlap and whose
+    ``stream_delay`` is the overlap, so the algorithmic latency is its window). An optional
+    ``mode`` attribute (``"stream"``, ``"chunk"``, ``"sampler"``) is reported with the latency."""
 
     sample_rate: int
     hop_length: int
@@ -128,6 +131,7 @@ class Engine:
             prefill = max(prefill, hop_length + self.device_block - 1)
         prefill += int(extra_buffer)
         self.latency = LatencyTerms(
+            mode=str(getattr(model, "mode", "stream")),
             sample_rate=int(model.sample_rate),
             hop_length=hop_length,
             stream_delay=int(model.stream_delay),
@@ -138,6 +142,7 @@ class Engine:
         )
         self.latency.check_budget(latency_budget_ms)
         self.metrics = Metrics(model.sample_rate, hop_length)
+        self.metrics.set_latency(self.latency.algorithmic, self.latency.total)
         ring_capacity = max(int(ring_seconds * model.sample_rate), 8 * (hop_length + self.device_block) + prefill)
         self._input = RingBuffer(model.num_input_channels, ring_capacity + self.latency.signal_delay)
         self._output = RingBuffer(model.num_output_channels, 8 * (hop_length + self.device_block) + prefill)
@@ -170,9 +175,12 @@ class Engine:
         self._start_time = self.clock.now() if start_time is None else float(start_time)
 
     def warm_up(self, steps: int = 20) -> list[float]:
-        """Run ``steps`` steps on silence (timed), then reset; returns the step times in seconds."""
+        """Run ``steps`` steps on low-level noise (timed), then reset; returns the step times in seconds.
+
+        Noise, not silence: a chunk model does not compute windows of digital silence.
+        """
         times = []
-        self.model.input_block.fill(0.0)
+        self.model.input_block[...] = 1e-3 * np.random.default_rng(0).standard_normal(self.model.input_block.shape)
         for _ in range(steps):
             started = self.clock.now()
             self.model.step()
@@ -390,7 +398,12 @@ class Engine:
 
     def summary(self) -> dict[str, Any]:
         """Latency terms and metrics as one JSON-ready dict."""
-        return {"latency": self.latency.as_dict(), "metrics": self.metrics.summary(), "fallback": self.fallback}
+        return {
+            "mode": self.latency.mode,
+            "latency": self.latency.as_dict(),
+            "metrics": self.metrics.summary(),
+            "fallback": self.fallback,
+        }
 
 
 def _cycle(sizes: Iterable[int], device_block: int) -> Iterator[int]:

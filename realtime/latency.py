@@ -12,7 +12,9 @@ its first output sample.
 Terms:
 
 * ``algorithmic`` = ``H + stream_delay`` (from the model: a hop must be collected, plus the delay
-  of the streamed output against the offline output).
+  of the streamed output against the offline output). For a chunk-mode model (``realtime.chunk``)
+  ``H`` is the window minus the overlap and ``stream_delay`` the overlap: the algorithmic latency is
+  the window length.
 * ``buffering`` = ``P - H``: what the engine adds to fit the device block to the hop and to leave
   the step its compute time. The output stream equals the model's offline output delayed by
   exactly ``algorithmic + buffering`` samples (checked by the identity-model test).
@@ -64,7 +66,11 @@ def minimum_prefill(hop_length: int, device_block: int, compute_allowance: int |
 
 @dataclasses.dataclass(frozen=True)
 class LatencyTerms:
-    """Every latency term of a configured stream, in samples at ``sample_rate``."""
+    """Every latency term of a configured stream, in samples at ``sample_rate``.
+
+    ``mode`` is the model's (``"stream"``, or ``"chunk"``/``"sampler"`` where the algorithmic term
+    is the window).
+    """
 
     sample_rate: int
     hop_length: int
@@ -73,6 +79,7 @@ class LatencyTerms:
     prefill: int
     device_input: int = 0
     device_output: int = 0
+    mode: str = "stream"
 
     @property
     def algorithmic(self) -> int:
@@ -109,13 +116,16 @@ class LatencyTerms:
         }
         result: dict[str, Any] = {f"{key}_samples": value for key, value in terms.items()}
         result.update({f"{key}_ms": self.milliseconds(value) for key, value in terms.items()})
-        result.update({"hop_length": self.hop_length, "device_block": self.device_block, "prefill": self.prefill})
+        result.update(
+            {"hop_length": self.hop_length, "device_block": self.device_block, "prefill": self.prefill, "mode": self.mode}
+        )
         return result
 
     def describe(self) -> str:
         """One line: every term in ms."""
+        algorithmic = "algorithmic" if self.mode == "stream" else f"{self.mode} window"
         return (
-            f"latency {self.milliseconds(self.total):.2f} ms = algorithmic {self.milliseconds(self.algorithmic):.2f}"
+            f"latency {self.milliseconds(self.total):.2f} ms = {algorithmic} {self.milliseconds(self.algorithmic):.2f}"
             f" + buffering {self.milliseconds(self.buffering):.2f}"
             f" + device in {self.milliseconds(self.device_input):.2f} + out {self.milliseconds(self.device_output):.2f}"
         )

@@ -21,7 +21,15 @@ class Metrics:
         self.hop_length = int(hop_length)
         self._step_times = np.zeros(int(window), dtype=np.float64)
         self._status_counts = np.zeros(len(STATUS_FLAGS), dtype=np.int64)
+        self.algorithmic_latency_samples = 0
+        self.latency_samples = 0
         self.reset()
+
+    def set_latency(self, algorithmic_samples: int, total_samples: int) -> None:
+        """The stream's configured latency (algorithmic: a chunk model's window; total: with
+        buffering and the device), reported with the metrics."""
+        self.algorithmic_latency_samples = int(algorithmic_samples)
+        self.latency_samples = int(total_samples)
 
     def reset(self) -> None:
         """Zero every counter."""
@@ -83,6 +91,10 @@ class Metrics:
     def summary(self) -> dict[str, Any]:
         """Every metric as a JSON-ready dict."""
         return {
+            "algorithmic_latency_samples": self.algorithmic_latency_samples,
+            "algorithmic_latency_ms": 1000.0 * self.algorithmic_latency_samples / self.sample_rate,
+            "latency_samples": self.latency_samples,
+            "latency_ms": 1000.0 * self.latency_samples / self.sample_rate,
             "steps": self.steps,
             "skipped_steps": self.skipped_steps,
             "audio_seconds": self.audio_seconds,

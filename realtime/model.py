@@ -1,5 +1,8 @@
 """An exported speechkit streaming graph run with ONNX Runtime, one hop per :meth:`step`.
 
+:func:`load_model` opens any export: step graphs as :class:`StreamModel`, whole-chunk and sampler
+graphs as :class:`realtime.chunk.ChunkModel` (a sliding window with cross-fade).
+
 The state tensors live in two preallocated sets of numpy buffers bound to the session with
 ``IOBinding``: step ``n`` reads set ``n % 2`` and writes set ``(n + 1) % 2``, so a step allocates
 nothing. The input block and the output block are preallocated too.
@@ -45,15 +48,83 @@ def read_metadata(session: Any, source: str) -> dict[str, Any]:
         raise RealtimeError(f"{source}: speechkit metadata is not valid JSON ({error})") from error
 
 
-def _stored_graph_optimization(ort: Any, path: Path) -> str:
-    """The optimisation level the export's metadata asks for ("all" when it names none)."""
+def read_file_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The decoded speechkit metadata of an exported ``.onnx`` file (loaded without optimisation)."""
+    ort = _import_onnxruntime()
+    path = Path(path)
+    if not path.is_file():
+        raise RealtimeError(f"model file {path} does not exist")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only read the metadata
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types
         raise RealtimeError(f"{path} is not a loadable ONNX model ({error})") from error
-    return str(read_metadata(session, str(path)).get("ort_graph_optimization", "all"))
+    return read_metadata(session, str(path))
+
+
+def graph_mode(metadata: dict[str, Any]) -> str:
+    """``"stream"``, ``"chunk"`` or ``"sampler"``: how the engine runs an export (older exports have no
+    ``mode`` entry: their ``graph_kind`` decides)."""
+    if "mode" in metadata and metadata["mode"] is not None:
+        return str(metadata["mode"])
+    return "stream" if metadata.get("graph_kind") == "streaming" else "chunk"
+
+
+def open_session(
+    path: str | os.PathLike,
+    spinning: bool = False,
+    intra_op_threads: int = 1,
+    providers: list[str] | None = None,
+    graph_optimization: str | None = None,
+) -> tuple[Any, dict[str, Any], str]:
+    """An ONNX Runtime session tuned for one small run at a time, its metadata and optimisation level.
+
+    Arguments as for :class:`StreamModel`.
+    """
+    ort = _import_onnxruntime()
+    path = Path(path)
+    if graph_optimization is None:
+        graph_optimization = str(read_file_metadata(path).get("ort_graph_optimization", "all"))
+    elif not path.is_file():
+        raise RealtimeError(f"model file {path} does not exist")
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    if graph_optimization not in levels:
+        raise RealtimeError(
+            f"unknown graph optimisation level {graph_optimization!r}; use one of {', '.join(levels)}"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(intra_op_threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = levels[graph_optimization]
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
+    available = ort.get_available_providers()
+    chosen = [name for name in (providers or ["CPUExecutionProvider"]) if name in available]
+    try:
+        session = ort.InferenceSession(str(path), options, providers=chosen or ["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        raise RealtimeError(f"{path} is not a loadable ONNX model ({error})") from error
+    return session, read_metadata(session, str(path)), graph_optimization
+
+
+def load_model(path: str | os.PathLike, **options: Any) -> Any:
+    """The engine model of an export: :class:`StreamModel` for step graphs, else
+    :class:`realtime.chunk.ChunkModel` (whole-chunk and sampler graphs on a sliding window).
+
+    ``options`` as for :class:`StreamModel`.
+    """
+    if graph_mode(read_file_metadata(path)) == "stream":
+        return StreamModel(path, **options)
+    from .chunk import ChunkModel
+
+    return ChunkModel(path, **options)
 
 
 class StreamModel:
@@ -77,43 +148,18 @@ class StreamModel:
         providers: list[str] | None = None,
         graph_optimization: str | None = None,
     ) -> None:
-        ort = _import_onnxruntime()
         path = Path(path)
-        if not path.is_file():
-            raise RealtimeError(f"model file {path} does not exist")
-        if graph_optimization is None:
-            graph_optimization = _stored_graph_optimization(ort, path)
-        levels = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }
-        if graph_optimization not in levels:
-            raise RealtimeError(
-                f"unknown graph optimisation level {graph_optimization!r}; use one of {', '.join(levels)}"
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(intra_op_threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = levels[graph_optimization]
-        self.graph_optimization = graph_optimization
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if spinning else "0")
-        available = ort.get_available_providers()
-        chosen = [name for name in (providers or ["CPUExecutionProvider"]) if name in available]
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=chosen or ["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise RealtimeError(f"{path} is not a loadable ONNX model ({error})") from error
+        self.session, self.metadata, self.graph_optimization = open_session(
+            path, spinning, intra_op_threads, providers, graph_optimization
+        )
         self.path = path
-        self.metadata = read_metadata(self.session, str(path))
-        if self.metadata.get("graph_kind") != "streaming":
+        if graph_mode(self.metadata) != "stream":
             raise RealtimeError(
-                f"{path} is a whole-chunk graph; the realtime engine needs a streaming export "
-                "('speechkit export MODEL --streaming')"
+                f"{path} is a whole-chunk graph; StreamModel needs a streaming export "
+                "('speechkit export MODEL --streaming'); load_model runs either kind"
             )
+        #: how the engine runs the graph (one step per hop)
+        self.mode = "stream"
         self.sample_rate = int(self.metadata["sample_rate"])
         self.hop_length = int(self.metadata["block_size"])
         self.stream_delay = int(self.metadata["stream_delay"])

@@ -8,7 +8,23 @@ Two graph kinds:
 
   with every state tensor an explicit input and output (named after ``model.state_names()``;
   outputs carry an ``_out`` suffix). The ``realtime`` engine runs this graph once per hop.
-* **chunk** (any model): ``x[1, C_in, T] -> y[1, S, C_out, T]`` with a dynamic time axis T.
+* **chunk** (any model): ``x[1, C_in, T] -> y[1, S, C_out, T]`` with a dynamic time axis T. Its
+  metadata (``mode = "chunk"``) also declares the window the realtime engine slides over the
+  signal: ``chunk_length`` N and ``overlap_length`` O samples, hop ``H = N - O`` (``O <= N / 2``).
+  The engine runs the graph on the newest N input samples every H samples and joins the windows
+  with the cross-fade of :mod:`speechkit.crossfade`; a run releases H output samples that trail
+  the newest input by O (``stream_delay = lookahead = O``), so the algorithmic latency is
+  ``H + O = N``, the window length: the first sample of a released block is only final once the
+  window that cross-fades it with its predecessor has been computed, and that window ends N
+  samples later. Compute time and device buffering come on top (the engine's ``buffering`` term).
+
+Every export stores ``mode``: ``"stream"`` (step graph), ``"chunk"`` (whole-chunk graph) or, for
+an iterative stochastic model, ``"sampler"``. A sampler export's graph is the score network
+``(x[1, C, T], condition[1, C, T], t[1]) -> score[1, C, T]`` with the diffusion time ``t`` an
+explicit input and no random operation inside; the sampler loop (``realtime.sampler``) draws the
+noise outside the graph and reads its schedule from the ``schedule`` metadata entry
+(:data:`SAMPLER_SCHEDULE_KEYS`). No bundled model is a sampler yet, so :func:`export_onnx` only
+writes ``"stream"`` and ``"chunk"`` graphs; :func:`write_onnx_metadata` stamps any graph.
 
 The legacy TorchScript exporter is used (``torch.onnx.export(dynamo=False)``, opset 17). After
 export, ONNX Runtime is run against PyTorch on random input (several consecutive steps for
@@ -50,6 +66,10 @@ METADATA_KEYS = (
     "model_name",
     "task",
     "graph_kind",
+    "mode",
+    "chunk_length",
+    "overlap_length",
+    "schedule",
     "sample_rate",
     "block_size",
     "hop_length",
@@ -73,6 +93,14 @@ METADATA_KEYS = (
     "ort_graph_optimization",
     "verification",
 )
+#: default window of a whole-chunk graph for the realtime engine, in seconds (its algorithmic latency)
+DEFAULT_REALTIME_CHUNK_SECONDS = 1.0
+#: default overlap of consecutive realtime windows, as a fraction of the window
+DEFAULT_REALTIME_OVERLAP_FRACTION = 0.25
+#: entries of the ``schedule`` metadata of a ``mode = "sampler"`` export (see ``realtime.sampler``)
+SAMPLER_SCHEDULE_KEYS = ("sde", "sigma_min", "sigma_max", "num_steps", "corrector_steps", "snr", "t_eps", "start", "seed")
+
+
 class ExportError(SpeechkitError):
     """A model cannot be exported to ONNX."""
 
@@ -109,7 +137,45 @@ class _StepGraph(nn.Module):
         return (y_block, *new_state)
 
 
-def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1) -> dict[str, Any]:
+def inference_mode(model: SpeechModel) -> str:
+    """How ``model`` runs: its ``inference_spec.mode`` when it declares one, else ``"stream"`` for
+    streaming models and ``"chunk"`` for the others."""
+    spec = getattr(model, "inference_spec", None)
+    if spec is not None:
+        return str(spec.mode)
+    return "stream" if model.supports_streaming else "chunk"
+
+
+def chunk_window(
+    sample_rate: int, chunk_seconds: float | None = None, overlap_seconds: float | None = None
+) -> tuple[int, int]:
+    """The realtime window ``(chunk_length, overlap_length)`` in samples of a whole-chunk graph.
+
+    Defaults: :data:`DEFAULT_REALTIME_CHUNK_SECONDS` and :data:`DEFAULT_REALTIME_OVERLAP_FRACTION`
+    of it. Raises :class:`ExportError` unless ``0 <= overlap <= chunk / 2`` and the chunk has at
+    least two samples.
+    """
+    seconds = DEFAULT_REALTIME_CHUNK_SECONDS if chunk_seconds is None else float(chunk_seconds)
+    chunk_length = int(round(seconds * sample_rate))
+    if overlap_seconds is None:
+        overlap_length = int(round(DEFAULT_REALTIME_OVERLAP_FRACTION * chunk_length))
+    else:
+        overlap_length = int(round(float(overlap_seconds) * sample_rate))
+    if chunk_length < 2 or not 0 <= overlap_length <= chunk_length // 2:
+        raise ExportError(
+            f"a chunk window needs at least 2 samples and 0 <= overlap <= half of it, got "
+            f"{chunk_length} and {overlap_length} samples"
+        )
+    return chunk_length, overlap_length
+
+
+def export_metadata(
+    model: SpeechModel,
+    streaming: bool,
+    hops_per_step: int = 1,
+    chunk_length: int | None = None,
+    overlap_length: int | None = None,
+) -> dict[str, Any]:
     """The metadata an export of ``model`` carries (values JSON-serialisable, not yet encoded).
 
     A streaming graph consumes ``hops_per_step * model.block_size`` samples per run (for models
@@ -118,6 +184,10 @@ def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1)
 
     ``lookahead`` is the model's ``lookahead`` attribute when it defines one, else its
     ``stream_delay`` (how far the offline output at time t may look past t), else 0.
+
+    A chunk graph declares the realtime window (``chunk_length`` N, ``overlap_length`` O; default
+    :func:`chunk_window`): hop ``N - O``, stream delay and lookahead O, algorithmic latency N (see
+    the module docstring).
     """
     model.eval()
     num_input_channels = model.num_input_channels
@@ -127,6 +197,10 @@ def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1)
         "model_name": model.name,
         "task": model.task,
         "graph_kind": "streaming" if streaming else "chunk",
+        "mode": "stream" if streaming else "chunk",
+        "chunk_length": None,
+        "overlap_length": None,
+        "schedule": None,
         "sample_rate": model.sample_rate,
         "frontend": model.frontend_spec.to_dict(),
         "input_layout": model.input_layout.to_dict(),
@@ -165,13 +239,25 @@ def export_metadata(model: SpeechModel, streaming: bool, hops_per_step: int = 1)
             }
         )
     else:
+        if chunk_length is None or overlap_length is None:
+            default_chunk, default_overlap = chunk_window(model.sample_rate)
+            chunk_length = default_chunk if chunk_length is None else int(chunk_length)
+            overlap_length = default_overlap if overlap_length is None else int(overlap_length)
+        if chunk_length < 2 or not 0 <= overlap_length <= chunk_length // 2:
+            raise ExportError(
+                f"a chunk window needs at least 2 samples and 0 <= overlap <= half of it, got "
+                f"{chunk_length} and {overlap_length} samples"
+            )
+        hop_length = chunk_length - overlap_length
         metadata.update(
             {
-                "block_size": None,
-                "hop_length": None,
-                "stream_delay": None,
-                "lookahead": None,
-                "algorithmic_latency": None,
+                "chunk_length": chunk_length,
+                "overlap_length": overlap_length,
+                "block_size": hop_length,
+                "hop_length": hop_length,
+                "stream_delay": overlap_length,
+                "lookahead": overlap_length,
+                "algorithmic_latency": chunk_length,
                 "model_block_size": None,
                 "input_names": ["x"],
                 "output_names": ["y"],
@@ -195,6 +281,8 @@ def export_onnx(
     chunk_lengths: Sequence[int] | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    chunk_seconds: float | None = None,
+    overlap_seconds: float | None = None,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``path``, verify it with ONNX Runtime and save golden data.
 
@@ -205,9 +293,11 @@ def export_onnx(
         hops_per_step: model blocks per graph run (fewer, larger runs: less overhead, more latency).
         tolerance: largest allowed ``max|ort - torch| / max(1, max|torch|)`` over outputs and states.
         verify_steps: consecutive streaming steps compared (states carried between steps).
-        chunk_lengths: input lengths compared for chunk graphs (default: 1 s and 0.37 s).
-        seed: seed of the random verification input.
+        chunk_lengths: input lengths compared for chunk graphs (default: the realtime window and 0.37 s).
+        seed: seed of the random verification input (fixed inputs: the check is repeatable).
         overwrite: replace existing files.
+        chunk_seconds: realtime window of a chunk graph (default :data:`DEFAULT_REALTIME_CHUNK_SECONDS`).
+        overlap_seconds: overlap of consecutive realtime windows (default a quarter of the window).
 
     Raises:
         ExportVerificationError: ONNX Runtime and PyTorch disagree beyond ``tolerance``.
@@ -219,12 +309,23 @@ def export_onnx(
     for target in (path, golden_path):
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    mode = inference_mode(model)
+    if mode == "sampler":
+        raise ExportError(
+            f"{model.name} is an iterative sampler; export its score network and stamp it with "
+            "write_onnx_metadata (mode 'sampler')"
+        )
     if streaming is None:
-        streaming = bool(model.supports_streaming)
+        streaming = mode == "stream" and chunk_seconds is None
     if streaming and not model.supports_streaming:
         raise ExportError(f"{model.name} does not support streaming; export it without --streaming")
+    if streaming and chunk_seconds is not None:
+        raise ExportError("--chunk SECONDS describes a whole-chunk graph; do not combine it with --streaming")
     model.eval()
-    metadata = export_metadata(model, streaming, hops_per_step)
+    chunk_length = overlap_length = None
+    if not streaming:
+        chunk_length, overlap_length = chunk_window(model.sample_rate, chunk_seconds, overlap_seconds)
+    metadata = export_metadata(model, streaming, hops_per_step, chunk_length, overlap_length)
     generator = torch.Generator().manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = temporary_sibling(path)
@@ -246,7 +347,7 @@ def export_onnx(
             if streaming:
                 golden, error = _verify_streaming(model, tmp_name, metadata, verify_steps, generator)
             else:
-                lengths = list(chunk_lengths or (model.sample_rate, int(0.37 * model.sample_rate)))
+                lengths = list(chunk_lengths or (metadata["chunk_length"], int(0.37 * model.sample_rate)))
                 golden, error = _verify_chunk(model, tmp_name, lengths, generator)
         if error > tolerance:
             raise ExportVerificationError(
@@ -254,22 +355,33 @@ def export_onnx(
                 f"{tolerance:.3g}; the export of {model.name} is not faithful"
             )
         metadata["verification"] = {"max_abs_error": error, "tolerance": tolerance, "seed": seed}
-        proto = onnx.load(tmp_name)
-        del proto.metadata_props[:]
-        for key in METADATA_KEYS:
-            entry = proto.metadata_props.add()
-            entry.key = key
-            entry.value = json.dumps(metadata[key], sort_keys=True)
-        proto.producer_name = "speechkit"
-        proto.producer_version = __version__
-        onnx.checker.check_model(proto)
-        onnx.save(proto, tmp_name)
+        write_onnx_metadata(tmp_name, metadata)
         publish(tmp_name, path)
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
     return ExportResult(path, golden_path, streaming, metadata, error, tolerance)
+
+
+def write_onnx_metadata(path: str | os.PathLike, metadata: dict[str, Any]) -> None:
+    """Replace the metadata of the ONNX file ``path`` by ``metadata`` (each value JSON-encoded).
+
+    Keys of :data:`METADATA_KEYS` come first, in that order, then any other key; the model is
+    checked with ``onnx.checker`` and saved in place.
+    """
+    onnx = require("onnx", "onnx", "ONNX export")
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    keys = [key for key in METADATA_KEYS if key in metadata] + sorted(set(metadata) - set(METADATA_KEYS))
+    for key in keys:
+        entry = proto.metadata_props.add()
+        entry.key = key
+        entry.value = json.dumps(metadata[key], sort_keys=True)
+    proto.producer_name = "speechkit"
+    proto.producer_version = __version__
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
 
 
 @contextlib.contextmanager

@@ -16,14 +16,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="export a model to ONNX (verified against PyTorch)",
         description="Export MODEL (a bundled model name, a .safetensors checkpoint, or ARCH:PRESET for an "
         "untrained build) to ONNX. Streaming models export a one-block graph with explicit state "
-        "(--streaming), others a whole-chunk graph. ONNX Runtime is checked against PyTorch; golden "
+        "(--streaming), others a whole-chunk graph that 'speechkit stream' runs on a sliding window "
+        "(--chunk SECONDS). ONNX Runtime is checked against PyTorch; golden "
         "input/output arrays are written beside the model.",
     )
     parser.add_argument("model", help="bundled name, checkpoint path, or ARCH:PRESET (untrained)")
     parser.add_argument("-o", "--output", required=True, help="destination .onnx file")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--streaming", action="store_true", default=None, help="export the one-block step graph")
-    mode.add_argument("--chunk", dest="streaming", action="store_false", help="export the whole-chunk graph")
+    mode.add_argument(
+        "--chunk", dest="chunk_seconds", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
+        help="export the whole-chunk graph, run live on a sliding window of SECONDS (default 1 s; the "
+        "realtime latency is the window); non-streaming models get it without this flag",
+    )
+    parser.add_argument("--overlap", type=float, default=None, metavar="SECONDS",
+                        help="cross-faded overlap of consecutive windows (default: a quarter of the window)")
     parser.add_argument("--hops-per-step", type=int, default=1, help="model blocks per streaming graph run")
     parser.add_argument("--preset", default=None, help="preset for an untrained architecture build")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest relative ORT/PyTorch difference")
@@ -64,12 +71,23 @@ def run(args: argparse.Namespace) -> int:
     from ..export import export_onnx
 
     model = resolve_model(args.model, args.preset)
-    result = export_onnx(model, args.output, streaming=args.streaming, hops_per_step=args.hops_per_step, tolerance=args.tolerance, overwrite=args.force)
+    chunk = args.chunk_seconds
+    streaming = args.streaming if chunk is None else False
+    result = export_onnx(
+        model, args.output, streaming=streaming, hops_per_step=args.hops_per_step, tolerance=args.tolerance,
+        overwrite=args.force, chunk_seconds=chunk or None, overlap_seconds=args.overlap,
+    )
     meta = result.metadata
     kind = "streaming step graph" if result.streaming else "whole-chunk graph"
     print(f"wrote {result.onnx_path} ({kind}, {meta['model_name']}, {meta['sample_rate']} Hz)")
+    rate = meta["sample_rate"]
+    if not result.streaming:
+        print(
+            f"realtime window {meta['chunk_length']} samples, overlap {meta['overlap_length']}, hop "
+            f"{meta['hop_length']}: algorithmic latency {meta['algorithmic_latency']} samples "
+            f"({1000.0 * meta['algorithmic_latency'] / rate:.2f} ms, the window)"
+        )
     if result.streaming:
-        rate = meta["sample_rate"]
         print(
             f"hop {meta['block_size']} samples, stream delay {meta['stream_delay']}, algorithmic latency "
             f"{meta['algorithmic_latency']} samples ({1000.0 * meta['algorithmic_latency'] / rate:.2f} ms), "
