@@ -26,6 +26,10 @@ Run directory (``run_dir``, gitignored under ``runs/``)::
 
 All ``.pt`` files hold only tensors and plain Python values and are loaded with
 ``torch.load(weights_only=True)``.
+
+The objective (``objective: {name, ...}`` or the legacy ``loss:`` keys), optimiser and schedule by
+name, ``accumulate_steps``, ``precision``, ``activation_checkpointing`` and ``validation`` are
+described in :mod:`recipes.training` and DEVELOPING.md ("Training").
 """
 from recipes.training import *  # noqa: F403 (the public API of the package, unchanged names)
 from recipes.training import __all__  # noqa: F401
