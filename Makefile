@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine with only Python 3.10+:
-#   make demo   -> virtualenv + speechkit, then enhance the bundled real example with the bundled model
+#   make demo   -> virtualenv + speechkit[plot], then enhance the bundled real example with the bundled model
 #   make test   -> virtualenv + speechkit[dev], then the whole test suite (what .ci/run runs)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -20,7 +20,11 @@ $(VENV)/.dev-stamp: $(VENV)/.base-stamp
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.base-stamp
+$(VENV)/.plot-stamp: $(VENV)/.base-stamp
+	$(BIN)/pip install -q -e '.[plot]'
+	touch $@
+
+demo: $(VENV)/.plot-stamp
 	$(BIN)/speechkit demo -o demo_output --force
 
 test: $(VENV)/.dev-stamp

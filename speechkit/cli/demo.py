@@ -1,10 +1,12 @@
 """``speechkit demo -o DIR``: enhance the bundled real example recording and draw a spectrogram.
 
 Writes ``noisy_speech.wav`` (before), ``enhanced_speech.wav`` (after), ``clean_speech.wav`` (the
-clean reference, when bundled) and ``spectrogram.png`` (before above after) into DIR. Where the
-bundled two-speaker separator and its example are installed, it also separates
-``two_speakers_mix.wav`` into ``two_speakers_s1.wav`` and ``two_speakers_s2.wav`` and draws
-``separation_spectrogram.png`` (mixture, then each estimated speaker), with the SI-SDR of each.
+clean reference, when bundled) and ``spectrogram.png`` (noisy, enhanced and clean reference
+panels, see :mod:`speechkit.plot`) into DIR. Where the bundled two-speaker separator and its
+example are installed, it also separates ``two_speakers_mix.wav`` into ``two_speakers_s1.wav`` and
+``two_speakers_s2.wav`` and draws ``separation_spectrogram.png`` (mixture, speaker 1, speaker 2),
+with the SI-SDR of each. The figures need matplotlib (``speechkit[plot]``); without it the audio
+is still written and one line says how to get the figures.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AudioError, OutputExistsError
+from ..plot import ENHANCEMENT_TITLES
 from . import EXIT_OK
 
 EXAMPLE_NAME = "noisy_speech.flac"
@@ -38,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
     """Run ``speechkit demo``."""
     from ..api import load
     from ..audio import read_audio, write_audio
-    from ..image import write_spectrogram_png
     from ..pretrained import EXAMPLES_DIR
 
     example = EXAMPLES_DIR / EXAMPLE_NAME
@@ -62,14 +64,27 @@ def run(args: argparse.Namespace) -> int:
         clean, _ = read_audio(clean_path)
         write_audio(directory / "clean_speech.wav", clean, rate, force=True)
         signals.append(clean)
-    write_spectrogram_png(directory / "spectrogram.png", signals, rate)
-    panels = "noisy (top), enhanced" + (", clean reference (bottom)" if len(signals) == 3 else " (bottom)")
-    print(f"speechkit demo: enhanced {example.name} with {processor.name}; wrote {directory}/ "
-          f"(spectrogram.png: {panels})", file=sys.stderr)
+    drawn = _draw(directory / "spectrogram.png", signals, rate, ENHANCEMENT_TITLES[: len(signals)], example.name)
+    panels = f" (spectrogram.png: {', '.join(ENHANCEMENT_TITLES[: len(signals)])})" if drawn else ""
+    print(f"speechkit demo: enhanced {example.name} with {processor.name}; wrote {directory}/{panels}",
+          file=sys.stderr)
     separated = _separate_example(directory, args.device)
     if separated:
         print(f"speechkit demo: {separated}", file=sys.stderr)
     return EXIT_OK
+
+
+def _draw(path: Path, signals: list, rate: int, titles: "list[str] | tuple[str, ...]", heading: str) -> bool:
+    """Draw a figure; without matplotlib print one line saying how to get it and return False."""
+    from ..errors import MissingDependencyError
+    from ..plot import write_spectrogram_figure
+
+    try:
+        write_spectrogram_figure(path, signals, rate, list(titles), force=True, heading=heading)
+    except MissingDependencyError as error:
+        print(f"speechkit demo: {path.name} not drawn: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def _separate_example(directory: Path, device: str) -> str | None:
@@ -78,8 +93,8 @@ def _separate_example(directory: Path, device: str) -> str | None:
 
     from ..api import load
     from ..audio import read_audio, write_audio
-    from ..image import write_spectrogram_png
     from ..losses import si_sdr
+    from ..plot import separation_titles
     from ..pretrained import DEFAULT_SEPARATOR, EXAMPLES_DIR, bundled_model_names
 
     mixture_path = EXAMPLES_DIR / MIXTURE_NAME
@@ -91,7 +106,9 @@ def _separate_example(directory: Path, device: str) -> str | None:
     write_audio(directory / SEPARATION_OUTPUTS[0], mixture, rate, force=True)
     for index, name in enumerate(SEPARATION_OUTPUTS[1:3]):
         write_audio(directory / name, estimates[index], rate, force=True)
-    write_spectrogram_png(directory / SEPARATION_OUTPUTS[3], [mixture, estimates[0], estimates[1]], rate)
+    drawn = _draw(directory / SEPARATION_OUTPUTS[3], [mixture, *estimates[:2]], rate, separation_titles(2),
+                  mixture_path.name)
+    figure = ", separation_spectrogram.png" if drawn else ""
     references = [read_audio(EXAMPLES_DIR / name)[0] for name in REFERENCE_NAMES if (EXAMPLES_DIR / name).is_file()]
     if len(references) != 2:
         return f"separated {mixture_path.name} with {processor.name} into {directory}/two_speakers_s1.wav, _s2.wav"
@@ -101,4 +118,4 @@ def _separate_example(directory: Path, device: str) -> str | None:
     swapped = si_sdr(estimate.flip(0), reference).mean().item()
     before = si_sdr(torch.from_numpy(mixture).expand(2, -1), reference).mean().item()
     return (f"separated {mixture_path.name} with {processor.name}: SI-SDR {before:.1f} -> {max(straight, swapped):.1f} dB "
-            f"(mean of both speakers); wrote two_speakers_s1.wav, two_speakers_s2.wav, separation_spectrogram.png")
+            f"(mean of both speakers); wrote two_speakers_s1.wav, two_speakers_s2.wav{figure}")

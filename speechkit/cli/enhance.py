@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..audio import audio_files_under, default_output_name, names_an_audio_file
-from ..errors import SpeechkitError
+from ..errors import OutputExistsError, SpeechkitError
 from ..inference import (
     CHANNEL_MODES,
     DEFAULT_CHUNK_SECONDS,
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from ..api import FileResult, Processor
 
 GLOB_CHARACTERS = "*?["
+#: --plot draws at most this many seconds of each file
+PLOT_SECONDS = 120.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -104,6 +106,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--repair-nonfinite", action="store_true",
         help="replace NaN/Inf input samples by 0 instead of refusing the file",
+    )
+    parser.add_argument(
+        "--plot", action="store_true",
+        help="also draw the input's and output's spectrograms into a PNG beside the output(s) "
+        f"(<output>.png, or <name>_separated.png; first {PLOT_SECONDS:g} s; needs speechkit[plot])",
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
     add_option_argument(parser)
@@ -183,6 +190,10 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
     from ..models.spec import parse_option_strings
     from ..pretrained import default_model
 
+    if args.plot:  # refuse before anything is processed
+        from .._optional import require
+
+        require("matplotlib", "plot", "--plot")
     inputs = expand_inputs(args.inputs)
     output = Path(args.output) if args.output else None
     runnable = [entry for entry in inputs if entry[2] is None]
@@ -225,11 +236,19 @@ def _run_batch(args: argparse.Namespace, action: str) -> int:
                 else:
                     target = output
                 destinations = separation_outputs(source, target, processor.num_sources)
+            figure = _figure_path(action, source, destinations) if args.plot else None
+            if figure is not None:
+                if figure.exists() and not args.force:
+                    raise OutputExistsError(f"{figure} exists; pass --force to overwrite it")
+                destinations = [*destinations, figure]
             clash = [path for path in destinations if path.resolve() in planned]
             if clash:
                 raise SpeechkitError(f"output {clash[0]} would also be written by an earlier input of this batch")
             planned.update(path.resolve() for path in destinations)
             result = _process_one(processor, action, source, target, args, show_progress)
+            if figure is not None:
+                _draw_figure(figure, action, source, result.outputs)
+                result.outputs.append(figure)
         except SpeechkitError as error:
             text = str(error)
             line = text if text.startswith(str(source)) else f"{source}: {text}"
@@ -278,6 +297,29 @@ def _process_one(
         if action == "enhance":
             return processor.enhance_file(source, target, **options)
         return processor.separate_file(source, target, **options)
+
+
+def _figure_path(action: str, source: Path, destinations: list[Path]) -> Path:
+    """Where ``--plot`` draws: ``<output>.png`` for enhance, ``<dir of s1>/<name>_separated.png`` for separate."""
+    if action == "enhance":
+        return destinations[0].with_suffix(".png")
+    return destinations[0].parent / f"{source.stem}_separated.png"
+
+
+def _draw_figure(figure: Path, action: str, source: Path, outputs: list[Path]) -> None:
+    """The spectrograms of the input and its outputs (first :data:`PLOT_SECONDS`) into ``figure``."""
+    import soundfile
+
+    from ..plot import ENHANCEMENT_TITLES, separation_titles, write_spectrogram_figure
+
+    signals = []
+    rate = 0
+    for path in (source, *outputs):
+        rate = int(soundfile.info(str(path)).samplerate)
+        audio, _ = soundfile.read(str(path), frames=int(PLOT_SECONDS * rate), dtype="float32", always_2d=True)
+        signals.append(audio[:, 0])  # [T, C] -> first channel [T]
+    titles = ENHANCEMENT_TITLES[:2] if action == "enhance" else separation_titles(len(outputs))
+    write_spectrogram_figure(figure, signals, rate, list(titles), force=True, heading=source.name)
 
 
 def _report(message: str, show_progress: bool) -> None:
