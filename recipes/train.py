@@ -185,7 +185,10 @@ def fixed_minicorpus(
     return dataset
 
 
-def _realworld_config(sample_rate: int, segment_seconds: float, overrides: Mapping[str, Any] | None) -> Any:
+def _realworld_config(
+    sample_rate: int, segment_seconds: float, overrides: Mapping[str, Any] | None, reverb_source: str = "both"
+) -> Any:
+    """A :class:`recipes.data.realworld.RealWorldConfig`; ``reverb_source`` is the default of ``reverb.source``."""
     from recipes.data.conditions import ConditionConfig
     from recipes.data.datasets import ReverbConfig
     from recipes.data.realworld import RealWorldConfig
@@ -193,7 +196,8 @@ def _realworld_config(sample_rate: int, segment_seconds: float, overrides: Mappi
     values = dict(overrides or {})
     conditions = ConditionConfig(**{key: tuple(value) if isinstance(value, list) else value
                                     for key, value in dict(values.pop("conditions", {})).items()})
-    reverb = ReverbConfig(**{"probability": 0.3, "source": "both", "target": "early", **dict(values.pop("reverb", {}))})
+    reverb = ReverbConfig(**{"probability": 0.3, "source": reverb_source, "target": "early",
+                             **dict(values.pop("reverb", {}))})
     values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
     return RealWorldConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
                            reverb=reverb, conditions=conditions, **values)
@@ -209,16 +213,39 @@ def realworld_enhancement(
     max_floor_db: float | None = -35.0,
     floor_cache: str | None = None,
     mixing: Mapping[str, Any] | None = None,
+    layout: str = "cache",
+    noise_root: str | None = None,
 ) -> Dataset:
     """Real sentences + real noise + real conditions (:mod:`recipes.data.realworld`) from a corpus cache.
 
     ``mixing``: :class:`recipes.data.realworld.RealWorldConfig` fields (``conditions`` and
     ``reverb`` as nested mappings).
-    """
-    from recipes.data.realworld import realworld_dataset
 
-    config = _realworld_config(sample_rate, segment_seconds, mixing)
-    return realworld_dataset(corpus_root, split, config, int(length), int(seed), max_floor_db, floor_cache)
+    ``layout``: ``cache`` (``corpus_root`` holds ``manifest.jsonl`` + ``splits.json``) or a speech
+    folder, ``librispeech``, ``vctk`` or ``dns`` (:mod:`recipes.data.speech_folders`; speakers split
+    80/10/10 by a hash). ``noise_root``: a folder of noise files or a corpus cache; required for
+    ``librispeech`` and ``vctk``, ``<corpus_root>/noise`` by default for ``dns``, extra noise for
+    ``cache``. Without measured RIRs (only a corpus cache brings them) rooms default to simulated.
+    """
+    from recipes.data.speech_folders import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    if layout == "cache":
+        from recipes.data.realworld import realworld_dataset
+        from recipes.data.speech_folders import noise_entries
+
+        config = _realworld_config(sample_rate, segment_seconds, mixing)
+        extra = None if noise_root is None else [
+            entry for entry in noise_entries(noise_root) if entry.kind == "noise" and entry.split == split
+        ]
+        return realworld_dataset(corpus_root, split, config, int(length), int(seed), max_floor_db, floor_cache, extra)
+    from recipes.data.speech_folders import corpora_dataset, folder_corpora
+
+    corpora = folder_corpora(layout, corpus_root, noise_root)
+    reverb_source = "both" if corpora.select("rir", split) else "simulated"
+    config = _realworld_config(sample_rate, segment_seconds, mixing, reverb_source)
+    return corpora_dataset(corpora, split, config, int(length), int(seed), max_floor_db, floor_cache)
 
 
 def fixed_realworld(
@@ -233,8 +260,13 @@ def fixed_realworld(
     max_floor_db: float | None = -35.0,
     floor_cache: str | None = None,
     mixing: Mapping[str, Any] | None = None,
+    layout: str = "cache",
+    noise_root: str | None = None,
 ) -> Dataset:
-    """A fixed real-world validation/test set in ``root``, built from the corpus cache if missing."""
+    """A fixed real-world validation/test set in ``root``, built from the corpus cache if missing.
+
+    ``layout`` and ``noise_root`` as in :func:`realworld_enhancement`.
+    """
     from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, FixedSetDataset, write_fixed_set
 
     folder = Path(root)
@@ -242,10 +274,12 @@ def fixed_realworld(
         if int(os.environ.get("RANK", "0")) == 0:
             set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
             dataset = realworld_enhancement(corpus_root, split, sample_rate, segment_seconds, int(count), set_seed,
-                                            max_floor_db, floor_cache, mixing)
+                                            max_floor_db, floor_cache, mixing, layout, noise_root)
             source = {"generator": "RealWorldEnhancementDataset", "split": split, "seed": set_seed,
                       "sample_rate": int(sample_rate), "segment_seconds": float(segment_seconds),
                       "max_floor_db": max_floor_db, "mixing": dict(mixing or {})}
+            if layout != "cache":
+                source.update(layout=layout, noise_root=noise_root)
             write_fixed_set(dataset, folder, int(sample_rate), int(count), source)
         else:
             while not (folder / "index.json").is_file():

@@ -64,6 +64,7 @@ def random_colouration(rng: np.random.Generator, sample_rate: int, config: Condi
     filters = []
     for _band in range(int(rng.integers(config.eq_bands[0], config.eq_bands[1] + 1))):
         frequency = float(np.exp(rng.uniform(np.log(config.eq_frequency_hz[0]), np.log(config.eq_frequency_hz[1]))))
+        frequency = min(frequency, 0.45 * sample_rate)  # above Nyquist the peaking filter is unstable (8 kHz)
         filters.append(_biquad_peaking(frequency, rng.uniform(*config.eq_gain_db), rng.uniform(0.5, 2.0), sample_rate))
     if rng.random() < config.highpass_probability:
         cutoff = float(rng.uniform(*config.highpass_hz))

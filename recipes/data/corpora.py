@@ -66,9 +66,12 @@ def _read_manifest(root: Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ConfigError(f"line {number} of {path} is not JSON: {error.msg}") from error
+            if not isinstance(record, dict):
+                raise ConfigError(f"line {number} of {path} is not a JSON object")
+            records.append(record)
     return records
 
 
@@ -91,6 +94,8 @@ def _split_lookup(splits: dict, kind: str) -> dict[tuple[str, str], str]:
     ours = {value: key for key, value in SPLIT_NAMES.items()}
     lookup = {}
     for corpus, by_split in splits.get(kind, {}).items():
+        if not isinstance(by_split, dict) or not all(isinstance(members, list) for members in by_split.values()):
+            raise ConfigError(f"splits.json: {kind}/{corpus} must map split names to lists")
         for split, members in by_split.items():
             if split not in ours:
                 raise ConfigError(f"splits.json: unknown split {split!r} for {kind}/{corpus}")

@@ -96,6 +96,8 @@ class RealWorldEnhancementDataset(MixingDataset):
         self.noise = noise
         self.config = config
         self.noise_weights = noise_weights(noise)
+        #: babble needs a speaker other than the target's (a one-speaker split has none)
+        self.babble_possible = len({entry.group for entry in speech}) > 1
         self.rir_source = (
             _RirSource(config.reverb, config.sample_rate, rirs or []) if config.reverb.probability > 0 else None
         )
@@ -135,7 +137,7 @@ class RealWorldEnhancementDataset(MixingDataset):
             total += _unit_power(segment) * 10 ** (gain_db / 20.0)
             ids.append(entry.id)
             types.append(Path(entry.id).stem)
-        if rng.random() < self.config.babble_probability:
+        if rng.random() < self.config.babble_probability and self.babble_possible:
             total += self._babble(rng, speech_group) * 10 ** (rng.uniform(-6.0, 0.0) / 20.0)
             types.append("babble")
         return _unit_power(total), "+".join(ids), "+".join(types)
@@ -153,7 +155,7 @@ class RealWorldEnhancementDataset(MixingDataset):
             speech, target = reverberate(speech, responses[0], rate, config.reverb.target, config.reverb.early_ms)
         noise, noise_id, noise_type = self._noise(rng, entry.group)
         snr = uniform(rng, config.snr_range_db)
-        if rng.random() < config.clean_probability:
+        if rng.random() < config.clean_probability or not np.any(noise):  # an all-silent noise segment: clean
             noise, noise_id, noise_type, snr = np.zeros_like(speech), "", "clean", float("inf")
             mixture = speech.copy()
         else:
