@@ -3,12 +3,18 @@
 * :mod:`speechkit.frontend.framing`: the one causal framing / overlap-add convention.
 * :mod:`speechkit.frontend.stft`: :class:`STFT` / :class:`ISTFT` (``[B, C, T] <-> [B, C, 2, F, N]``),
   torch or ONNX-exportable conv backend, centred or causal padding, streaming steps.
-* :mod:`speechkit.frontend.masks`: bounded real/complex masks on stacked real/imag spectra.
+* :mod:`speechkit.frontend.masks`: bounded real/complex masks on stacked real/imag spectra, and
+  the one real mask activation (:func:`bounded_real_mask`).
+* :mod:`speechkit.frontend.compression`: power-law magnitude compression and its exact inverse.
+* :mod:`speechkit.frontend.bandsplit`: band split / band merge of a spectrum (TIGER, BSRNN).
 """
 from __future__ import annotations
 
+from .bandsplit import BandMerge, BandSplit, bands_from_hz, bands_from_widths, check_bands
+from .compression import compress_spectrum, decompress_spectrum
 from .masks import (
     COMPLEX_MASK_KINDS,
+    MASK_ACTIVATIONS,
     REAL_MASK_KINDS,
     DualMaskOutput,
     apply_complex_mask,
@@ -37,7 +43,10 @@ from .stft import (
 )
 
 __all__ = [
+    "BandMerge",
+    "BandSplit",
     "COMPLEX_MASK_KINDS",
+    "MASK_ACTIVATIONS",
     "DualMaskOutput",
     "ISTFT",
     "REAL_MASK_KINDS",
@@ -50,9 +59,14 @@ __all__ = [
     "apply_mask",
     "apply_real_mask",
     "bounded_complex_mask",
+    "bands_from_hz",
+    "bands_from_widths",
     "bounded_real_mask",
+    "check_bands",
     "complex_conjugate",
     "complex_multiply",
+    "compress_spectrum",
+    "decompress_spectrum",
     "imag_part",
     "magnitude",
     "make_window",

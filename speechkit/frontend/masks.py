@@ -19,8 +19,11 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-#: kinds accepted by :func:`bounded_real_mask`
+#: bounded real mask kinds of :func:`bounded_real_mask` (values in ``[0, max_value]``; "unbounded": none)
 REAL_MASK_KINDS = ("sigmoid", "clamped_relu", "hard_sigmoid", "unbounded")
+#: every activation :func:`bounded_real_mask` implements: the bounded kinds plus the classic mask
+#: nonlinearities ``"relu"`` (``>= 0``), ``"tanh"``, ``"softmax"`` (across sources) and ``"linear"``
+MASK_ACTIVATIONS = (*REAL_MASK_KINDS, "relu", "tanh", "softmax", "linear")
 #: kinds accepted by :func:`bounded_complex_mask`
 COMPLEX_MASK_KINDS = ("tanh_magnitude", "split_tanh", "clamped_magnitude", "unbounded")
 
@@ -73,22 +76,34 @@ def complex_multiply(a: torch.Tensor, b: torch.Tensor, dim: int = COMPLEX_DIM) -
     return stack_complex(a_real * b_real - a_imag * b_imag, a_real * b_imag + a_imag * b_real, dim)
 
 
-def bounded_real_mask(raw: torch.Tensor, kind: str = "sigmoid", max_value: float = 1.0) -> torch.Tensor:
-    """Map unbounded network outputs to a real mask in ``[0, max_value]`` (same shape).
+def bounded_real_mask(
+    raw: torch.Tensor, kind: str = "sigmoid", max_value: float = 1.0, source_dim: int | None = None
+) -> torch.Tensor:
+    """The one real mask activation: network outputs -> a real mask (same shape).
 
-    Kinds: ``"sigmoid"`` ``max_value * sigmoid(raw)``; ``"clamped_relu"`` ``clamp(raw, 0,
-    max_value)``; ``"hard_sigmoid"`` ``max_value * clamp(raw / 6 + 1/2, 0, 1)``; ``"unbounded"``
-    returns ``raw`` unchanged (no bound).
+    Bounded kinds (values in ``[0, max_value]``): ``"sigmoid"`` ``max_value * sigmoid(raw)``;
+    ``"clamped_relu"`` ``clamp(raw, 0, max_value)``; ``"hard_sigmoid"`` ``max_value *
+    clamp(raw / 6 + 1/2, 0, 1)``. Other kinds (``max_value`` unused): ``"relu"``, ``"tanh"``,
+    ``"softmax"`` across the sources at ``source_dim`` (required for it), and ``"unbounded"`` /
+    ``"linear"``, which return ``raw`` unchanged.
     """
     if kind == "sigmoid":
-        return max_value * torch.sigmoid(raw)
+        return torch.sigmoid(raw) if max_value == 1.0 else max_value * torch.sigmoid(raw)
     if kind == "clamped_relu":
         return raw.clamp(0.0, max_value)
     if kind == "hard_sigmoid":
         return max_value * F.hardsigmoid(raw)
-    if kind == "unbounded":
+    if kind in ("unbounded", "linear"):
         return raw
-    raise ConfigError(f"unknown real mask kind {kind!r} (known: {', '.join(REAL_MASK_KINDS)})")
+    if kind == "relu":
+        return torch.relu(raw)
+    if kind == "tanh":
+        return torch.tanh(raw)
+    if kind == "softmax" and source_dim is not None:
+        return torch.softmax(raw, dim=source_dim)
+    if kind == "softmax":
+        raise ConfigError("a softmax mask needs the source axis (source_dim) to normalise across")
+    raise ConfigError(f"unknown real mask kind {kind!r} (known: {', '.join(MASK_ACTIVATIONS)})")
 
 
 def bounded_complex_mask(
@@ -188,6 +203,7 @@ __all__ = [
     "COMPLEX_DIM",
     "COMPLEX_MASK_KINDS",
     "DualMaskOutput",
+    "MASK_ACTIVATIONS",
     "REAL_MASK_KINDS",
     "apply_complex_mask",
     "apply_dual_mask",

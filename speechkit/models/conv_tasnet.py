@@ -29,16 +29,17 @@ from torch import nn
 from ..errors import ConfigError
 from ..frontend import framing
 from ..frontend.filterbank import LearnedDecoder, LearnedEncoder
+from ..frontend.masks import bounded_real_mask
 from ..frontend.stft_filterbank import STFTDecoder, STFTEncoder
 from ..nn.conv import DilatedDepthwiseConv1d
 from ..nn.norms import CAUSAL_NORM_TYPES, NORM_TYPES, CumulativeLayerNorm, make_norm
-from .base import SpeechModel
 from ..tasks import InputLayout, Task
+from .base import SpeechModel
 from .spec import FrontendSpec, InferenceSpec, StateSpec
 
 #: encoder/decoder pairs: the paper's learned basis, or the fixed causal STFT (see STFTEncoder)
 ENCODERS = ("learned", "stft")
-#: mask nonlinearities (softmax is taken across sources)
+#: mask nonlinearities of the config (:func:`speechkit.frontend.masks.bounded_real_mask`; softmax across sources)
 MASK_ACTIVATIONS = ("sigmoid", "relu", "softmax", "tanh", "linear")
 
 
@@ -194,15 +195,7 @@ class TDConvNet(nn.Module):
     def _masks(self, score_input: torch.Tensor) -> torch.Tensor:
         score = self.mask_net(score_input)  # [B, S*N, F]
         score = score.reshape(score.shape[0], self.n_src, self.n_filters, score.shape[-1])  # [B, S, N, F]
-        if self.mask_act == "sigmoid":
-            return torch.sigmoid(score)
-        if self.mask_act == "relu":
-            return torch.relu(score)
-        if self.mask_act == "softmax":
-            return torch.softmax(score, dim=1)
-        if self.mask_act == "tanh":
-            return torch.tanh(score)
-        return score
+        return bounded_real_mask(score, self.mask_act, source_dim=1)  # softmax: across the sources
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder output ``[B, N, F]`` -> masks ``[B, S, N, F]``."""
@@ -322,8 +315,14 @@ class ConvTasNet(SpeechModel):
 
     @property
     def frontend_spec(self) -> FrontendSpec:
-        """The learned filterbank: ``n_filters`` filters of ``kernel_size`` samples, hop ``stride``, causal framing."""
+        """The learned filterbank (``n_filters`` filters of ``kernel_size`` samples, hop ``stride``) or the STFT."""
         config = self.config
+        if config.encoder == "stft":  # the fixed causal STFT, its compressed magnitude read by the TCN
+            return FrontendSpec(
+                kind="stft", window=config.stft_window, n_fft=int(config.kernel_size),
+                win_length=int(config.kernel_size), hop_length=int(config.stride), center=False,
+                compression=float(config.magnitude_exponent),
+            )
         return FrontendSpec(
             kind="learned", window="learned", n_fft=int(config.n_filters), win_length=int(config.kernel_size),
             hop_length=int(config.stride), center=False,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..frontend.masks import magnitude
+from ..frontend.compression import compress_spectrum
 from .norms import NORM_EPS
 
 #: activations accepted by :class:`ComplexSplitActivation`
@@ -251,10 +251,7 @@ def compress_magnitude(spec: torch.Tensor, exponent: float, eps: float = 1e-8, d
     ``spec`` has real and imaginary parts stacked at ``dim`` (default: ``[..., 2, F, N]``);
     ``exponent = 1`` returns ``spec`` unchanged. ``eps`` keeps the result finite at ``|X| = 0``.
     """
-    if exponent == 1.0:
-        return spec
-    gain = magnitude(spec, eps, dim).pow(exponent - 1.0).unsqueeze(dim)  # [..., 1, F, N]
-    return spec * gain
+    return compress_spectrum(spec, exponent, 1.0, eps, dim)
 
 
 __all__ = [
