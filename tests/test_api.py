@@ -184,7 +184,7 @@ def test_streaming_file_equals_one_offline_pass(tmp_path, n_src, channels):
     if n_src == 1:
         result = processor.enhance_file(source, tmp_path / "out.wav")
     else:
-        result = processor.separate_file(source, tmp_path / "sep")
+        result = processor.separate_file(source, tmp_path / "sep", channels="separate")  # each channel on its own
     outputs = np.stack([soundfile.read(str(path), dtype="float32", always_2d=True)[0].T for path in result.outputs])
     expected = _offline(model, audio)  # [S, C, T]
     assert outputs.shape == expected.shape
