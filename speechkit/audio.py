@@ -313,6 +313,7 @@ class AtomicAudioWriter:
                 self._tmp_name, mode="w", samplerate=self.sample_rate, channels=self.channels,
                 format=self.format, subtype=self.subtype,
             )
+            _without_peak_chunk(self._handle)
         except OSError as error:
             self._discard()
             raise AudioError(f"cannot write to {directory}: {error.strerror or error}") from error
@@ -391,6 +392,24 @@ class AtomicAudioWriter:
             self.commit()
         else:
             self._discard()
+
+
+#: libsndfile's SFC_SET_ADD_PEAK_CHUNK command (sndfile.h; not exported by the soundfile package)
+SFC_SET_ADD_PEAK_CHUNK = 0x1050
+
+
+def _without_peak_chunk(handle: "soundfile.SoundFile") -> None:  # noqa: F821
+    """Stop libsndfile writing a PEAK chunk into a new float WAV file (call before any sample is written).
+
+    The PEAK chunk holds a timestamp, so two runs on the same input would not give identical bytes.
+    Uses soundfile's libsndfile handle; formats without the chunk ignore the command.
+    """
+    import soundfile
+
+    try:
+        soundfile._snd.sf_command(handle._file, SFC_SET_ADD_PEAK_CHUNK, soundfile._ffi.NULL, 0)  # 0: SF_FALSE
+    except AttributeError:  # another soundfile layout: keep the chunk (only determinism is lost)
+        pass
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, force: bool = False) -> list[str]:
