@@ -1,7 +1,6 @@
 """Audio I/O, streaming resampling, chunked inference and the PNG writer."""
 from __future__ import annotations
 
-import zlib
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from speechkit.audio import (
     write_audio,
 )
 from speechkit.errors import AudioError, ConfigError
-from speechkit.image import encode_png, write_spectrogram_png
 from speechkit.inference import (
     ChunkedRunner,
     Pipeline,
@@ -167,29 +165,6 @@ def test_select_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             select_device("cuda")
-
-
-def _png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-
-
-def test_png_encoder_round_trip():
-    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
-    data = encode_png(pixels)
-    assert _png_size(data) == (3, 2)
-    start = data.index(b"IDAT") + 4
-    length = int.from_bytes(data[start - 8 : start - 4], "big")
-    raw = zlib.decompress(data[start : start + length])
-    assert raw == b"\x00" + pixels[0].tobytes() + b"\x00" + pixels[1].tobytes()
-
-
-def test_spectrogram_png(tmp_path):
-    signals = [speech_like(0.5, 16000), speech_like(0.4, 16000, seed=1)[0]]
-    path = write_spectrogram_png(tmp_path / "s.png", signals, 16000)
-    width, height = _png_size(path.read_bytes())
-    assert width > 10 and height == 2 * 257 + 4
-    assert [p.name for p in tmp_path.iterdir()] == ["s.png"]
 
 
 def test_soundfile_reads_what_we_write(tmp_path):
