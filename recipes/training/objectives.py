@@ -246,7 +246,8 @@ class Combination(Objective):
     """A weighted sum of output-based objectives: ``terms: [{name: snr, weight: 1.0}, ...]``.
 
     The model runs once; each term's :meth:`Objective.loss` is weighted (``weight``, default 1)
-    and summed. Terms that need the model itself (score matching) cannot be combined.
+    and summed. Terms that need the model itself (score matching) cannot be combined; an
+    ``echo_aware`` term contributes its near-end loss only (use ``echo_aware`` alone for the echo term).
     """
 
     name = "combination"
