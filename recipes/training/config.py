@@ -25,6 +25,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
         "valid": None,  # same; a fixed set (batch size 1, any length)
         "num_workers": 0,
         "description": "",  # free text stored in the exported provenance
+        "licenses": {},  # corpus -> licence of the training data, stored in the provenance (speechkit info shows it)
     },
     # the training objective by name with its keyword arguments, e.g. {name: si_sdr} or
     # {name: combination, terms: [{name: snr}, {name: multi_resolution_stft, weight: 2.0}]}

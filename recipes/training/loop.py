@@ -345,6 +345,7 @@ class Trainer:
             "task": self.config["task"],
             "data": {
                 "description": data["description"],
+                "licenses": dict(data.get("licenses") or {}),
                 "train": data["train"],
                 "valid": data["valid"],
                 "train_items": len(self.train_dataset),

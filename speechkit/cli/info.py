@@ -55,6 +55,9 @@ def installation_info() -> dict[str, Any]:
         try:
             metadata = bundled.metadata()
             entry.update(model=metadata.get("model"), task=metadata.get("task"), sample_rate=metadata.get("sample_rate"))
+            data = (metadata.get("provenance") or {}).get("data") or {}
+            entry["training_data_licenses"] = dict(data.get("licenses") or {})
+            entry["card"] = str(bundled.card) if bundled.card else None
         except SpeechkitError as error:
             entry["error"] = str(error)
         models.append(entry)
@@ -128,6 +131,11 @@ def run(args: argparse.Namespace) -> int:
                 marker = " (default)" if model["default"] else ""
                 detail = model.get("error") or f"{model['model']}, {model['task']}, {model['sample_rate']} Hz"
                 print(f"  {model['name']}{marker}: {detail}")
+                licenses = model.get("training_data_licenses") or {}
+                if licenses:
+                    print("    training data: " + "; ".join(f"{corpus} ({license})" for corpus, license in sorted(licenses.items())))
+                if model.get("card"):
+                    print(f"    model card: {model['card']}")
         else:
             print(f"bundled models: none installed (default name: {info['default_model']})")
         return EXIT_OK
