@@ -122,7 +122,7 @@ def bench_model(spec: str, seconds: float, torch_steps: int, workdir: Path, repe
     rate, block = stream_model.sample_rate, stream_model.hop_length
     audio, source = speech_audio(seconds, rate)
     x = audio[None]  # [1, T]
-    if stream_model.num_input_channels == 2:  # echo cancellation: far end = a different excerpt, echo mixed in
+    if stream_model.num_far_end_channels:  # echo cancellation: far end = a different excerpt, echo mixed in
         far, _ = speech_audio(seconds, rate, seed=1)
         x = np.stack([audio + 0.3 * np.roll(far, 400), far])  # [2, T]
     torch.set_num_threads(1)

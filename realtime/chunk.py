@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from speechkit.tasks import InputLayout
+
 from .errors import RealtimeError
 from .model import graph_mode, open_session
 from .sampler import OnnxScore, Schedule, draw_noise, pc_sample
@@ -88,8 +90,10 @@ class ChunkModel:
         self.channels_per_source = int(self.metadata["num_output_channels"])
         self.num_output_channels = self.num_sources * self.channels_per_source
         self.task = str(self.metadata.get("task", ""))
-        self.num_far_end_channels = 1 if self.task == "aec" else 0
-        self.num_microphones = self.num_input_channels - self.num_far_end_channels
+        #: what the input channels are (exports before the layout was stored: from task and channel count)
+        self.input_layout = InputLayout.from_metadata(self.metadata, self.num_input_channels)
+        self.num_far_end_channels = 0 if self.input_layout.far_end_channel is None else 1
+        self.num_microphones = self.input_layout.num_microphones
         padded = max(self.window_length, MIN_MODEL_INPUT)  # as the offline runner pads short chunks
         self._x = np.zeros((1, self.num_input_channels, padded), dtype=np.float32)  # [1, C_in, N']
         self._y = np.zeros((1, self.num_sources, self.channels_per_source, padded), dtype=np.float32)

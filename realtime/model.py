@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from speechkit.tasks import InputLayout
+
 from .errors import RealtimeError
 
 _ORT_TYPES = {
@@ -172,9 +174,15 @@ class StreamModel:
         self.num_input_channels = input_shape[1]
         self.num_output_channels = output_shape[1] * output_shape[2]
         self.task = str(self.metadata.get("task", ""))
-        #: echo cancellers take (microphone, far end); every other model takes microphones only
-        self.num_far_end_channels = 1 if self.task == "aec" else 0
-        self.num_microphones = self.num_input_channels - self.num_far_end_channels
+        #: what the input channels are (exports before the layout was stored: from task and channel count)
+        self.input_layout = InputLayout.from_metadata(self.metadata, self.num_input_channels)
+        if self.input_layout.num_channels != self.num_input_channels:
+            raise RealtimeError(
+                f"{path}: input layout {self.input_layout.describe()} does not match "
+                f"{self.num_input_channels} input channels"
+            )
+        self.num_far_end_channels = 0 if self.input_layout.far_end_channel is None else 1
+        self.num_microphones = self.input_layout.num_microphones
         types = {node.name: _ORT_TYPES.get(node.type, np.float32) for node in self.session.get_inputs()}
         missing = [name for name in self.input_names if name not in types]
         if missing:

@@ -123,6 +123,14 @@ class InputLayout:
         )
 
     @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any], num_input_channels: int) -> "InputLayout":
+        """The layout an export or checkpoint metadata records (``"input_layout"``), else :meth:`legacy`."""
+        values = metadata.get("input_layout")
+        if values is None:
+            return cls.legacy(metadata.get("task"), num_input_channels)
+        return cls.from_dict(values)
+
+    @classmethod
     def legacy(cls, task: str | None, num_input_channels: int) -> "InputLayout":
         """The layout implied by an old checkpoint / export that stored only a task and a channel count."""
         if task == Task.AEC and num_input_channels == 2:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from speechkit.errors import ConfigError, OutputExistsError
+from speechkit.tasks import Task
 
 from .audio import read_audio, write_audio
 
@@ -108,6 +110,15 @@ class FixedSetDataset(Dataset):
 
 
 TASKS = ("enhancement", "separation", "dereverberation", "multichannel", "echo")
+#: the model task (:class:`speechkit.tasks.Task`) each data kind above trains; the data kinds keep
+#: their names because they name fixed-set and cache directories
+MODEL_TASKS = MappingProxyType({
+    "enhancement": Task.ENHANCEMENT,
+    "separation": Task.SEPARATION,
+    "dereverberation": Task.DEREVERBERATION,
+    "multichannel": Task.MULTICHANNEL_ENHANCEMENT,
+    "echo": Task.AEC,
+})
 DEFAULT_SPLIT_SEEDS = {"validation": 1_000_003, "test": 2_000_003}
 
 
@@ -182,8 +193,8 @@ def build_fixed_set(
         raise ConfigError(f"Fixed sets are for validation or test, not {split!r}.")
     seed = DEFAULT_SPLIT_SEEDS[split] if seed is None else seed
     dataset = task_dataset(task, split, corpus, count, seed, sample_rate, segment_seconds, speaker_counts)
-    source = {"task": task, "split": split, "seed": seed, "sample_rate": sample_rate,
-              "segment_seconds": segment_seconds, "speaker_counts": list(speaker_counts),
+    source = {"task": task, "model_task": MODEL_TASKS[task].value, "split": split, "seed": seed,
+              "sample_rate": sample_rate, "segment_seconds": segment_seconds, "speaker_counts": list(speaker_counts),
               "generator": type(dataset).__name__}
     if uniform_noise:
         weights = getattr(dataset, "noise_weights", None)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from speechkit.errors import ConfigError
+from speechkit.tasks import Task
 
 #: every config key with its default; nested dicts are merged key by key
 DEFAULT_CONFIG: Mapping[str, Any] = {
@@ -181,6 +182,7 @@ def validate_config(config: Mapping[str, Any]) -> None:
 
     if not config["model"]["name"]:
         raise ConfigError("the config must name a model (model.name)")
+    Task.parse(config["task"])  # one vocabulary: speechkit.tasks.Task (strings compare equal to it)
     for split in ("train", "valid"):
         spec = config["data"][split]
         if not isinstance(spec, Mapping) or "factory" not in spec:

@@ -25,6 +25,7 @@ import torch
 
 from speechkit import losses
 from speechkit.errors import ConfigError
+from speechkit.tasks import Task
 
 
 def echo_aware_loss(
@@ -305,10 +306,10 @@ def legacy_objective_spec(task: str, loss: Mapping[str, Any]) -> dict[str, Any]:
     task: ``si_sdr``, in a ``combination`` with ``snr`` (``snr_weight``) and
     ``multi_resolution_stft`` (``stft_weight``) when those weights are set.
     """
-    if task == "aec":
+    if task == Task.AEC:
         return {"name": "echo_aware", "floor_db": float(loss.get("aec_floor_db", 50.0)),
                 "echo_weight": float(loss.get("echo_weight", 0.0))}
-    if task == "separation":
+    if task == Task.SEPARATION:
         return {"name": "pit_si_sdr"}
     terms: list[dict[str, Any]] = [{"name": "si_sdr"}]
     if float(loss.get("snr_weight", 0.0)):

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 from recipes.training.distributed import DistributedContext
 from recipes.training.objectives import Objective
 from speechkit.errors import ConfigError
+from speechkit.tasks import Task
 
 #: per-item metrics of enhancement-like tasks and separation (``*i`` = improvement over the mixture)
 SIGNAL_METRICS = ("si_sdr", "si_sdri", "mixture_si_sdr", "snr", "snri", "mixture_snr", "pesq", "stoi")
@@ -60,8 +61,8 @@ def validation_spec(config: Mapping[str, Any], model: torch.nn.Module | None = N
     task = str(config["task"])
     values = dict(getattr(model, "validation_defaults", None) or {})
     values.update({key: value for key, value in dict(config.get("validation") or {}).items() if value is not None})
-    known = AEC_METRICS if task == "aec" else SIGNAL_METRICS
-    default = AEC_METRICS if task == "aec" else ("si_sdr", "si_sdri", "mixture_si_sdr")
+    known = AEC_METRICS if task == Task.AEC else SIGNAL_METRICS
+    default = AEC_METRICS if task == Task.AEC else ("si_sdr", "si_sdri", "mixture_si_sdr")
     metrics = tuple(values.get("metrics") or default)
     unknown = [name for name in metrics if name not in known]
     if unknown:
@@ -86,7 +87,7 @@ def validation_scores(estimate: torch.Tensor, targets: torch.Tensor, mixture: to
 
     channels = targets.shape[2]
     reference_input = mixture[:, :channels].unsqueeze(1).expand_as(targets)  # [1, C, T] -> [1, S, C, T]
-    if task == "separation":
+    if task == Task.SEPARATION:
         estimate = metrics.best_permutation(estimate, targets)
     score = metrics.si_sdr(estimate, targets).mean().item()
     baseline = metrics.si_sdr(reference_input, targets).mean().item()
@@ -110,7 +111,7 @@ def _item_metrics(
     """The quantities ``names`` of one item (``[1, S, C, T]`` estimate/targets, ``[1, C_in, T]`` mixture)."""
     from speechkit import metrics
 
-    if task == "separation":
+    if task == Task.SEPARATION:
         estimate = metrics.best_permutation(estimate, targets)
     reference_input = mixture[:, : targets.shape[2]].unsqueeze(1).expand_as(targets)  # [1, C, T] -> [1, S, C, T]
     pairs = list(zip(estimate.reshape(-1, estimate.shape[-1]).cpu(), targets.reshape(-1, targets.shape[-1]).cpu()))
@@ -150,7 +151,7 @@ def evaluate(
     model: torch.nn.Module, dataset: Dataset, objective: Objective, spec: ValidationSpec, context: DistributedContext,
 ) -> dict[str, float]:
     """Mean validation metrics and loss over the spec's items of ``dataset`` (sharded over ranks)."""
-    if spec.task == "aec":
+    if spec.task == Task.AEC:
         return _evaluate_aec(model, dataset, objective, spec, context)
     names = _base_metrics(spec)
     sample_rate = int(getattr(model, "sample_rate", 16000))

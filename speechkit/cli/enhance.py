@@ -120,7 +120,7 @@ def add_option_argument(parser: argparse.ArgumentParser) -> None:
     """Add the repeatable ``--option KEY=VALUE`` (model options, validated against the model's schema)."""
     parser.add_argument(
         "--option", action="append", default=[], metavar="KEY=VALUE",
-        help="model option (repeatable), e.g. --option steps=30; `speechkit models` lists each model's options",
+        help="model option (repeatable), e.g. --option steps=30; `speechkit models --json` lists each model's options",
     )
 
 

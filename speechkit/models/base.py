@@ -13,7 +13,14 @@ The concatenated step outputs equal the offline output delayed by ``stream_delay
 ``stream[n] == offline[n - stream_delay]``. ``algorithmic_latency = block_size + stream_delay``:
 the time from an input sample's arrival to the moment its output can leave with infinitely fast
 compute. States are plain tensors (no Python-side buffers), so the step exports to ONNX with
-every state as an explicit input/output.
+every state as an explicit input/output. A streaming model declares its states once,
+``state_specs(batch_size) -> [StateSpec(name, shape)]``; :meth:`SpeechModel.state_names` and
+:meth:`SpeechModel.initial_state` derive from it, and ``forward_step`` reads the states in that
+order through :meth:`SpeechModel.read_state` and returns the new ones in the same order.
+
+Declarations (:mod:`speechkit.models.spec`): ``task`` (:class:`~speechkit.tasks.Task`),
+``input_layout``, ``frontend_spec``, ``inference_spec`` (mode, determinism, options). Options
+reach the model through :meth:`SpeechModel.set_options` and are read from ``self.options``.
 """
 from __future__ import annotations
 
@@ -223,6 +230,7 @@ class SpeechModel(nn.Module):
             "input_channels": self.num_input_channels,
             "input_layout": self.input_layout.describe(),
             "inference_mode": self.inference_spec.mode,
+            "options": [option.name for option in self.inference_spec.options],
             "sources": self.num_sources,
         }
 
@@ -253,7 +261,11 @@ def json_ready(value: Any) -> Any:
 
 
 def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
-    """Build ``config_class`` from a dict, with a clear error for unknown or missing fields."""
+    """Build ``config_class`` from a dict, with a clear error for unknown or missing fields.
+
+    Keys named in the config class's ``removed_fields`` (a ``ClassVar`` tuple: fields older
+    checkpoints carry that no longer exist, e.g. the D3Net AEC's ``stft_backend``) are ignored.
+    """
     fields = {field.name: field for field in dataclasses.fields(config_class)}
     removed = getattr(config_class, "removed_fields", ())  # fields of old checkpoints, now ignored
     values = {key: value for key, value in values.items() if key not in removed}
