@@ -20,6 +20,10 @@ real recordings), compared with the declared delay and compensated before scorin
     .venv/bin/python -m bench.compare_enhancers [--model M] [--items N] [--out bench/results/compare_enhancers.json]
 
 Prints a Markdown table, writes it to ``<out>.md`` and everything (per item too) to ``<out>``.
+``--test-set realworld --corpus-root DIR`` runs ``bench.compare_realworld`` instead (held-out real
+sentence speech, real noise and recording conditions; issue 15), which reuses this module's system
+setup (:func:`add_system_arguments`, :func:`build_systems`), alignment (:func:`run_aligned`) and loop
+(:func:`run_systems`).
 """
 from __future__ import annotations
 
@@ -215,6 +219,49 @@ def summarize_system(rows: Sequence[dict[str, Any]], real_rows: Sequence[dict[st
     return summary
 
 
+def run_aligned(
+    system: Enhancer, mixtures: Sequence[np.ndarray], references: Sequence[np.ndarray], real_inputs: Sequence[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, Any]]:
+    """Run ``system`` on the mixtures and the real recordings, find its delay and compensate it.
+
+    The delay is found by cross-correlating the outputs with ``references`` (the clean speech;
+    the input for real recordings); the declared delay is used when the correlation is too weak.
+    Returns the aligned estimates, the aligned real-recording outputs and the system's row facts
+    (RTF, latency, delays).
+    """
+    max_lag = int(MAX_DELAY_SECONDS * SAMPLE_RATE)
+    raw, seconds = run_system(system, mixtures)
+    real_raw, real_seconds = run_system(system, real_inputs)
+    duration = sum(len(signal) for signal in [*mixtures, *real_inputs]) / SAMPLE_RATE
+    delay, peak = estimate_delay(raw, list(references), max_lag)
+    real_delay, real_peak = estimate_delay(real_raw, list(real_inputs), max_lag) if real_inputs else (delay, float("nan"))
+    declared = system.stream_delay * SAMPLE_RATE / system.native_rate
+    found = delay
+    if peak < MIN_DELAY_CORRELATION:  # output barely resembles the speech (e.g. random weights)
+        delay = int(round(declared))
+    estimates = [compensate_delay(output, delay, len(signal)) for output, signal in zip(raw, mixtures)]
+    real_estimates = [compensate_delay(output, delay, len(signal)) for output, signal in zip(real_raw, real_inputs)]
+    latency = system.algorithmic_latency
+    facts = {
+        "rtf": (seconds + real_seconds) / duration,
+        "latency_ms": None if latency is None else 1000.0 * latency,
+        "declared_delay_ms": 1000.0 * declared / SAMPLE_RATE,
+        "delay_ms": 1000.0 * found / SAMPLE_RATE,
+        "delay_samples": found,
+        "compensated_delay_samples": delay,
+        "delay_source": "found" if delay == found else "declared (correlation too weak to trust the delay found)",
+        "delay_correlation": peak,
+        "real_delay_ms": 1000.0 * real_delay / SAMPLE_RATE,
+        "real_delay_correlation": real_peak,
+        **system_facts(system),
+    }
+    return estimates, real_estimates, facts
+
+
+#: row facts of the unprocessed input
+INPUT_FACTS = {"rtf": 0.0, "latency_ms": 0.0, "declared_delay_ms": 0.0, "delay_ms": 0.0}
+
+
 def evaluate_system(
     system: Enhancer | None,
     label: str,
@@ -223,39 +270,15 @@ def evaluate_system(
     with_dnsmos: bool,
 ) -> dict[str, Any]:
     """Process, align, score and summarise one system (``None``: the unprocessed input)."""
-    max_lag = int(MAX_DELAY_SECONDS * SAMPLE_RATE)
     mixtures = [item["mixture"] for item in items]
     real_inputs = [record["mixture"] for record in real]
     result: dict[str, Any] = {"system": label}
     if system is None:
         estimates, real_estimates = mixtures, real_inputs
-        result.update({"rtf": 0.0, "latency_ms": 0.0, "declared_delay_ms": 0.0, "delay_ms": 0.0})
+        result.update(INPUT_FACTS)
     else:
-        raw, seconds = run_system(system, mixtures)
-        real_raw, real_seconds = run_system(system, real_inputs)
-        duration = sum(len(signal) for signal in mixtures + real_inputs) / SAMPLE_RATE
-        delay, peak = estimate_delay(raw, [item["clean"] for item in items], max_lag)
-        real_delay, real_peak = estimate_delay(real_raw, real_inputs, max_lag) if real else (delay, float("nan"))
-        declared = system.stream_delay * SAMPLE_RATE / system.native_rate
-        found = delay
-        if peak < MIN_DELAY_CORRELATION:  # output barely resembles the speech (e.g. random weights)
-            delay = int(round(declared))
-        estimates = [compensate_delay(output, delay, len(item["mixture"])) for output, item in zip(raw, items)]
-        real_estimates = [compensate_delay(output, delay, len(signal)) for output, signal in zip(real_raw, real_inputs)]
-        latency = system.algorithmic_latency
-        result.update({
-            "rtf": (seconds + real_seconds) / duration,
-            "latency_ms": None if latency is None else 1000.0 * latency,
-            "declared_delay_ms": 1000.0 * declared / SAMPLE_RATE,
-            "delay_ms": 1000.0 * found / SAMPLE_RATE,
-            "delay_samples": found,
-            "compensated_delay_samples": delay,
-            "delay_source": "found" if delay == found else "declared (correlation too weak to trust the delay found)",
-            "delay_correlation": peak,
-            "real_delay_ms": 1000.0 * real_delay / SAMPLE_RATE,
-            "real_delay_correlation": real_peak,
-            **system_facts(system),
-        })
+        estimates, real_estimates, facts = run_aligned(system, mixtures, [item["clean"] for item in items], real_inputs)
+        result.update(facts)
     rows = score_items(estimates, items, with_dnsmos)
     real_rows = []
     if with_dnsmos:
@@ -312,25 +335,26 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ----------------------------------------------------------------------------------- main
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+# ----------------------------------------------------------------------------------- systems
+def add_system_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the systems: ``--model``, ``--peers``, ``--streaming``, ``--attenuation-limit``, ``--no-dnsmos``, ``--label``."""
     parser.add_argument("--model", default=None, help="bundled model name or checkpoint path (default: the bundled default)")
-    parser.add_argument("--items", type=int, default=50, help="held-out mixtures (split equally over 5 SNRs)")
-    parser.add_argument("--real", type=int, default=10, help="real noisy recordings scored with DNSMOS (0: none)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (the Markdown goes next to it)")
     parser.add_argument("--peers", nargs="*", default=list(PEERS), help=f"peers to run (default all: {' '.join(PEERS)})")
     parser.add_argument("--streaming", action="store_true", help="also run the speechkit model block by block")
     parser.add_argument("--attenuation-limit", type=float, default=None, metavar="DB",
                         help="also run the speechkit model with this attenuation limit (offline API)")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
     parser.add_argument("--label", default=None, help="table label of the speechkit model")
-    args = parser.parse_args(argv)
 
+
+def build_systems(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[tuple[str, Enhancer]], list[str], dict[str, str], bool]:
+    """The labelled systems :func:`add_system_arguments` chose, notes, skipped peers (with reasons), DNSMOS on/off.
+
+    Raises :class:`speechkit.errors.SpeechkitError` when the speechkit model cannot be loaded.
+    """
     import torch
-
-    from speechkit.errors import SpeechkitError
 
     torch.set_num_threads(1)
     unknown = sorted(set(args.peers) - set(PEERS))
@@ -339,33 +363,80 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes: list[str] = []
     skipped: dict[str, str] = {}
     with_dnsmos = not args.no_dnsmos
+    systems: list[tuple[str, Enhancer]] = []
+    speechkit_system = SpeechkitEnhancer(args.model)
+    label = args.label or f"speechkit ({speechkit_system.processor.name})"
+    if not speechkit_system.trained:
+        label += " UNTRAINED"
+        notes.append(f"{label}: the checkpoint records no training (random weights); its row only validates the pipeline.")
+    systems.append((label, speechkit_system))
+    if args.attenuation_limit is not None:
+        limited = SpeechkitEnhancer(args.model, attenuation_limit_db=args.attenuation_limit)
+        systems.append((f"{label}, attenuation limit {args.attenuation_limit:g} dB", limited))
+    if args.streaming:
+        systems.append((label.replace("speechkit", "speechkit streaming", 1), SpeechkitEnhancer(args.model, streaming=True)))
+    for name in args.peers:
+        available, reason = PEERS[name].is_available()
+        if available:
+            systems.append((name, PEERS[name]()))
+        else:
+            skipped[name] = reason
+    if with_dnsmos:
+        try:
+            dnsmos_scores(1e-3 * np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32))
+        except Exception as error:  # speechmos missing or its ONNX models failing: skip DNSMOS, say why
+            with_dnsmos = False
+            skipped["DNSMOS"] = f"{type(error).__name__}: {error}"
+    return systems, notes, skipped, with_dnsmos
+
+
+#: how RTF and latency are measured (a note under every comparison table)
+METHOD_NOTES = (
+    "RTF = block-processing seconds / audio seconds on one thread; state creation and the offline soxr "
+    "resampling to a peer's native rate (48 kHz for DeepFilterNet3 and RNNoise) are excluded. speechkit "
+    "runs offline through Processor.enhance unless marked streaming.",
+    "Latency = block + declared output delay (the speechkit model's algorithmic_latency); delays were found "
+    "by cross-correlating outputs with the clean references and compensated before scoring (the declared "
+    f"delay is used when the mean correlation peak is below {MIN_DELAY_CORRELATION}).",
+)
+
+
+def run_systems(
+    systems: Sequence[tuple[str, Enhancer]], evaluate: Any, started: float
+) -> list[dict[str, Any]]:
+    """``evaluate(system, label)`` for the input (``None``) and then every system, closing each after its run."""
+    results = [evaluate(None, "noisy input (unprocessed)")]
+    for label, system in systems:
+        print(f"running {label} ({time.perf_counter() - started:.0f} s)...", file=sys.stderr)
+        result = evaluate(system, label)
+        if isinstance(system, SpeechkitEnhancer):
+            result["model"] = system.describe()
+        results.append(result)
+        system.close()
+    return results
+
+
+# ----------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=50, help="held-out mixtures (split equally over 5 SNRs)")
+    parser.add_argument("--real", type=int, default=10, help="real noisy recordings scored with DNSMOS (0: none)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (the Markdown goes next to it)")
+    parser.add_argument("--test-set", choices=["minicorpus", "realworld"], default="minicorpus",
+                        help="realworld: run bench.compare_realworld (held-out real speech and noise; --corpus-root)")
+    parser.add_argument("--corpus-root", type=Path, default=None, help="corpus cache of --test-set realworld")
+    add_system_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.test_set == "realworld":
+        from bench import compare_realworld
+
+        return compare_realworld.main(list(sys.argv[1:] if argv is None else argv))
+
+    from speechkit.errors import SpeechkitError
+
     try:
-        systems: list[tuple[str, Enhancer]] = []
-        speechkit_system = SpeechkitEnhancer(args.model)
-        label = args.label or f"speechkit ({speechkit_system.processor.name})"
-        if not speechkit_system.trained:
-            label += " UNTRAINED"
-            notes.append(
-                f"{label}: the checkpoint records no training (random weights); its row only validates the pipeline."
-            )
-        systems.append((label, speechkit_system))
-        if args.attenuation_limit is not None:
-            limited = SpeechkitEnhancer(args.model, attenuation_limit_db=args.attenuation_limit)
-            systems.append((f"{label}, attenuation limit {args.attenuation_limit:g} dB", limited))
-        if args.streaming:
-            systems.append((label.replace("speechkit", "speechkit streaming", 1), SpeechkitEnhancer(args.model, streaming=True)))
-        for name in args.peers:
-            available, reason = PEERS[name].is_available()
-            if available:
-                systems.append((name, PEERS[name]()))
-            else:
-                skipped[name] = reason
-        if with_dnsmos:
-            try:
-                dnsmos_scores(1e-3 * np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32))
-            except Exception as error:  # speechmos missing or its ONNX models failing: skip DNSMOS, say why
-                with_dnsmos = False
-                skipped["DNSMOS"] = f"{type(error).__name__}: {error}"
+        systems, notes, skipped, with_dnsmos = build_systems(parser, args)
         started = time.perf_counter()
         items = held_out_set(args.items)
         real = real_recordings(args.real) if with_dnsmos else []
@@ -374,25 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if with_dnsmos and len(real) < args.real:
         notes.append(f"only {len(real)} real recordings were found (asked for {args.real})")
-    notes.append(
-        "RTF = block-processing seconds / audio seconds on one thread; state creation and the offline soxr "
-        "resampling to a peer's native rate (48 kHz for DeepFilterNet3 and RNNoise) are excluded. speechkit "
-        "runs offline through Processor.enhance unless marked streaming."
-    )
-    notes.append(
-        "Latency = block + declared output delay (the speechkit model's algorithmic_latency); delays were found "
-        "by cross-correlating outputs with the clean references and compensated before scoring (the declared "
-        f"delay is used when the mean correlation peak is below {MIN_DELAY_CORRELATION})."
-    )
+    notes.extend(METHOD_NOTES)
     print(f"{len(items)} held-out items, {len(real)} real recordings; scoring the input...", file=sys.stderr)
-    results = [evaluate_system(None, "noisy input (unprocessed)", items, real, with_dnsmos)]
-    for label, system in systems:
-        print(f"running {label} ({time.perf_counter() - started:.0f} s)...", file=sys.stderr)
-        result = evaluate_system(system, label, items, real, with_dnsmos)
-        if isinstance(system, SpeechkitEnhancer):
-            result["model"] = system.describe()
-        results.append(result)
-        system.close()
+    results = run_systems(
+        systems, lambda system, label: evaluate_system(system, label, items, real, with_dnsmos), started
+    )
     report = {
         **report_header("compare_enhancers", argv, PACKAGES),
         "data": {

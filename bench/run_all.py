@@ -6,8 +6,8 @@ few items) and writes its JSON under ``bench/results/quick/``, so the committed 
 on a 2-core machine. ``--full`` runs each benchmark with its own defaults and writes the committed
 result files (hours: the comparisons score hundreds of items).
 
-Benchmarks that need data this machine lacks (``../shared/data`` for the mini corpus, or a fixed
-test set under ``data_cache/``) are skipped with the reason. Each benchmark runs in its own
+Benchmarks that need data this machine lacks (``../shared/data`` for the mini corpus, the corpus
+cache ``data_cache/corpora`` or a fixed test set under ``data_cache/``) are skipped with the reason. Each benchmark runs in its own
 subprocess (one failure does not stop the others); the summary table lists what ran, what was
 skipped and what failed, and the exit code is 1 if anything failed.
 
@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK_RESULTS = ROOT / "bench" / "results" / "quick"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 ENHANCEMENT_TEST_SET = ROOT / "data_cache" / "fixed" / "enhancement_16k" / "test"
+CORPUS_CACHE = ROOT / "data_cache" / "corpora"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +73,12 @@ BENCHMARKS = (
         ("--items", "5", "--real", "0", "--no-dnsmos", "--out", "{out}/compare_enhancers.json"),
         needs=SHARED_DATA,
     ),
+    Benchmark(
+        "compare_realworld",
+        ("--items", "6", "--real", "0", "--out", "{out}/compare_realworld.json"),
+        needs=CORPUS_CACHE,
+    ),
+    Benchmark("transparency", ("--items", "2", "--seconds", "2", "--out", "{out}/transparency.json"), needs=CORPUS_CACHE),
     Benchmark(
         "compare_aec",
         ("--model", "untrained:tiny", "--items", "2", "--no-aecmos", "--out", "{out}/compare_aec.json"),

@@ -8,11 +8,16 @@ Policies (shared by the Python API and the CLI):
 * **Non-finite samples** (NaN/Inf, possible in float wav files) are refused by default; with
   ``repair_nonfinite=True`` they are replaced by 0 and a warning says how many were replaced.
 * **Clipped input** (samples at full scale) is processed, with a warning.
-* **Writing**: the format follows the output extension: ``.wav`` is written as 32-bit float
-  (nothing is ever clipped), ``.flac`` as 24-bit PCM and ``.ogg`` as Vorbis. For those two, samples
-  beyond [-1, 1] cannot be stored: they are clipped, counted, and reported as a warning (never
-  silently). Outputs go to a temporary file next to the destination and are moved into place with
-  :func:`os.replace` only when complete, so a failure never leaves a partial or damaged file.
+* **Writing**: the format follows the output extension: ``.wav`` is written as 32-bit float,
+  ``.flac`` as 24-bit PCM and ``.ogg`` as Vorbis. Outputs go to a temporary file next to the
+  destination and are moved into place with :func:`os.replace` only when complete, so a failure
+  never leaves a partial or damaged file.
+* **Full scale**: every written sample passes through :func:`soft_limit` (whatever the format, so a
+  float ``.wav`` converted to 16-bit PCM later is never clipped either): samples up to
+  :data:`LIMITER_KNEE_DBFS` (-1 dBFS) are untouched, louder ones are compressed by a tanh knee
+  that stays below full scale (a sample at exactly full scale loses 0.23 dB). When any sample
+  would have exceeded full scale, one warning says how many were limited and the peak. Arrays
+  returned by the Python API are float and left as the model made them (``soft_limit`` is public).
 """
 from __future__ import annotations
 
@@ -35,14 +40,51 @@ WRITE_FORMATS = MappingProxyType({
     ".flac": ("FLAC", "PCM_24"),
     ".ogg": ("OGG", "VORBIS"),
 })
-#: formats that store float samples without clipping
-FLOAT_SAFE_EXTENSIONS = (".wav",)
 #: absolute sample value at or above which a sample counts as clipped (full scale of 16-bit PCM)
 CLIP_LEVEL = 32767.0 / 32768.0
 #: fewer full-scale samples than this in a file do not trigger the clipping warning
 CLIP_WARN_MIN_SAMPLES = 3
 #: libsndfile cannot write more channels than this to FLAC
 MAX_FLAC_CHANNELS = 8
+#: level (dBFS) above which :func:`soft_limit` compresses samples; below it they pass untouched
+LIMITER_KNEE_DBFS = -1.0
+#: what :func:`soft_limit` approaches for ever louder samples: below the 16-bit full scale and below
+#: :data:`CLIP_LEVEL`, so a limited output read back does not look clipped
+LIMITER_CEILING = 0.999
+
+
+@dataclasses.dataclass(frozen=True)
+class LimiterReport:
+    """What :func:`soft_limit` did to one block."""
+
+    limited: int  # samples above the knee (changed)
+    over_full_scale: int  # of those, samples beyond full scale (a PCM conversion would have clipped them)
+    peak: float  # largest absolute input sample
+
+
+def soft_limit(audio: np.ndarray, knee_dbfs: float = LIMITER_KNEE_DBFS) -> tuple[np.ndarray, LimiterReport]:
+    """Keep ``audio`` (any shape, float) below full scale with a static tanh knee; returns it and a report.
+
+    With ``k = 10 ** (knee_dbfs / 20)`` and ``c =`` :data:`LIMITER_CEILING`: ``|x| <= k`` passes
+    unchanged, louder samples become ``sign(x) * (k + (c - k) * tanh((|x| - k) / (c - k)))``,
+    continuous with slope 1 at the knee and never beyond ``c`` (at -1 dBFS: 0.95 -> 0.944,
+    1.0 -> 0.974, 1.25 -> 0.998). Memoryless, so blocks may be limited one by one with the same
+    result as the whole signal.
+    """
+    if not knee_dbfs < 0.0:
+        raise ConfigError(f"the limiter knee must be below 0 dBFS, got {knee_dbfs}")
+    knee = float(10.0 ** (knee_dbfs / 20.0))
+    magnitude = np.abs(audio)
+    above = magnitude > knee
+    peak = float(magnitude.max()) if magnitude.size else 0.0
+    report = LimiterReport(int(above.sum()), int((magnitude > 1.0).sum()), peak)
+    if not report.limited:
+        return audio, report
+    headroom = LIMITER_CEILING - knee
+    compressed = knee + headroom * np.tanh((magnitude[above].astype(np.float64) - knee) / headroom)
+    limited = np.array(audio, copy=True)
+    limited[above] = (np.sign(audio[above]) * compressed).astype(limited.dtype)
+    return limited, report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +337,9 @@ class AtomicAudioWriter:
         self.force = force
         self.format, self.subtype = output_format(self.path, self.channels)
         self.frames_written = 0
-        self.clipped_samples = 0
+        self.limited_samples = 0  # above the limiter's knee
+        self.over_full_scale = 0  # beyond full scale before limiting
+        self.peak = 0.0  # largest absolute sample before limiting
         self._handle = None
         self._tmp_name: str | None = None
 
@@ -331,11 +375,10 @@ class AtomicAudioWriter:
         if block.shape[-1] == 0:
             return
         block = np.nan_to_num(block.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
-        if self.path.suffix.lower() not in FLOAT_SAFE_EXTENSIONS:
-            over = np.abs(block) > 1.0
-            if over.any():
-                self.clipped_samples += int(over.sum())
-                block = np.clip(block, -1.0, 1.0)
+        block, report = soft_limit(block)
+        self.limited_samples += report.limited
+        self.over_full_scale += report.over_full_scale
+        self.peak = max(self.peak, report.peak)
         try:
             self._handle.write(np.ascontiguousarray(block.T))  # [C, n] -> [n, C]
         except (OSError, RuntimeError) as error:
@@ -360,12 +403,13 @@ class AtomicAudioWriter:
         return self.path
 
     def warnings(self) -> list[str]:
-        """Warnings about what was written (clipping of PCM output)."""
-        if not self.clipped_samples:
+        """One line when the output would have exceeded full scale (it was soft-limited, see :func:`soft_limit`)."""
+        if not self.over_full_scale:
             return []
         return [
-            f"{self.path}: {self.clipped_samples} output sample(s) exceeded full scale and were clipped "
-            f"({self.path.suffix} stores PCM; write .wav for float output without clipping)"
+            f"{self.path}: the output exceeded full scale (peak {self.peak:.3f}, {20 * np.log10(self.peak):+.1f} dBFS, "
+            f"{self.over_full_scale} sample(s)); {self.limited_samples} sample(s) above {LIMITER_KNEE_DBFS:g} dBFS "
+            "were soft-limited, none clipped"
         ]
 
     def _discard(self) -> None:
@@ -413,7 +457,7 @@ def _without_peak_chunk(handle: "soundfile.SoundFile") -> None:  # noqa: F821
 
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, force: bool = False) -> list[str]:
-    """Write ``audio`` (``[C, T]`` or ``[T]``) atomically; returns warnings (e.g. clipped PCM)."""
+    """Write ``audio`` (``[C, T]`` or ``[T]``) atomically, soft-limited; returns warnings (samples limited)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]  # [T] -> [1, T]

@@ -14,6 +14,7 @@ from speechkit.audio import (
     audio_info,
     output_format,
     read_audio,
+    soft_limit,
     write_audio,
 )
 from speechkit.errors import AudioError, ConfigError
@@ -27,19 +28,30 @@ from speechkit.inference import (
 )
 
 
-def test_wav_is_float_and_keeps_overs(tmp_path):
-    audio = np.array([[0.5, 1.5, -2.0, 0.0]], dtype=np.float32)
+def test_wav_is_float_and_quiet_samples_pass_unchanged(tmp_path):
+    audio = np.array([[0.5, -0.8, 0.891, 1e-6, 0.0]], dtype=np.float32)
     assert write_audio(tmp_path / "a.wav", audio, 8000) == []
     back, rate = read_audio(tmp_path / "a.wav")
     assert rate == 8000 and np.array_equal(back, audio)
 
 
-def test_flac_clips_with_a_warning(tmp_path):
-    audio = np.array([[0.5, 1.5, -2.0, 0.0]], dtype=np.float32)
-    messages = write_audio(tmp_path / "a.flac", audio, 8000)
-    assert len(messages) == 1 and "2 output sample(s)" in messages[0]
-    back, _ = read_audio(tmp_path / "a.flac")
-    assert np.abs(back).max() <= 1.0
+@pytest.mark.parametrize("extension", [".wav", ".flac"])
+def test_overs_are_soft_limited_with_one_warning(tmp_path, extension):
+    audio = np.array([[0.5, 1.5, -2.0, 0.95, 0.0]], dtype=np.float32)
+    messages = write_audio(tmp_path / f"a{extension}", audio, 8000)
+    assert len(messages) == 1 and "2 sample(s)" in messages[0] and "3 sample(s) above -1 dBFS" in messages[0]
+    back, _ = read_audio(tmp_path / f"a{extension}")
+    assert np.abs(back).max() < 1.0 and back[0, 0] == pytest.approx(0.5, abs=1e-6)
+    assert back[0, 1] > back[0, 3] > 0.9 and back[0, 2] < -back[0, 3]  # order and sign kept, nothing flattened
+
+
+def test_soft_limit_is_memoryless_and_smooth():
+    signal = np.linspace(-3.0, 3.0, 6001, dtype=np.float32)
+    whole, report = soft_limit(signal)
+    blocks = np.concatenate([soft_limit(block)[0] for block in np.array_split(signal, 7)])
+    assert np.array_equal(whole, blocks) and report.over_full_scale == int((np.abs(signal) > 1).sum())
+    assert np.all(np.diff(whole) >= 0) and np.abs(whole).max() <= 32767 / 32768  # monotonic, fits 16-bit PCM
+    assert np.abs(np.diff(whole)).max() <= np.abs(np.diff(signal)).max() + 1e-6  # slope never above 1
 
 
 @pytest.mark.parametrize("name", ["out.mp3", "out.mp4", "out.txt", "out"])
