@@ -20,10 +20,8 @@ format policies.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,74 +29,42 @@ from typing import Any
 import numpy as np
 import torch
 
-from .audio import (
-    AtomicAudioWriter,
-    SampleChecker,
-    check_output_path,
-    default_output_name,
-    iter_blocks,
-    open_audio,
+from ._arrays import check_rate, check_samples, float_array, like_input
+from .audio import AtomicAudioWriter, SampleChecker, check_output_path, default_output_name, open_audio
+from .echo import (  # noqa: F401 (the echo-cancellation API, re-exported)
+    DEFAULT_AEC_MODEL,
+    DEFAULT_MAX_DELAY_SECONDS,
+    DEFAULT_MAX_LENGTH_DIFFERENCE,
+    cancel_echo_array,
+    cancel_echo_file,
+    estimate_echo_delay,
+    load_echo_canceller,
+    run_echo_file,
 )
-from .delay import DelayEstimate, estimate_delay
-from .errors import AudioError, CheckpointError, ConfigError
+from .errors import AudioError, ConfigError
+from .files import (  # noqa: F401 (file results, warnings and output names, re-exported)
+    READ_BLOCK_SECONDS,
+    AudioWarning,
+    EchoFileResult,
+    FileResult,
+    checked_blocks,
+    report_file_warnings,
+    run_file,
+    separation_outputs,
+)
 from .inference import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_OVERLAP_SECONDS,
     ENHANCE_CHANNELS,
     SEPARATE_CHANNELS,
-    EchoPipeline,
     Pipeline,
     mix_back_gain,
     select_device,
 )
 from .models.base import SpeechModel
-from .pretrained import DEFAULT_ECHO_CANCELLER
 
-#: seconds of input read per block when processing files
-READ_BLOCK_SECONDS = 1.0
 #: more channels than this in a [C, T] array is taken as a transposed [T, C] array
 MAX_ARRAY_CHANNELS = 64
-#: bundled echo-cancellation model used when no model is given, once it is bundled (not yet)
-DEFAULT_AEC_MODEL = DEFAULT_ECHO_CANCELLER
-#: default search range of the echo's bulk delay, in seconds
-DEFAULT_MAX_DELAY_SECONDS = 0.5
-#: default largest allowed length difference between microphone and reference, in seconds
-DEFAULT_MAX_LENGTH_DIFFERENCE = 1.0
-
-
-class AudioWarning(UserWarning):
-    """Input or output problems that did not stop processing (clipping, repaired samples)."""
-
-
-@dataclasses.dataclass
-class FileResult:
-    """What :func:`enhance_file` / :func:`separate_file` did."""
-
-    input: Path
-    outputs: list[Path]
-    sample_rate: int
-    channels: int
-    frames: int
-    seconds_processed: float
-    warnings: list[str]
-
-    @property
-    def duration(self) -> float:
-        """Input duration in seconds."""
-        return self.frames / self.sample_rate
-
-    @property
-    def real_time_factor(self) -> float:
-        """Processing time divided by audio duration."""
-        return self.seconds_processed / max(self.duration, 1e-9)
-
-
-@dataclasses.dataclass
-class EchoFileResult(FileResult):
-    """What :func:`cancel_echo_file` did: a :class:`FileResult` plus the reference and the delay used."""
-
-    far_end: Path = Path()
-    delay: DelayEstimate | None = None
 
 
 class Processor:
@@ -210,7 +176,7 @@ class Processor:
     def _process_array(
         self, audio: np.ndarray | torch.Tensor, sample_rate: int, channels: str, repair_nonfinite: bool
     ) -> np.ndarray | torch.Tensor:
-        array = _float_array(audio)
+        array = float_array(audio)
         if array.ndim == 1:
             array = array[None]  # [T] -> [1, T]
         if array.ndim != 2:
@@ -221,11 +187,11 @@ class Processor:
             )
         if array.shape[-1] == 0:
             raise AudioError("audio contains no samples (zero length)")
-        rate = _check_rate(sample_rate, "sample_rate")
-        array = _check_samples(array, rate, "audio", repair_nonfinite, stacklevel=4)
+        rate = check_rate(sample_rate, "sample_rate")
+        array = check_samples(array, rate, "audio", repair_nonfinite, stacklevel=4)
         pipeline = self._pipeline(rate, array.shape[0], channels)
         output = np.concatenate([pipeline.push(array), pipeline.finish()], axis=-1)  # [S, C_out, T]
-        return _like_input(output, audio)
+        return like_input(output, audio)
 
     # ------------------------------------------------------------------ files
     def enhance_file(
@@ -279,26 +245,8 @@ class Processor:
             pipeline = self._pipeline(rate, num_channels, channels)
             checker = SampleChecker(rate, str(input), repair_nonfinite)
             writers = [AtomicAudioWriter(path, rate, pipeline.output_channels, force=force) for path in outputs]
-            try:
-                for writer in writers:
-                    writer.open()
-                block_frames = max(1, int(READ_BLOCK_SECONDS * rate))
-                for block in iter_blocks(handle, block_frames):
-                    produced = pipeline.push(checker.check(block))  # [S, C_out, m]
-                    for source, writer in enumerate(writers):
-                        writer.write(produced[source])
-                    if progress is not None:
-                        progress(block.shape[-1])
-                produced = pipeline.finish()
-                for source, writer in enumerate(writers):
-                    writer.write(produced[source])
-                for writer in writers:
-                    writer.commit()
-            except BaseException:
-                for writer in writers:
-                    writer._discard()
-                raise
-        messages = _report_file_warnings(checker.warnings(), input, pipeline, writers, stacklevel=4)
+            run_file([checked_blocks(handle, checker)], pipeline, writers, progress)
+        messages = report_file_warnings(checker.warnings(), input, pipeline, writers, stacklevel=4)
         return FileResult(
             input=input,
             outputs=outputs,
@@ -322,29 +270,12 @@ class Processor:
     ) -> np.ndarray | torch.Tensor:
         """Remove the far-end echo (and noise) from a microphone signal; returns the near end ``[T]``.
 
-        Args:
-            mic: microphone signal ``[T]`` (or ``[1, T]``) at ``sample_rate``.
-            far_end: the loudspeaker (far-end) signal ``[T']`` at ``far_end_rate``.
-            sample_rate: rate of ``mic`` (and of the result).
-            far_end_rate: rate of ``far_end`` (default: ``sample_rate``).
-            delay_seconds: the echo's bulk delay (reference leading the microphone); None estimates
-                it with GCC-PHAT up to ``max_delay_seconds`` (0 disables the alignment).
-            max_delay_seconds: search range of the estimate.
-            repair_nonfinite: replace NaN/Inf input samples by 0 instead of refusing the input.
-
-        The reference is aligned, cut or zero-padded to the microphone's length and both run
-        through the same bounded-memory machinery as files (see :class:`speechkit.inference.EchoPipeline`).
+        Arguments as in :func:`speechkit.echo.cancel_echo_array`.
         """
-        self.check_action("cancel_echo")
-        rate = _check_rate(sample_rate, "sample_rate")
-        reference_rate = rate if far_end_rate is None else _check_rate(far_end_rate, "far_end_rate")
-        mic_array = _mono_array(mic, "mic", rate, repair_nonfinite)
-        reference = _mono_array(far_end, "far_end", reference_rate, repair_nonfinite)
-        reference_at_mic_rate = _resample_excerpt(reference, reference_rate, rate)
-        delay, _ = estimate_echo_delay(mic_array, reference_at_mic_rate, rate, delay_seconds, max_delay_seconds)
-        pipeline = self._echo_pipeline(rate, reference_rate, delay.samples)
-        output = np.concatenate([pipeline.push(mic_array, reference), pipeline.finish()])  # [T]
-        return _like_input(output, mic)
+        return cancel_echo_array(
+            self, mic, far_end, sample_rate, far_end_rate, delay_seconds, max_delay_seconds, repair_nonfinite,
+            stacklevel=6,
+        )
 
     def cancel_echo_file(
         self,
@@ -358,79 +289,11 @@ class Processor:
         resample: bool = False,
         repair_nonfinite: bool = False,
         progress: Callable[[int], None] | None = None,
-    ) -> "EchoFileResult":
+    ) -> EchoFileResult:
         """Cancel the echo of one microphone/far-end file pair into ``output``; see :func:`cancel_echo_file`."""
-        from .delay import DEFAULT_ANALYSIS_SECONDS, check_pair_lengths
-
-        self.check_action("cancel_echo")
-        started = time.perf_counter()
-        mic, far_end, output = Path(mic), Path(far_end), Path(output)
-        if output.is_dir():
-            output = output / default_output_name(mic, "_aec")
-        check_output_path(output, inputs=(mic, far_end), force=force)
-        with open_audio(mic) as mic_handle, open_audio(far_end) as reference_handle:
-            for path, handle in ((mic, mic_handle), (far_end, reference_handle)):
-                if handle.channels != 1:
-                    raise AudioError(f"{path} has {handle.channels} channels; echo cancellation needs mono files")
-            rate, reference_rate = int(mic_handle.samplerate), int(reference_handle.samplerate)
-            frames, reference_frames = int(mic_handle.frames), int(reference_handle.frames)
-            if rate != reference_rate and not resample:
-                raise AudioError(
-                    f"{mic} is at {rate} Hz but {far_end} is at {reference_rate} Hz; pass resample=True / "
-                    "--resample to resample the reference"
-                )
-            check_pair_lengths(frames, round(reference_frames * rate / reference_rate), rate, max_length_difference)
-            # the delay is estimated on the start of both files, then both are read again from the start
-            mic_excerpt = _read_excerpt(mic_handle, DEFAULT_ANALYSIS_SECONDS)
-            reference_excerpt = _resample_excerpt(
-                _read_excerpt(reference_handle, DEFAULT_ANALYSIS_SECONDS), reference_rate, rate
-            )
-            delay, messages = estimate_echo_delay(
-                mic_excerpt, reference_excerpt, rate, delay_seconds, max_delay_seconds, str(mic)
-            )
-            del mic_excerpt, reference_excerpt
-            pipeline = self._echo_pipeline(rate, reference_rate, delay.samples)
-            mic_checker = SampleChecker(rate, str(mic), repair_nonfinite)
-            reference_checker = SampleChecker(reference_rate, str(far_end), repair_nonfinite)
-            writer = AtomicAudioWriter(output, rate, 1, force=force)
-            try:
-                writer.open()
-                mic_blocks = iter_blocks(mic_handle, max(1, int(READ_BLOCK_SECONDS * rate)))
-                reference_blocks = iter_blocks(reference_handle, max(1, int(READ_BLOCK_SECONDS * reference_rate)))
-                for mic_block in mic_blocks:
-                    reference_block = next(reference_blocks, None)
-                    if reference_block is None:
-                        pipeline.end_reference()
-                    else:
-                        reference_block = reference_checker.check(reference_block)[0]
-                    produced = pipeline.push(mic_checker.check(mic_block)[0], reference_block)  # [m]
-                    writer.write(produced[None])
-                    if progress is not None:
-                        progress(mic_block.shape[-1])
-                writer.write(pipeline.finish()[None])
-                writer.commit()
-            except BaseException:
-                writer._discard()
-                raise
-        messages = _report_file_warnings(
-            messages + mic_checker.warnings() + reference_checker.warnings(), mic, pipeline, [writer], stacklevel=4
-        )
-        return EchoFileResult(
-            input=mic,
-            outputs=[output],
-            sample_rate=rate,
-            channels=1,
-            frames=frames,
-            seconds_processed=time.perf_counter() - started,
-            warnings=messages,
-            far_end=far_end,
-            delay=delay,
-        )
-
-    def _echo_pipeline(self, rate: int, reference_rate: int, delay_samples: int) -> EchoPipeline:
-        return EchoPipeline(
-            self.model, rate, reference_rate, delay_samples, self.chunk_seconds, self.overlap_seconds,
-            self.device, self.streaming,
+        return run_echo_file(
+            self, mic, far_end, output, force, delay_seconds, max_delay_seconds, max_length_difference, resample,
+            repair_nonfinite, progress, stacklevel=5,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -462,27 +325,6 @@ class Processor:
             raise ConfigError(
                 f"{self.name} separates {self.num_sources} sources; use separate instead of {action}"
             )
-
-
-def separation_outputs(input: Path, output_dir_or_pattern: str | os.PathLike, num_sources: int) -> list[Path]:
-    """Output paths of the sources of ``input``.
-
-    A pattern contains ``{name}`` (input stem) and/or ``{source}`` (1-based index), e.g.
-    ``"out/{name}_spk{source}.flac"``; anything else is a directory that receives
-    ``<name>_s1.<ext>``, ``<name>_s2.<ext>``, ...
-    """
-    text = os.fspath(output_dir_or_pattern)
-    if "{" in text:
-        if "{source" not in text:
-            raise ConfigError(f"output pattern {text!r} must contain {{source}} so the sources get different names")
-        try:
-            return [Path(text.format(name=input.stem, source=index + 1)) for index in range(num_sources)]
-        except (KeyError, IndexError, ValueError) as error:
-            raise ConfigError(f"invalid output pattern {text!r} (use {{name}} and {{source}}): {error}") from error
-    directory = Path(text)
-    if directory.exists() and not directory.is_dir():
-        raise AudioError(f"{directory} is a file; separation needs an output directory or a pattern")
-    return [directory / default_output_name(input, f"_s{index + 1}") for index in range(num_sources)]
 
 
 def load(
@@ -579,177 +421,3 @@ def separate_file(
     return processor.separate_file(input, output_dir_or_pattern, force, channels, repair_nonfinite, progress)
 
 
-# ---------------------------------------------------------------------- echo cancellation
-def load_echo_canceller(
-    name_or_path: str | os.PathLike | None = None,
-    device: str = "cpu",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
-    options: Mapping[str, Any] | None = None,
-) -> Processor:
-    """Load an echo-cancellation checkpoint (bundled name or path); ``options`` as in :func:`load`.
-
-    None loads the bundled :data:`DEFAULT_AEC_MODEL` once one is bundled; no echo canceller is
-    bundled yet, so for now pass a checkpoint trained with ``recipes/echo_cancellation``.
-
-    Raises:
-        CheckpointError: no model given while none is bundled, or the file is not a checkpoint.
-        ConfigError: the checkpoint holds a model that is not an echo canceller.
-    """
-    from .pretrained import NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
-
-    if name_or_path is None:
-        name_or_path = bundled_echo_canceller()
-        if name_or_path is None:
-            raise CheckpointError(NO_BUNDLED_ECHO_CANCELLER)
-    processor = load(name_or_path, device, chunk_seconds, overlap_seconds, options=options)
-    processor.check_action("cancel_echo")
-    return processor
-
-
-def estimate_echo_delay(
-    mic: np.ndarray,
-    reference: np.ndarray,
-    sample_rate: int,
-    delay_seconds: float | None = None,
-    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
-    source: str = "microphone",
-) -> tuple[DelayEstimate, list[str]]:
-    """The bulk delay to align ``reference`` to ``mic`` (both ``[T]`` at ``sample_rate``) and warnings.
-
-    ``delay_seconds`` imposes the delay; otherwise GCC-PHAT searches up to ``max_delay_seconds``
-    (0: no alignment). A silent input or an unreliable estimate adds a warning naming ``source``.
-    """
-    if delay_seconds is not None:
-        return DelayEstimate(int(round(delay_seconds * sample_rate)), sample_rate, float("inf")), []
-    if max_delay_seconds <= 0:
-        return DelayEstimate(0, sample_rate, 0.0), []
-    delay = estimate_delay(mic, reference, sample_rate, max_delay_seconds=max_delay_seconds)
-    messages = []
-    if delay.confidence == 0.0:
-        messages.append(f"{source}: the microphone or reference is silent; no delay alignment")
-    elif not delay.reliable:
-        messages.append(
-            f"{source}: uncertain bulk-delay estimate {1000 * delay.seconds:.1f} ms "
-            f"(confidence {delay.confidence:.1f}); pass the delay (--delay-ms) if you know it"
-        )
-    return delay, messages
-
-
-def _check_rate(sample_rate: Any, name: str) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise AudioError(f"{name} must be a positive integer, got {sample_rate!r}")
-    return int(sample_rate)
-
-
-def _float_array(audio: np.ndarray | torch.Tensor) -> np.ndarray:
-    """An array or tensor (any device) as a float32 numpy array of the same shape."""
-    if isinstance(audio, torch.Tensor):
-        return audio.detach().cpu().float().numpy()
-    return np.asarray(audio, dtype=np.float32)
-
-
-def _like_input(output: np.ndarray, audio: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """``output`` as the same kind of array as the input ``audio`` (a tensor on its device, or numpy)."""
-    if isinstance(audio, torch.Tensor):
-        return torch.from_numpy(output).to(audio.device)
-    return output
-
-
-def _check_samples(
-    array: np.ndarray, sample_rate: int, name: str, repair_nonfinite: bool, stacklevel: int
-) -> np.ndarray:
-    """``array [C, T]`` through a :class:`SampleChecker`; its warnings are issued at ``stacklevel`` (from here)."""
-    checker = SampleChecker(sample_rate, name, repair_nonfinite)
-    array = checker.check(np.ascontiguousarray(array))
-    for message in checker.warnings():
-        warnings.warn(message, AudioWarning, stacklevel=stacklevel)
-    return array
-
-
-def _report_file_warnings(
-    messages: list[str], source: Path, pipeline: Pipeline | EchoPipeline, writers: list[AtomicAudioWriter],
-    stacklevel: int,
-) -> list[str]:
-    """``messages`` plus the pipeline's non-finite outputs and the writers' warnings, all issued as warnings."""
-    if pipeline.runner.nonfinite_outputs:
-        messages.append(
-            f"{source}: the model produced {pipeline.runner.nonfinite_outputs} non-finite sample(s), written as 0"
-        )
-    for writer in writers:
-        messages.extend(writer.warnings())
-    for message in messages:
-        warnings.warn(message, AudioWarning, stacklevel=stacklevel)
-    return messages
-
-
-def _mono_array(audio: np.ndarray | torch.Tensor, name: str, sample_rate: int, repair_nonfinite: bool) -> np.ndarray:
-    """A ``[T]`` or ``[1, T]`` array or tensor as a checked float32 ``[T]`` numpy array."""
-    array = _float_array(audio)
-    if array.ndim == 2 and array.shape[0] == 1:
-        array = array[0]  # [1, T] -> [T]
-    if array.ndim != 1:
-        raise AudioError(f"{name} must be mono audio of shape [T], got {tuple(array.shape)}")
-    if array.shape[-1] == 0:
-        raise AudioError(f"{name} contains no samples (zero length)")
-    return _check_samples(array[None], sample_rate, name, repair_nonfinite, stacklevel=5)[0]  # [1, T] -> [T]
-
-
-def _resample_excerpt(signal: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
-    """Resample a whole in-memory ``[T]`` signal (identity when the rates match)."""
-    if rate == target_rate or signal.shape[-1] == 0:
-        return signal
-    import soxr
-
-    return soxr.resample(signal, rate, target_rate).astype(np.float32)
-
-
-def _read_excerpt(handle: Any, seconds: float) -> np.ndarray:
-    """The first ``seconds`` of an open mono file as ``[T]`` (non-finite samples as 0); rewinds the file."""
-    frames = int(seconds * handle.samplerate)
-    excerpt = next(iter_blocks(handle, max(1, frames)), np.zeros((1, 0), np.float32))[0]  # [1, T] -> [T]
-    handle.seek(0)
-    return np.nan_to_num(excerpt, nan=0.0, posinf=0.0, neginf=0.0)
-
-
-def cancel_echo_file(
-    mic: str | os.PathLike,
-    far_end: str | os.PathLike,
-    output: str | os.PathLike,
-    model: "str | os.PathLike | Processor | None" = None,
-    force: bool = False,
-    delay_seconds: float | None = None,
-    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
-    max_length_difference: float = DEFAULT_MAX_LENGTH_DIFFERENCE,
-    resample: bool = False,
-    device: str = "cpu",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-    repair_nonfinite: bool = False,
-    progress: Callable[[int], None] | None = None,
-) -> EchoFileResult:
-    """Cancel the far-end echo (and noise) of the microphone file ``mic`` into ``output``, in bounded memory.
-
-    Args:
-        mic: mono microphone recording.
-        far_end: mono far-end (loudspeaker) reference of the same call.
-        output: destination file (``.wav``, ``.flac``, ``.ogg``) or an existing directory
-            (``<dir>/<mic name>_aec.<ext>``); written at the microphone's rate and length.
-        model: bundled model name, checkpoint path, a Processor from :func:`load_echo_canceller`,
-            or None (the bundled :data:`DEFAULT_AEC_MODEL`; none is bundled yet).
-        force: overwrite an existing output.
-        delay_seconds: impose the echo's bulk delay instead of estimating it (GCC-PHAT on the
-            first minute of both files, up to ``max_delay_seconds``; 0 disables the alignment).
-        max_length_difference: refuse pairs whose lengths differ by more seconds than this (the
-            reference is cut or zero-padded to the microphone's length after alignment).
-        resample: accept a reference at another rate than the microphone (it is resampled).
-        device, chunk_seconds, repair_nonfinite, progress: as in :func:`enhance_file`.
-
-    Both files are read block by block; a streaming model (such as ``complex_d3net_aec``) runs
-    its ``forward_step`` with the state carried through the whole recording, so the result equals
-    one offline pass while memory does not grow with the length of the call.
-    """
-    processor = model if isinstance(model, Processor) else load_echo_canceller(model, device, chunk_seconds)
-    return processor.cancel_echo_file(
-        mic, far_end, output, force, delay_seconds, max_delay_seconds, max_length_difference, resample,
-        repair_nonfinite, progress,
-    )

@@ -1,0 +1,271 @@
+"""The echo-cancellation API: load an echo canceller, estimate the echo delay, cancel arrays and files.
+
+:class:`speechkit.api.Processor` exposes :func:`cancel_echo_array` and :func:`run_echo_file` as its
+``cancel_echo`` and ``cancel_echo_file`` methods. Files go through the same
+:func:`speechkit.files.run_file` as enhancement and separation, with the microphone as the primary
+reader and the far end as the second (:class:`~speechkit.inference.EchoFeed` pairs them).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ._arrays import check_rate, like_input, mono_array
+from .audio import AtomicAudioWriter, SampleChecker, check_output_path, default_output_name, iter_blocks, open_audio
+from .delay import DelayEstimate, estimate_delay
+from .errors import AudioError, CheckpointError
+from .files import EchoFileResult, checked_blocks, report_file_warnings, run_file
+from .inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, EchoFeed, EchoPipeline
+from .pretrained import DEFAULT_ECHO_CANCELLER
+
+if TYPE_CHECKING:
+    from .api import Processor
+
+#: bundled echo-cancellation model used when no model is given, once it is bundled (not yet)
+DEFAULT_AEC_MODEL = DEFAULT_ECHO_CANCELLER
+#: default search range of the echo's bulk delay, in seconds
+DEFAULT_MAX_DELAY_SECONDS = 0.5
+#: default largest allowed length difference between microphone and reference, in seconds
+DEFAULT_MAX_LENGTH_DIFFERENCE = 1.0
+
+
+def load_echo_canceller(
+    name_or_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    options: Mapping[str, Any] | None = None,
+) -> "Processor":
+    """Load an echo-cancellation checkpoint (bundled name or path); ``options`` as in :func:`load`.
+
+    None loads the bundled :data:`DEFAULT_AEC_MODEL` once one is bundled; no echo canceller is
+    bundled yet, so for now pass a checkpoint trained with ``recipes/echo_cancellation``.
+
+    Raises:
+        CheckpointError: no model given while none is bundled, or the file is not a checkpoint.
+        ConfigError: the checkpoint holds a model that is not an echo canceller.
+    """
+    from .api import load
+    from .pretrained import NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
+
+    if name_or_path is None:
+        name_or_path = bundled_echo_canceller()
+        if name_or_path is None:
+            raise CheckpointError(NO_BUNDLED_ECHO_CANCELLER)
+    processor = load(name_or_path, device, chunk_seconds, overlap_seconds, options=options)
+    processor.check_action("cancel_echo")
+    return processor
+
+
+def estimate_echo_delay(
+    mic: np.ndarray,
+    reference: np.ndarray,
+    sample_rate: int,
+    delay_seconds: float | None = None,
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+    source: str = "microphone",
+) -> tuple[DelayEstimate, list[str]]:
+    """The bulk delay to align ``reference`` to ``mic`` (both ``[T]`` at ``sample_rate``) and warnings.
+
+    ``delay_seconds`` imposes the delay; otherwise GCC-PHAT searches up to ``max_delay_seconds``
+    (0: no alignment). A silent input or an unreliable estimate adds a warning naming ``source``.
+    """
+    if delay_seconds is not None:
+        return DelayEstimate(int(round(delay_seconds * sample_rate)), sample_rate, float("inf")), []
+    if max_delay_seconds <= 0:
+        return DelayEstimate(0, sample_rate, 0.0), []
+    delay = estimate_delay(mic, reference, sample_rate, max_delay_seconds=max_delay_seconds)
+    messages = []
+    if delay.confidence == 0.0:
+        messages.append(f"{source}: the microphone or reference is silent; no delay alignment")
+    elif not delay.reliable:
+        messages.append(
+            f"{source}: uncertain bulk-delay estimate {1000 * delay.seconds:.1f} ms "
+            f"(confidence {delay.confidence:.1f}); pass the delay (--delay-ms) if you know it"
+        )
+    return delay, messages
+
+
+def cancel_echo_array(
+    processor: "Processor",
+    mic: np.ndarray | torch.Tensor,
+    far_end: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    far_end_rate: int | None = None,
+    delay_seconds: float | None = None,
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+    repair_nonfinite: bool = False,
+    stacklevel: int = 4,
+) -> np.ndarray | torch.Tensor:
+    """Remove the far-end echo (and noise) from a microphone signal with ``processor``; returns ``[T]``.
+
+    Args:
+        mic: microphone signal ``[T]`` (or ``[1, T]``) at ``sample_rate``.
+        far_end: the loudspeaker (far-end) signal ``[T']`` at ``far_end_rate``.
+        sample_rate: rate of ``mic`` (and of the result).
+        far_end_rate: rate of ``far_end`` (default: ``sample_rate``).
+        delay_seconds: the echo's bulk delay (reference leading the microphone); None estimates
+            it with GCC-PHAT up to ``max_delay_seconds`` (0 disables the alignment).
+        max_delay_seconds: search range of the estimate.
+        repair_nonfinite: replace NaN/Inf input samples by 0 instead of refusing the input.
+        stacklevel: where input warnings point, counted from :func:`speechkit._arrays.check_samples`.
+
+    The reference is aligned, cut or zero-padded to the microphone's length and both run
+    through the same bounded-memory machinery as files (see :class:`speechkit.inference.EchoPipeline`).
+    """
+    processor.check_action("cancel_echo")
+    rate = check_rate(sample_rate, "sample_rate")
+    reference_rate = rate if far_end_rate is None else check_rate(far_end_rate, "far_end_rate")
+    mic_array = mono_array(mic, "mic", rate, repair_nonfinite, stacklevel)
+    reference = mono_array(far_end, "far_end", reference_rate, repair_nonfinite, stacklevel)
+    reference_at_mic_rate = _resample_excerpt(reference, reference_rate, rate)
+    delay, _ = estimate_echo_delay(mic_array, reference_at_mic_rate, rate, delay_seconds, max_delay_seconds)
+    pipeline = _echo_pipeline(processor, rate, reference_rate, delay.samples)
+    output = np.concatenate([pipeline.push(mic_array, reference), pipeline.finish()])  # [T]
+    return like_input(output, mic)
+
+
+def run_echo_file(
+    processor: "Processor",
+    mic: str | os.PathLike,
+    far_end: str | os.PathLike,
+    output: str | os.PathLike,
+    force: bool = False,
+    delay_seconds: float | None = None,
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+    max_length_difference: float = DEFAULT_MAX_LENGTH_DIFFERENCE,
+    resample: bool = False,
+    repair_nonfinite: bool = False,
+    progress: Callable[[int], None] | None = None,
+    stacklevel: int = 4,
+) -> EchoFileResult:
+    """Cancel the echo of one microphone/far-end file pair into ``output`` with ``processor``.
+
+    See :func:`cancel_echo_file`; ``stacklevel`` of the warnings counts from here.
+    """
+    from .delay import DEFAULT_ANALYSIS_SECONDS, check_pair_lengths
+
+    processor.check_action("cancel_echo")
+    started = time.perf_counter()
+    mic, far_end, output = Path(mic), Path(far_end), Path(output)
+    if output.is_dir():
+        output = output / default_output_name(mic, "_aec")
+    check_output_path(output, inputs=(mic, far_end), force=force)
+    with open_audio(mic) as mic_handle, open_audio(far_end) as reference_handle:
+        for path, handle in ((mic, mic_handle), (far_end, reference_handle)):
+            if handle.channels != 1:
+                raise AudioError(f"{path} has {handle.channels} channels; echo cancellation needs mono files")
+        rate, reference_rate = int(mic_handle.samplerate), int(reference_handle.samplerate)
+        frames, reference_frames = int(mic_handle.frames), int(reference_handle.frames)
+        if rate != reference_rate and not resample:
+            raise AudioError(
+                f"{mic} is at {rate} Hz but {far_end} is at {reference_rate} Hz; pass resample=True / "
+                "--resample to resample the reference"
+            )
+        check_pair_lengths(frames, round(reference_frames * rate / reference_rate), rate, max_length_difference)
+        # the delay is estimated on the start of both files, then both are read again from the start
+        mic_excerpt = _read_excerpt(mic_handle, DEFAULT_ANALYSIS_SECONDS)
+        reference_excerpt = _resample_excerpt(
+            _read_excerpt(reference_handle, DEFAULT_ANALYSIS_SECONDS), reference_rate, rate
+        )
+        delay, messages = estimate_echo_delay(
+            mic_excerpt, reference_excerpt, rate, delay_seconds, max_delay_seconds, str(mic)
+        )
+        del mic_excerpt, reference_excerpt
+        pipeline = _echo_pipeline(processor, rate, reference_rate, delay.samples)
+        mic_checker = SampleChecker(rate, str(mic), repair_nonfinite)
+        reference_checker = SampleChecker(reference_rate, str(far_end), repair_nonfinite)
+        writer = AtomicAudioWriter(output, rate, 1, force=force)
+        readers = [checked_blocks(mic_handle, mic_checker), checked_blocks(reference_handle, reference_checker)]
+        run_file(readers, EchoFeed(pipeline), [writer], progress)
+    messages = report_file_warnings(
+        messages + mic_checker.warnings() + reference_checker.warnings(), mic, pipeline, [writer],
+        stacklevel=stacklevel,
+    )
+    return EchoFileResult(
+        input=mic,
+        outputs=[output],
+        sample_rate=rate,
+        channels=1,
+        frames=frames,
+        seconds_processed=time.perf_counter() - started,
+        warnings=messages,
+        far_end=far_end,
+        delay=delay,
+    )
+
+
+def _echo_pipeline(processor: "Processor", rate: int, reference_rate: int, delay_samples: int) -> EchoPipeline:
+    """The echo pipeline of ``processor`` for one microphone/reference pair."""
+    return EchoPipeline(
+        processor.model, rate, reference_rate, delay_samples, processor.chunk_seconds, processor.overlap_seconds,
+        processor.device, processor.streaming,
+    )
+
+
+def _resample_excerpt(signal: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
+    """Resample a whole in-memory ``[T]`` signal (identity when the rates match)."""
+    if rate == target_rate or signal.shape[-1] == 0:
+        return signal
+    import soxr
+
+    return soxr.resample(signal, rate, target_rate).astype(np.float32)
+
+
+def _read_excerpt(handle: Any, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of an open mono file as ``[T]`` (non-finite samples as 0); rewinds the file."""
+    frames = int(seconds * handle.samplerate)
+    excerpt = next(iter_blocks(handle, max(1, frames)), np.zeros((1, 0), np.float32))[0]  # [1, T] -> [T]
+    handle.seek(0)
+    return np.nan_to_num(excerpt, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def cancel_echo_file(
+    mic: str | os.PathLike,
+    far_end: str | os.PathLike,
+    output: str | os.PathLike,
+    model: "str | os.PathLike | Processor | None" = None,
+    force: bool = False,
+    delay_seconds: float | None = None,
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+    max_length_difference: float = DEFAULT_MAX_LENGTH_DIFFERENCE,
+    resample: bool = False,
+    device: str = "cpu",
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    repair_nonfinite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> EchoFileResult:
+    """Cancel the far-end echo (and noise) of the microphone file ``mic`` into ``output``, in bounded memory.
+
+    Args:
+        mic: mono microphone recording.
+        far_end: mono far-end (loudspeaker) reference of the same call.
+        output: destination file (``.wav``, ``.flac``, ``.ogg``) or an existing directory
+            (``<dir>/<mic name>_aec.<ext>``); written at the microphone's rate and length.
+        model: bundled model name, checkpoint path, a Processor from :func:`load_echo_canceller`,
+            or None (the bundled :data:`DEFAULT_AEC_MODEL`; none is bundled yet).
+        force: overwrite an existing output.
+        delay_seconds: impose the echo's bulk delay instead of estimating it (GCC-PHAT on the
+            first minute of both files, up to ``max_delay_seconds``; 0 disables the alignment).
+        max_length_difference: refuse pairs whose lengths differ by more seconds than this (the
+            reference is cut or zero-padded to the microphone's length after alignment).
+        resample: accept a reference at another rate than the microphone (it is resampled).
+        device, chunk_seconds, repair_nonfinite, progress: as in :func:`enhance_file`.
+
+    Both files are read block by block; a streaming model (such as ``complex_d3net_aec``) runs
+    its ``forward_step`` with the state carried through the whole recording, so the result equals
+    one offline pass while memory does not grow with the length of the call.
+    """
+    from .api import Processor
+
+    processor = model if isinstance(model, Processor) else load_echo_canceller(model, device, chunk_seconds)
+    return run_echo_file(
+        processor, mic, far_end, output, force, delay_seconds, max_delay_seconds, max_length_difference, resample,
+        repair_nonfinite, progress, stacklevel=4,
+    )
