@@ -186,3 +186,29 @@ def test_exemptions_need_a_known_check_and_a_reason() -> None:
     with pytest.raises(ConfigError):
         InferenceSpec(mode="chunk", exemptions=(("onnx_export", " "),))
     assert dataclasses.is_dataclass(InferenceSpec)
+
+
+def test_old_checkpoints_without_layout_and_with_removed_fields_load(tmp_path) -> None:
+    """A checkpoint written before contract v2: no input_layout/frontend, the AEC's stft_backend field."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    model = _model("complex_d3net_aec")
+    path = save_checkpoint(model, tmp_path / "new.safetensors")
+    metadata = read_metadata(path)
+    for key in ("input_layout", "frontend"):
+        del metadata[key]
+    metadata["config"]["stft_backend"] = "conv"
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata={"speechkit": json.dumps(metadata)})
+    loaded = load_checkpoint(old)
+    assert loaded.input_layout == InputLayout(num_microphones=1, far_end_channel=1)
+    x = _input(model)
+    assert torch.equal(_offline(loaded, x), _offline(model, x))
+    metadata["input_layout"] = InputLayout(num_microphones=2).to_dict()  # disagrees with the config
+    save_file(load_file(str(path)), str(old), metadata={"speechkit": json.dumps(metadata)})
+    from speechkit.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="saved for input 2 microphones"):
+        load_checkpoint(old)
