@@ -1,0 +1,37 @@
+"""recipes.export_state: a trainer state file becomes a speechkit checkpoint (EMA weights by default)."""
+import json
+
+import torch
+
+from recipes.export_state import export_state, main
+from recipes.training.state import STATE_FORMAT, atomic_torch_save
+from speechkit.checkpoint import load_checkpoint
+from speechkit.models import build_model
+
+
+def _state(tmp_path):
+    model = build_model("conv_tasnet", "tiny")
+    ema = {key: value + 1.0 if value.is_floating_point() else value for key, value in model.state_dict().items()}
+    config = {"name": "demo", "task": "separation", "model": {"name": "conv_tasnet", "preset": "tiny", "overrides": {}},
+              "data": {"description": "synthetic", "licenses": {"synthetic": "none"}}, "init": {"checkpoint": None}}
+    path = tmp_path / "step_0000010.pt"
+    atomic_torch_save({"format": STATE_FORMAT, "model": model.state_dict(), "ema": ema, "step": 10,
+                       "train_seconds": 36.0, "config": json.dumps(config)}, path)
+    return path, model, ema
+
+
+def test_exports_ema_by_default_and_raw_on_request(tmp_path):
+    path, model, ema = _state(tmp_path)
+    loaded = load_checkpoint(export_state(path, tmp_path / "ema.safetensors"))
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, ema[key])
+    raw = load_checkpoint(export_state(path, tmp_path / "raw.safetensors", raw=True))
+    for key, value in raw.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])
+
+
+def test_command_line_reports_bad_files_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    torch.save({"format": "other"}, bad)
+    assert main([str(bad), "-o", str(tmp_path / "x.safetensors")]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
