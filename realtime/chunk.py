@@ -32,14 +32,12 @@ from typing import Any
 
 import numpy as np
 
-from speechkit.tasks import InputLayout
-
 from .errors import RealtimeError
-from .model import graph_mode, open_session
+from .model import HopModel, graph_mode, open_session
 from .sampler import OnnxScore, Schedule, draw_noise, pc_sample
 
 
-class ChunkModel:
+class ChunkModel(HopModel):
     """A whole-chunk (or sampler) ONNX export as an engine step model with hop ``N - O``.
 
     Args:
@@ -89,11 +87,7 @@ class ChunkModel:
         self.num_sources = int(self.metadata["num_sources"])
         self.channels_per_source = int(self.metadata["num_output_channels"])
         self.num_output_channels = self.num_sources * self.channels_per_source
-        self.task = str(self.metadata.get("task", ""))
-        #: what the input channels are (exports before the layout was stored: from task and channel count)
-        self.input_layout = InputLayout.from_metadata(self.metadata, self.num_input_channels)
-        self.num_far_end_channels = 0 if self.input_layout.far_end_channel is None else 1
-        self.num_microphones = self.input_layout.num_microphones
+        self._read_layout(path)
         padded = max(self.window_length, MIN_MODEL_INPUT)  # as the offline runner pads short chunks
         self._x = np.zeros((1, self.num_input_channels, padded), dtype=np.float32)  # [1, C_in, N']
         self._y = np.zeros((1, self.num_sources, self.channels_per_source, padded), dtype=np.float32)
@@ -143,28 +137,6 @@ class ChunkModel:
             self.input_block[...] = 1e-3 * generator.standard_normal(self.input_block.shape)
             self.step()
         self.reset()
-
-    def process(self, x: np.ndarray) -> np.ndarray:
-        """Run the model hop by hop over a whole signal from a fresh state (no engine).
-
-        ``x [C_in, T]`` -> ``y [S*C_out, T]``: the released hops concatenated (the output trails
-        the input by ``stream_delay`` within each hop); resets before and after.
-        """
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]  # [T] -> [1, T]
-        length = x.shape[-1]
-        hops = -(-length // self.hop_length)
-        padded = np.zeros((x.shape[0], hops * self.hop_length), dtype=np.float32)  # [C_in, hops*H]
-        padded[:, :length] = x
-        y = np.zeros((self.num_output_channels, hops * self.hop_length), dtype=np.float32)  # [S*C_out, hops*H]
-        self.reset()
-        for hop_index in range(hops):
-            start = hop_index * self.hop_length
-            self.input_block[...] = padded[:, start : start + self.hop_length]
-            y[:, start : start + self.hop_length] = self.step()
-        self.reset()
-        return y[:, :length]
 
     def _run_window(self) -> np.ndarray:
         """The model output ``[S, C_out, N]`` of the current window (zeros for digital silence)."""

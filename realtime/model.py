@@ -129,7 +129,64 @@ def load_model(path: str | os.PathLike, **options: Any) -> Any:
     return ChunkModel(path, **options)
 
 
-class StreamModel:
+class HopModel:
+    """What the engine's step models share (:class:`StreamModel`, :class:`realtime.chunk.ChunkModel`):
+    the input layout read from the metadata and :meth:`process` over a whole signal.
+
+    A subclass sets ``metadata``, ``num_input_channels``, ``num_output_channels``, ``hop_length``,
+    ``input_block`` and implements ``reset()`` and ``step()``.
+    """
+
+    metadata: dict[str, Any]
+    num_input_channels: int
+    num_output_channels: int
+    hop_length: int
+    input_block: np.ndarray
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def step(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _read_layout(self, path: Path) -> None:
+        """Set ``task``, ``input_layout``, ``num_far_end_channels`` and ``num_microphones`` from the metadata."""
+        self.task = str(self.metadata.get("task", ""))
+        #: what the input channels are (exports before the layout was stored: from task and channel count)
+        self.input_layout = InputLayout.from_metadata(self.metadata, self.num_input_channels)
+        if self.input_layout.num_channels != self.num_input_channels:
+            raise RealtimeError(
+                f"{path}: input layout {self.input_layout.describe()} does not match "
+                f"{self.num_input_channels} input channels"
+            )
+        self.num_far_end_channels = 0 if self.input_layout.far_end_channel is None else 1
+        self.num_microphones = self.input_layout.num_microphones
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """Run the model hop by hop over a whole signal from a fresh state (the offline reference, no engine).
+
+        ``x [C_in, T]`` -> ``y [S*C_out, T]``: the concatenated step outputs (zero-padded at the
+        end to whole hops, then cut back to T; the output trails the input by ``stream_delay``).
+        Resets before and after.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None]  # [T] -> [1, T]
+        length = x.shape[-1]
+        hops = -(-length // self.hop_length)
+        padded = np.zeros((x.shape[0], hops * self.hop_length), dtype=np.float32)  # [C_in, hops*hop]
+        padded[:, :length] = x
+        y = np.zeros((self.num_output_channels, hops * self.hop_length), dtype=np.float32)  # [S*C_out, hops*hop]
+        self.reset()
+        for hop_index in range(hops):
+            start = hop_index * self.hop_length
+            self.input_block[...] = padded[:, start : start + self.hop_length]
+            y[:, start : start + self.hop_length] = self.step()
+        self.reset()
+        return y[:, :length]
+
+
+class StreamModel(HopModel):
     """A streaming ONNX graph (``speechkit export --streaming``) with preallocated state.
 
     Args:
@@ -173,16 +230,7 @@ class StreamModel:
         output_shape = [int(size) for size in self.metadata["output_shape"]]
         self.num_input_channels = input_shape[1]
         self.num_output_channels = output_shape[1] * output_shape[2]
-        self.task = str(self.metadata.get("task", ""))
-        #: what the input channels are (exports before the layout was stored: from task and channel count)
-        self.input_layout = InputLayout.from_metadata(self.metadata, self.num_input_channels)
-        if self.input_layout.num_channels != self.num_input_channels:
-            raise RealtimeError(
-                f"{path}: input layout {self.input_layout.describe()} does not match "
-                f"{self.num_input_channels} input channels"
-            )
-        self.num_far_end_channels = 0 if self.input_layout.far_end_channel is None else 1
-        self.num_microphones = self.input_layout.num_microphones
+        self._read_layout(path)
         types = {node.name: _ORT_TYPES.get(node.type, np.float32) for node in self.session.get_inputs()}
         missing = [name for name in self.input_names if name not in types]
         if missing:
@@ -230,25 +278,3 @@ class StreamModel:
         for _ in range(steps):
             self.step()
         self.reset()
-
-    def process(self, x: np.ndarray) -> np.ndarray:
-        """Run the graph hop by hop over a whole signal from a fresh state (the offline reference).
-
-        ``x [C_in, T]`` -> ``y [S*C_out, T]``: the concatenated step outputs (zero-padded at the
-        end to whole hops, then cut back to T). Resets the state before and after.
-        """
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[None]  # [T] -> [1, T]
-        length = x.shape[-1]
-        hops = -(-length // self.hop_length)
-        padded = np.zeros((x.shape[0], hops * self.hop_length), dtype=np.float32)  # [C_in, hops*hop]
-        padded[:, :length] = x
-        y = np.zeros((self.num_output_channels, hops * self.hop_length), dtype=np.float32)  # [S*C_out, hops*hop]
-        self.reset()
-        for hop_index in range(hops):
-            start = hop_index * self.hop_length
-            self.input_block[...] = padded[:, start : start + self.hop_length]
-            y[:, start : start + self.hop_length] = self.step()
-        self.reset()
-        return y[:, :length]
