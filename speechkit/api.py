@@ -258,43 +258,12 @@ class Processor:
         )
 
     # ------------------------------------------------------------------ echo cancellation
-    def cancel_echo(
-        self,
-        mic: np.ndarray | torch.Tensor,
-        far_end: np.ndarray | torch.Tensor,
-        sample_rate: int,
-        far_end_rate: int | None = None,
-        delay_seconds: float | None = None,
-        max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
-        repair_nonfinite: bool = False,
-    ) -> np.ndarray | torch.Tensor:
-        """Remove the far-end echo (and noise) from a microphone signal; returns the near end ``[T]``.
-
-        Arguments as in :func:`speechkit.echo.cancel_echo_array`.
-        """
-        return cancel_echo_array(
-            self, mic, far_end, sample_rate, far_end_rate, delay_seconds, max_delay_seconds, repair_nonfinite,
-            stacklevel=6,
-        )
-
-    def cancel_echo_file(
-        self,
-        mic: str | os.PathLike,
-        far_end: str | os.PathLike,
-        output: str | os.PathLike,
-        force: bool = False,
-        delay_seconds: float | None = None,
-        max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
-        max_length_difference: float = DEFAULT_MAX_LENGTH_DIFFERENCE,
-        resample: bool = False,
-        repair_nonfinite: bool = False,
-        progress: Callable[[int], None] | None = None,
-    ) -> EchoFileResult:
-        """Cancel the echo of one microphone/far-end file pair into ``output``; see :func:`cancel_echo_file`."""
-        return run_echo_file(
-            self, mic, far_end, output, force, delay_seconds, max_delay_seconds, max_length_difference, resample,
-            repair_nonfinite, progress, stacklevel=5,
-        )
+    #: remove the far-end echo (and noise) from a microphone signal; returns the near end ``[T]``
+    #: (arguments as in :func:`speechkit.echo.cancel_echo_array`, this processor first)
+    cancel_echo = cancel_echo_array
+    #: cancel the echo of one microphone/far-end file pair into ``output`` (arguments as in
+    #: :func:`speechkit.echo.run_echo_file`; see :func:`cancel_echo_file`)
+    cancel_echo_file = run_echo_file
 
     # ------------------------------------------------------------------ helpers
     def _pipeline(self, rate: int, num_channels: int, channels: str) -> Pipeline:

@@ -103,7 +103,8 @@ def cancel_echo_array(
     repair_nonfinite: bool = False,
     stacklevel: int = 4,
 ) -> np.ndarray | torch.Tensor:
-    """Remove the far-end echo (and noise) from a microphone signal with ``processor``; returns ``[T]``.
+    """Remove the far-end echo (and noise) from a microphone signal with ``processor``; returns ``[T]``
+    (:meth:`speechkit.api.Processor.cancel_echo` is this function).
 
     Args:
         mic: microphone signal ``[T]`` (or ``[1, T]``) at ``sample_rate``.
@@ -114,7 +115,8 @@ def cancel_echo_array(
             it with GCC-PHAT up to ``max_delay_seconds`` (0 disables the alignment).
         max_delay_seconds: search range of the estimate.
         repair_nonfinite: replace NaN/Inf input samples by 0 instead of refusing the input.
-        stacklevel: where input warnings point, counted from :func:`speechkit._arrays.check_samples`.
+        stacklevel: where input warnings point, counted from :func:`speechkit._arrays.check_samples`
+            (4: the caller of this function).
 
     The reference is aligned, cut or zero-padded to the microphone's length and both run
     through the same bounded-memory machinery as files (see :class:`speechkit.inference.EchoPipeline`).
@@ -143,11 +145,13 @@ def run_echo_file(
     resample: bool = False,
     repair_nonfinite: bool = False,
     progress: Callable[[int], None] | None = None,
-    stacklevel: int = 4,
+    stacklevel: int = 3,
 ) -> EchoFileResult:
-    """Cancel the echo of one microphone/far-end file pair into ``output`` with ``processor``.
+    """Cancel the echo of one microphone/far-end file pair into ``output`` with ``processor``
+    (:meth:`speechkit.api.Processor.cancel_echo_file` is this function).
 
-    See :func:`cancel_echo_file`; ``stacklevel`` of the warnings counts from here.
+    See :func:`cancel_echo_file`; ``stacklevel`` of the warnings counts from
+    :func:`speechkit.files.report_file_warnings` (3: the caller of this function).
     """
     from .delay import DEFAULT_ANALYSIS_SECONDS, check_pair_lengths
 

@@ -309,6 +309,25 @@ def test_cancel_echo_file_matches_array_and_keeps_rate(tmp_path):
     assert (info.samplerate, info.frames) == (48000, 3 * len(mic)) and result.delay.samples == 960
 
 
+def test_echo_warnings_point_at_the_caller(tmp_path):
+    """Processor.cancel_echo(_file) and speechkit.cancel_echo_file warn at the line that called them."""
+    processor = Processor(_aec_model(), chunk_seconds=0.1, overlap_seconds=0.0)
+    mic, reference = _echo_pair(seconds=0.3, seed=2)
+    mic[100] = np.nan
+    with pytest.warns(UserWarning) as record:
+        processor.cancel_echo(mic, reference, 16000, delay_seconds=0.0, repair_nonfinite=True)
+    assert {entry.filename for entry in record} == {__file__}
+    mic_path = write_audio_file(tmp_path / "mic.wav", mic, 16000, subtype="FLOAT")
+    ref_path = write_audio_file(tmp_path / "ref.wav", reference, 16000, subtype="FLOAT")
+    def module_function(*args, **kwargs):
+        return speechkit.cancel_echo_file(*args, model=processor, **kwargs)
+
+    for run in (processor.cancel_echo_file, module_function):
+        with pytest.warns(UserWarning) as record:
+            run(mic_path, ref_path, tmp_path / "out.wav", force=True, delay_seconds=0.0, repair_nonfinite=True)
+        assert {entry.filename for entry in record} == {__file__}
+
+
 @pytest.mark.parametrize("delay, reference_length", [(-160, 8000), (0, 9000), (480, 6000)])
 def test_cancel_echo_alignment_matches_align_reference(delay, reference_length):
     """Negative and positive delays, references longer and shorter than the microphone."""
