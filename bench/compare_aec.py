@@ -50,12 +50,12 @@ import numpy as np  # noqa: E402
 from bench.aec_peers import PEERS, EchoCanceller, SpeechkitEchoCanceller, SpeexEchoCanceller  # noqa: E402
 from bench.peers.delay import compensate_delay, estimate_delay  # noqa: E402
 from bench.peers.report import (  # noqa: E402
+    finish_report,
     finite_mean,
     format_cell,
-    report_header,
     skipped_and_notes_lines,
     system_facts,
-    write_report,
+    title_lines,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,11 +230,9 @@ def evaluate_system(
 # ----------------------------------------------------------------------------------- report
 def markdown_report(report: dict[str, Any]) -> str:
     """The Markdown table with date, machine, data description, skipped systems and notes."""
-    machine, data = report["machine"], report["data"]
+    data = report["data"]
     lines = [
-        f"# Echo-cancellation comparison ({report['date']})",
-        "",
-        f"Machine: {machine['cpu']} ({machine['cores']} cores), {machine['platform']}; one thread per system.",
+        *title_lines(report, "Echo-cancellation comparison"),
         f"Held-out set: {data['items_per_scenario']} items of {SEGMENT_SECONDS:g} s at 16 kHz per scenario "
         "(far-end single talk FST, double talk DT, near-end single talk NST) from recipes.data EchoDataset, "
         "test-split speakers and noise; nonlinear loudspeaker, measured and simulated RIRs, bulk delays 0-200 ms.",
@@ -393,16 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["model"] = system.describe()
         results.append(result)
         system.close()
-    report = {
-        **report_header("compare_aec", argv, PACKAGES),
-        "data": data_description(items, args.items),
-        "skipped": skipped,
-        "notes": notes,
-        "systems": results,
-        "elapsed_seconds": time.perf_counter() - started,
-    }
-    write_report(report, markdown_report(report), args.out)
-    return 0
+    return finish_report(
+        "compare_aec", argv, PACKAGES, started, markdown_report, args.out,
+        data=data_description(items, args.items),
+        skipped=skipped,
+        notes=notes,
+        systems=results,
+    )
 
 
 if __name__ == "__main__":

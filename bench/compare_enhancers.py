@@ -45,12 +45,12 @@ import numpy as np  # noqa: E402
 from bench.peers import PEERS, Enhancer, SpeechkitEnhancer  # noqa: E402
 from bench.peers.delay import compensate_delay, estimate_delay  # noqa: E402
 from bench.peers.report import (  # noqa: E402
+    finish_report,
     finite_mean,
     format_cell,
-    report_header,
     skipped_and_notes_lines,
     system_facts,
-    write_report,
+    title_lines,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -292,11 +292,8 @@ def evaluate_system(
 # ----------------------------------------------------------------------------------- report
 def markdown_report(report: dict[str, Any]) -> str:
     """The Markdown tables (overall and per input SNR) with date, machine and data notes."""
-    machine = report["machine"]
     lines = [
-        f"# Enhancer comparison ({report['date']})",
-        "",
-        f"Machine: {machine['cpu']} ({machine['cores']} cores), {machine['platform']}; one thread per system.",
+        *title_lines(report, "Enhancer comparison"),
         f"Held-out set: {report['data']['items']} mixtures of 4 s, 16 kHz (test-split speakers and noise files of "
         f"the mini corpus, input SNR {', '.join(str(snr) for snr in SNRS_DB)} dB); real recordings: "
         f"{report['data']['real_recordings']} noisy crowd-recorded Speech Commands clips (DNSMOS only).",
@@ -450,9 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run_systems(
         systems, lambda system, label: evaluate_system(system, label, items, real, with_dnsmos), started
     )
-    report = {
-        **report_header("compare_enhancers", argv, PACKAGES),
-        "data": {
+    return finish_report(
+        "compare_enhancers", argv, PACKAGES, started, markdown_report, args.out,
+        data={
             "items": len(items),
             "snrs_db": list(SNRS_DB),
             "segment_seconds": SEGMENT_SECONDS,
@@ -463,13 +460,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "real_names": [{"name": record["name"], "estimated_snr_db": record["estimated_snr_db"],
                             "sources": record["sources"]} for record in real],
         },
-        "skipped": skipped,
-        "notes": notes,
-        "systems": results,
-        "elapsed_seconds": time.perf_counter() - started,
-    }
-    write_report(report, markdown_report(report), args.out)
-    return 0
+        skipped=skipped,
+        notes=notes,
+        systems=results,
+    )
 
 
 if __name__ == "__main__":

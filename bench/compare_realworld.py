@@ -42,7 +42,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.peers import Enhancer  # noqa: E402
-from bench.peers.report import finite_mean, format_cell, report_header, skipped_and_notes_lines, write_report  # noqa: E402
+from bench.peers.report import finish_report, finite_mean, format_cell, skipped_and_notes_lines, title_lines  # noqa: E402
 
 ROOT = base.ROOT
 DEFAULT_OUT = ROOT / "bench" / "results" / "compare_realworld.json"
@@ -257,11 +257,9 @@ def condition_order(items: Sequence[dict[str, Any]]) -> list[str]:
 # ----------------------------------------------------------------------------------- report
 def markdown_report(report: dict[str, Any]) -> str:
     """The overall table, the per-condition table and the notes."""
-    machine, data = report["machine"], report["data"]
+    data = report["data"]
     lines = [
-        f"# Enhancers on held-out real-world data ({report['date']})",
-        "",
-        f"Machine: {machine['cpu']} ({machine['cores']} cores), {machine['platform']}; one thread per system.",
+        *title_lines(report, "Enhancers on held-out real-world data"),
         f"Held-out set: {data['items']} items of 4 s at 16 kHz ({data['noisy_items']} noisy, {data['clean_items']} clean): "
         f"{data['speakers']} test-split speakers, {len(data['noise_files'])} held-out noise files (test + validation "
         f"splits), groups {', '.join(GROUPS)}. Real recordings: {data['real_recordings']} test-split sentence "
@@ -349,9 +347,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else evaluate(system, label, items, real, inputs, with_dnsmos, conditions),
         started,
     )
-    report = {
-        **report_header("compare_realworld", argv, PACKAGES),
-        "data": {
+    return finish_report(
+        "compare_realworld", argv, PACKAGES, started, markdown_report, args.out,
+        data={
             "items": len(items), "noisy_items": sum(item["group"] != "clean" for item in items),
             "clean_items": sum(item["group"] == "clean" for item in items), "groups": list(GROUPS),
             "segment_seconds": SEGMENT_SECONDS, "seeds": [SEED_BASE + index for index in range(len(GROUPS))],
@@ -365,13 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "real_recordings": len(real), "real_floor_db": args.real_floor_db,
             "real_names": [{"name": record["name"], "floor_db": record["floor_db"]} for record in real],
         },
-        "skipped": skipped,
-        "notes": notes,
-        "systems": results,
-        "elapsed_seconds": time.perf_counter() - started,
-    }
-    write_report(report, markdown_report(report), args.out)
-    return 0
+        skipped=skipped,
+        notes=notes,
+        systems=results,
+    )
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from bench.peers.report import report_header, write_report
+    from bench.peers.report import finish_report
     from speechkit.errors import SpeechkitError
 
     torch.set_num_threads(1)
@@ -174,15 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpeechkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    report = {
-        **report_header("transparency", argv, PACKAGES),
-        "data": {"items": len(sentences), "seconds": args.seconds, "levels_dbfs": list(args.levels),
-                 "max_floor_db": MAX_FLOOR_DB, "sentences": [{"name": s["name"], "floor_db": s["floor_db"]} for s in sentences]},
-        "models": results,
-        "elapsed_seconds": time.perf_counter() - started,
-    }
-    write_report(report, markdown_report(report), args.out)
-    return 0
+    return finish_report(
+        "transparency", argv, PACKAGES, started, markdown_report, args.out,
+        data={"items": len(sentences), "seconds": args.seconds, "levels_dbfs": list(args.levels),
+              "max_floor_db": MAX_FLOOR_DB, "sentences": [{"name": s["name"], "floor_db": s["floor_db"]} for s in sentences]},
+        models=results,
+    )
 
 
 if __name__ == "__main__":

@@ -42,26 +42,16 @@ class ChunkModel(HopModel):
 
     Args:
         path: the ``.onnx`` file.
-        spinning, intra_op_threads, providers, graph_optimization: as for
-            :class:`realtime.model.StreamModel`.
         align_sources: keep the source order of separation models across windows.
+        session_options: ``spinning``, ``intra_op_threads``, ``providers``, ``graph_optimization``
+            as for :class:`realtime.model.StreamModel` (see :func:`realtime.model.open_session`).
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        spinning: bool = False,
-        intra_op_threads: int = 1,
-        providers: list[str] | None = None,
-        graph_optimization: str | None = None,
-        align_sources: bool = True,
-    ) -> None:
+    def __init__(self, path: str | os.PathLike, align_sources: bool = True, **session_options: Any) -> None:
         from speechkit.crossfade import MIN_MODEL_INPUT, CrossfadeJoiner  # torch-free
 
         path = Path(path)
-        self.session, self.metadata, self.graph_optimization = open_session(
-            path, spinning, intra_op_threads, providers, graph_optimization
-        )
+        self.session, self.metadata, self.graph_optimization = open_session(path, **session_options)
         self.path = path
         self.mode = graph_mode(self.metadata)
         if self.mode not in ("chunk", "sampler"):

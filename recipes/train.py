@@ -23,7 +23,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -153,14 +153,14 @@ def fixed_minicorpus(
     (same per-split default seed), so either may create it. Under ``torchrun`` only rank 0 builds;
     the other ranks wait for its ``index.json``.
     """
-    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, FixedSetDataset, build_fixed_set, write_fixed_set
+    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, build_fixed_set, write_fixed_set
     from recipes.data.minicorpus import MiniCorpus
 
     if echo_options and task != "echo":
         raise ConfigError(f"echo_options only apply to task 'echo', not {task!r}")
-    folder = Path(root)
-    if not (folder / "index.json").is_file():
-        if int(os.environ.get("RANK", "0")) == 0 and echo_options:
+
+    def build(folder: Path) -> None:
+        if echo_options:
             if split not in DEFAULT_SPLIT_SEEDS:
                 raise ConfigError(f"fixed sets are for validation or test, not {split!r}")
             set_seed = DEFAULT_SPLIT_SEEDS[split] if seed is None else int(seed)
@@ -169,11 +169,26 @@ def fixed_minicorpus(
                       "segment_seconds": float(segment_seconds), "echo_options": dict(echo_options),
                       "generator": type(dataset).__name__}
             write_fixed_set(dataset, folder, int(sample_rate), int(count), source)
-        elif int(os.environ.get("RANK", "0")) == 0:
+        else:
             build_fixed_set(
                 task, split, folder, int(count), MiniCorpus.scan(), seed, int(sample_rate), float(segment_seconds),
                 tuple(int(value) for value in speaker_counts),
             )
+
+    return _fixed_set(root, build, limit)
+
+
+def _fixed_set(root: str, build: Callable[[Path], None], limit: int | None) -> Dataset:
+    """The fixed set in ``root`` (its first ``limit`` items), built by ``build(folder)`` if missing.
+
+    Under ``torchrun`` only rank 0 builds; the other ranks wait for its ``index.json``.
+    """
+    from recipes.data.fixedset import FixedSetDataset
+
+    folder = Path(root)
+    if not (folder / "index.json").is_file():
+        if int(os.environ.get("RANK", "0")) == 0:
+            build(folder)
         else:
             while not (folder / "index.json").is_file():
                 time.sleep(1.0)
@@ -267,29 +282,20 @@ def fixed_realworld(
 
     ``layout`` and ``noise_root`` as in :func:`realworld_enhancement`.
     """
-    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, FixedSetDataset, write_fixed_set
+    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, write_fixed_set
 
-    folder = Path(root)
-    if not (folder / "index.json").is_file():
-        if int(os.environ.get("RANK", "0")) == 0:
-            set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
-            dataset = realworld_enhancement(corpus_root, split, sample_rate, segment_seconds, int(count), set_seed,
-                                            max_floor_db, floor_cache, mixing, layout, noise_root)
-            source = {"generator": "RealWorldEnhancementDataset", "split": split, "seed": set_seed,
-                      "sample_rate": int(sample_rate), "segment_seconds": float(segment_seconds),
-                      "max_floor_db": max_floor_db, "mixing": dict(mixing or {})}
-            if layout != "cache":
-                source.update(layout=layout, noise_root=noise_root)
-            write_fixed_set(dataset, folder, int(sample_rate), int(count), source)
-        else:
-            while not (folder / "index.json").is_file():
-                time.sleep(1.0)
-    dataset = FixedSetDataset(folder)
-    if limit is not None and int(limit) < len(dataset):
-        subset = Subset(dataset, range(int(limit)))
-        subset.sample_rate = dataset.sample_rate  # type: ignore[attr-defined]
-        return subset
-    return dataset
+    def build(folder: Path) -> None:
+        set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
+        dataset = realworld_enhancement(corpus_root, split, sample_rate, segment_seconds, int(count), set_seed,
+                                        max_floor_db, floor_cache, mixing, layout, noise_root)
+        source = {"generator": "RealWorldEnhancementDataset", "split": split, "seed": set_seed,
+                  "sample_rate": int(sample_rate), "segment_seconds": float(segment_seconds),
+                  "max_floor_db": max_floor_db, "mixing": dict(mixing or {})}
+        if layout != "cache":
+            source.update(layout=layout, noise_root=noise_root)
+        write_fixed_set(dataset, folder, int(sample_rate), int(count), source)
+
+    return _fixed_set(root, build, limit)
 
 
 def synthetic(**kwargs: Any) -> Dataset:

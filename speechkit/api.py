@@ -52,15 +52,8 @@ from .files import (  # noqa: F401 (file results, warnings and output names, re-
     run_file,
     separation_outputs,
 )
-from .inference import (
-    DEFAULT_CHUNK_SECONDS,
-    DEFAULT_OVERLAP_SECONDS,
-    ENHANCE_CHANNELS,
-    SEPARATE_CHANNELS,
-    Pipeline,
-    mix_back_gain,
-    select_device,
-)
+from .inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, ENHANCE_CHANNELS, SEPARATE_CHANNELS
+from .inference import Pipeline, mix_back_gain, select_device
 from .models.base import SpeechModel
 
 #: more channels than this in a [C, T] array is taken as a transposed [T, C] array

@@ -118,6 +118,27 @@ class BandSplitModel(SpeechModel):
 
 
 # ---------------------------------------------------------------------- fixtures
+#: the recipe configs (``recipes/configs``)
+RECIPE_CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+
+
+def smoke_config(run_dir: Path, *overrides: str, **changes: object) -> dict:
+    """The synthetic smoke training config (16 items, batch 4, Conv-TasNet tiny at 8 kHz) writing to
+    ``run_dir``, with ``key.sub=value`` overrides, then top-level keys replaced by ``changes``."""
+    from recipes.trainer import load_config
+
+    config = load_config(RECIPE_CONFIGS / "smoke_synthetic.yaml", [f"run_dir={run_dir}", *overrides])
+    config.update(changes)
+    return config
+
+
+def trained_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The model weights saved in ``run_dir/last.pt``."""
+    from recipes.trainer import load_train_state
+
+    return load_train_state(run_dir / "last.pt")["model"]
+
+
 @pytest.fixture(scope="session")
 def enhance_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight tiny 16 kHz enhancement Conv-TasNet checkpoint (1 source)."""

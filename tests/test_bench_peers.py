@@ -249,3 +249,23 @@ def test_speechkit_adapter_attenuation_limit(tiny_checkpoint, one_thread) -> Non
     np.testing.assert_allclose(limited.process(audio, RATE), plain.process(audio, RATE) + 0.1 * audio, atol=1e-5)
     with pytest.raises(ConfigError, match="offline API only"):
         SpeechkitEnhancer(tiny_checkpoint, streaming=True, attenuation_limit_db=20.0)
+
+
+def test_finish_report_writes_header_sections_and_elapsed_time(tmp_path, capsys):
+    import json
+    import time
+
+    from bench.peers.report import finish_report
+
+    out = tmp_path / "sub" / "bench.json"
+    status = finish_report(
+        "compare_x", ["--quick"], ["numpy"], time.perf_counter(), lambda report: f"| {report['benchmark']} |\n", out,
+        data={"items": 2}, notes=["n"], systems=[{"name": "a"}],
+    )
+    report = json.loads(out.read_text())
+    assert status == 0
+    assert list(report)[-4:] == ["data", "notes", "systems", "elapsed_seconds"]
+    assert report["benchmark"] == "compare_x" and report["command"] == "python -m bench.compare_x --quick"
+    assert report["data"] == {"items": 2} and report["elapsed_seconds"] >= 0
+    assert out.with_suffix(".md").read_text() == "| compare_x |\n"
+    assert "| compare_x |" in capsys.readouterr().out

@@ -379,3 +379,21 @@ def test_fixed_set_with_uniform_noise_spreads_over_noise_files(fake_corpus: Mini
     assert index["source"]["noise_weights"] == "uniform"
     noises = {json.loads(line)["meta"]["noise_id"] for line in (path / "items.jsonl").read_text().splitlines()}
     assert len(noises) > 2  # the fake validation split has one long file and a few one-second clips
+
+
+def test_fixed_set_factory_builds_once_and_limits(fake_corpus: MiniCorpus, tmp_path: Path, monkeypatch) -> None:
+    """recipes.train fixed-set factories: build on rank 0 only when index.json is missing, then read (a limit
+    gives a subset that keeps the sample rate)."""
+    from recipes.train import _fixed_set
+
+    monkeypatch.delenv("RANK", raising=False)
+    builds = []
+
+    def build(folder: Path) -> None:
+        builds.append(folder)
+        write_fixed_set(_enhancement(fake_corpus), folder, 16000, count=3)
+
+    assert len(_fixed_set(str(tmp_path / "set"), build, None)) == 3
+    limited = _fixed_set(str(tmp_path / "set"), build, 2)
+    assert builds == [tmp_path / "set"] and len(limited) == 2 and limited.sample_rate == 16000
+    assert len(_fixed_set(str(tmp_path / "set"), build, 5)) == 3

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import smoke_config, trained_weights
 from recipes.trainer import (
     DEFAULT_CONFIG,
     LearningRateController,
@@ -24,18 +25,6 @@ from speechkit.errors import CheckpointError, ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def tiny_config(run_dir: Path, **changes: object) -> dict:
-    """A tiny synthetic enhancement config (16 train items, 4 per batch, 2 validation items)."""
-    config = load_config(CONFIGS / "smoke_synthetic.yaml", [f"run_dir={run_dir}"])
-    for key, value in changes.items():
-        config[key] = value
-    return config
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_train_state(run_dir / "last.pt")["model"]
 
 
 def test_config_merging_and_overrides(tmp_path: Path) -> None:
@@ -82,7 +71,7 @@ def test_synthetic_dataset_is_deterministic() -> None:
 
 
 def test_smoke_run_logs_and_exports(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path)
+    config = smoke_config(tmp_path)
     assert run_training(config, command="pytest smoke") == "done"
     for name in ("last.pt", "best_model.pt", "best.safetensors", "train_log.csv", "valid_log.csv", "config.json"):
         assert (tmp_path / name).is_file(), name
@@ -103,13 +92,13 @@ def test_smoke_run_logs_and_exports(tmp_path: Path) -> None:
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    straight = tiny_config(tmp_path / "straight", max_steps=7)
+    straight = smoke_config(tmp_path / "straight", max_steps=7)
     assert run_training(straight) == "done"
-    first_half = tiny_config(tmp_path / "split", max_steps=3)  # stops mid-epoch (4 batches per epoch)
+    first_half = smoke_config(tmp_path / "split", max_steps=3)  # stops mid-epoch (4 batches per epoch)
     assert run_training(first_half) == "done"
-    second_half = tiny_config(tmp_path / "split", max_steps=7)
+    second_half = smoke_config(tmp_path / "split", max_steps=7)
     assert run_training(second_half, resume=True) == "done"
-    expected, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "split")
+    expected, resumed = trained_weights(tmp_path / "straight"), trained_weights(tmp_path / "split")
     for key in expected:
         torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=1e-7)
     expected_state = load_train_state(tmp_path / "straight" / "last.pt")
@@ -137,7 +126,7 @@ class SignalAtItem(SyntheticMixtures):
 
 
 def test_sigterm_saves_state_and_resume_continues(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path / "killed", max_steps=7, checkpoint_every=100)
+    config = smoke_config(tmp_path / "killed", max_steps=7, checkpoint_every=100)
     data = config["data"]["train"]["kwargs"]
     valid = SyntheticMixtures(**config["data"]["valid"]["kwargs"])
     previous = signal.getsignal(signal.SIGTERM)
@@ -147,23 +136,23 @@ def test_sigterm_saves_state_and_resume_continues(tmp_path: Path) -> None:
     state = load_train_state(tmp_path / "killed" / "last.pt")
     assert 1 <= state["step"] < 7
     assert run_training(config, resume=True) == "done"
-    straight = tiny_config(tmp_path / "straight", max_steps=7)
+    straight = smoke_config(tmp_path / "straight", max_steps=7)
     assert run_training(straight) == "done"
-    expected, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
+    expected, resumed = trained_weights(tmp_path / "straight"), trained_weights(tmp_path / "killed")
     for key in expected:
         torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=1e-7)
 
 
 def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
-    assert run_training(tiny_config(tmp_path, max_steps=2)) == "done"
-    other = tiny_config(tmp_path, max_steps=4)
+    assert run_training(smoke_config(tmp_path, max_steps=2)) == "done"
+    other = smoke_config(tmp_path, max_steps=4)
     other["model"] = {**other["model"], "overrides": {"n_src": 1, "sample_rate": 8000, "n_filters": 32}}
     with pytest.raises(ConfigError, match="was trained with model"):
         run_training(other, resume=True)
 
 
 def test_separation_uses_permutation_invariant_loss(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, task="separation", max_steps=2, valid_every=2)
+    config = smoke_config(tmp_path, task="separation", max_steps=2, valid_every=2)
     config["model"] = {"name": "conv_tasnet", "preset": "tiny", "overrides": {"n_src": 2, "sample_rate": 8000}}
     for split in ("train", "valid"):
         config["data"][split]["kwargs"]["num_sources"] = 2
@@ -214,9 +203,9 @@ def test_config_base_chain_merges_at_every_depth(tmp_path: Path) -> None:
 
 def test_init_checkpoint_starts_from_given_weights_and_stft_loss_trains(tmp_path: Path) -> None:
     first = tmp_path / "first"
-    assert run_training(tiny_config(first, max_steps=2, valid_every=2)) == "done"
+    assert run_training(smoke_config(first, max_steps=2, valid_every=2)) == "done"
     second = tmp_path / "second"
-    config = tiny_config(second, max_steps=1, valid_every=1, init={"checkpoint": str(first / "best.safetensors")})
+    config = smoke_config(second, max_steps=1, valid_every=1, init={"checkpoint": str(first / "best.safetensors")})
     config["loss"] = {**config["loss"], "stft_weight": 1.0}
     trainer = Trainer(config)
     initial = load_checkpoint(first / "best.safetensors").state_dict()
@@ -230,8 +219,8 @@ def test_init_checkpoint_starts_from_given_weights_and_stft_loss_trains(tmp_path
 
 def test_init_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
     first = tmp_path / "first"
-    assert run_training(tiny_config(first, max_steps=1, valid_every=1)) == "done"
-    config = tiny_config(tmp_path / "second", max_steps=1, init={"checkpoint": str(first / "best.safetensors")})
+    assert run_training(smoke_config(first, max_steps=1, valid_every=1)) == "done"
+    config = smoke_config(tmp_path / "second", max_steps=1, init={"checkpoint": str(first / "best.safetensors")})
     config["model"] = {**config["model"], "overrides": {"n_src": 1, "sample_rate": 8000, "n_filters": 32}}
     with pytest.raises(CheckpointError, match="does not fit"):
         Trainer(config)

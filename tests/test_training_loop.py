@@ -7,33 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import smoke_config, trained_weights
 from recipes.training.step import split_batch
-from recipes.trainer import (
-    DEFAULT_CONFIG,
-    LearningRateController,
-    SyntheticMixtures,
-    Trainer,
-    load_config,
-    load_train_state,
-    run_training,
-)
+from recipes.trainer import DEFAULT_CONFIG, LearningRateController, SyntheticMixtures, Trainer, run_training
+from recipes.trainer import load_train_state
 from speechkit.errors import ConfigError
 from speechkit.models.conv_tasnet import ConvTasNet
 
-CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
-
-
-def tiny_config(run_dir: Path, *overrides: str) -> dict:
-    """The synthetic smoke config (16 items, batch 4, Conv-TasNet tiny at 8 kHz) with overrides."""
-    return load_config(CONFIGS / "smoke_synthetic.yaml", [f"run_dir={run_dir}", *overrides])
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_train_state(run_dir / "last.pt")["model"]
-
 
 def assert_same_weights(first: Path, second: Path, atol: float) -> None:
-    expected, actual = weights(first), weights(second)
+    expected, actual = trained_weights(first), trained_weights(second)
     assert expected.keys() == actual.keys()
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=atol, msg=key)
@@ -52,19 +35,19 @@ def test_split_batch_keeps_every_item_once() -> None:
 def test_gradient_accumulation_equals_the_full_batch(tmp_path: Path) -> None:
     # two micro-batches of 2 per step against one batch of 4 (Conv-TasNet tiny: no batch statistics)
     common = ["max_steps=3", "valid_every=3", "ema.decay=null", "optim.clip_grad_norm=null"]
-    assert run_training(tiny_config(tmp_path / "full", *common)) == "done"
-    assert run_training(tiny_config(tmp_path / "accumulated", *common, "accumulate_steps=2")) == "done"
+    assert run_training(smoke_config(tmp_path / "full", *common)) == "done"
+    assert run_training(smoke_config(tmp_path / "accumulated", *common, "accumulate_steps=2")) == "done"
     assert_same_weights(tmp_path / "full", tmp_path / "accumulated", atol=2e-6)
     full_log = (tmp_path / "full" / "train_log.csv").read_text().splitlines()[1:]
     accumulated_log = (tmp_path / "accumulated" / "train_log.csv").read_text().splitlines()[1:]
     for full, accumulated in zip(full_log, accumulated_log):  # the logged loss is the whole batch's
         assert float(full.split(",")[2]) == pytest.approx(float(accumulated.split(",")[2]), abs=1e-4)
-    initial = Trainer(tiny_config(tmp_path / "fresh", "max_steps=3")).model.state_dict()
-    assert any(not torch.equal(initial[key], value) for key, value in weights(tmp_path / "full").items())
+    initial = Trainer(smoke_config(tmp_path / "fresh", "max_steps=3")).model.state_dict()
+    assert any(not torch.equal(initial[key], value) for key, value in trained_weights(tmp_path / "full").items())
 
 
 def test_bf16_autocast_trains_a_step(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config(tmp_path, "precision=bf16", "max_steps=1", "valid_every=1"))
+    trainer = Trainer(smoke_config(tmp_path, "precision=bf16", "max_steps=1", "valid_every=1"))
     before = {key: value.clone() for key, value in trainer.model.state_dict().items()}
     assert trainer.fit() == "done"
     loss = float((tmp_path / "train_log.csv").read_text().splitlines()[1].split(",")[2])
@@ -72,15 +55,15 @@ def test_bf16_autocast_trains_a_step(tmp_path: Path) -> None:
     assert any(not torch.equal(before[key], value) for key, value in trainer.model.state_dict().items())
     assert all(value.dtype == before[key].dtype for key, value in trainer.model.state_dict().items())
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
-        Trainer(tiny_config(tmp_path / "fp16", "precision=fp16", "device=cpu"))
+        Trainer(smoke_config(tmp_path / "fp16", "precision=fp16", "device=cpu"))
     with pytest.raises(ConfigError, match="precision must be one of"):
-        tiny_config(tmp_path, "precision=fp8")
+        smoke_config(tmp_path, "precision=fp8")
 
 
 def test_activation_checkpointing_gives_the_same_step(tmp_path: Path) -> None:
     common = ["max_steps=2", "valid_every=2"]
-    assert run_training(tiny_config(tmp_path / "plain", *common)) == "done"
-    trainer = Trainer(tiny_config(tmp_path / "checkpointed", *common, "activation_checkpointing=true"))
+    assert run_training(smoke_config(tmp_path / "plain", *common)) == "done"
+    trainer = Trainer(smoke_config(tmp_path / "checkpointed", *common, "activation_checkpointing=true"))
     assert set(trainer.checkpointed_modules) == {name for name, _ in trainer.model.named_children()}
     assert trainer.fit() == "done"
     assert_same_weights(tmp_path / "plain", tmp_path / "checkpointed", atol=1e-6)
@@ -95,24 +78,24 @@ class ListsCheckpointModules(ConvTasNet):
 
 def test_model_chooses_its_checkpointed_modules(tmp_path: Path) -> None:
     model = ListsCheckpointModules.from_preset("tiny", n_src=1, sample_rate=8000)
-    trainer = Trainer(tiny_config(tmp_path, "activation_checkpointing=true", "max_steps=1"), model=model)
+    trainer = Trainer(smoke_config(tmp_path, "activation_checkpointing=true", "max_steps=1"), model=model)
     assert trainer.checkpointed_modules == ["masker"]
 
 
 def test_optimizer_and_schedule_by_name(tmp_path: Path) -> None:
-    trainer = Trainer(tiny_config(tmp_path, "optim.name=adamw", "optim.weight_decay=0.01"))
+    trainer = Trainer(smoke_config(tmp_path, "optim.name=adamw", "optim.weight_decay=0.01"))
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert trainer.optimizer.param_groups[0]["weight_decay"] == pytest.approx(0.01)
-    assert isinstance(Trainer(tiny_config(tmp_path)).optimizer, torch.optim.Adam)
+    assert isinstance(Trainer(smoke_config(tmp_path)).optimizer, torch.optim.Adam)
     with pytest.raises(ConfigError, match="optim.name"):
-        tiny_config(tmp_path, "optim.name=sgd")
+        smoke_config(tmp_path, "optim.name=sgd")
     cosine = LearningRateController(1.0, 104, {**DEFAULT_CONFIG["schedule"], "name": "cosine", "warmup_steps": 4})
     assert cosine.lr(54) == pytest.approx(0.5)
     assert not any(cosine.report_validation(-float(step)) for step in range(10))  # no plateau reduction
     constant = LearningRateController(1.0, 100, {**DEFAULT_CONFIG["schedule"], "name": "constant"})
     assert constant.lr(0) == constant.lr(99) == 1.0
     with pytest.raises(ConfigError, match="schedule.name"):
-        tiny_config(tmp_path, "schedule.name=step")
+        smoke_config(tmp_path, "schedule.name=step")
 
 
 class CountingTasNet(ConvTasNet):
@@ -131,9 +114,9 @@ def test_model_training_step_is_used(tmp_path: Path) -> None:
     plain = ConvTasNet.from_preset("tiny", n_src=1, sample_rate=8000)
     plain.load_state_dict(own.state_dict())
     CountingTasNet.calls = 0
-    assert run_training(tiny_config(tmp_path / "own", *common), model=own) == "done"
+    assert run_training(smoke_config(tmp_path / "own", *common), model=own) == "done"
     assert CountingTasNet.calls == 2
-    assert run_training(tiny_config(tmp_path / "plain", *common), model=plain) == "done"
+    assert run_training(smoke_config(tmp_path / "plain", *common), model=plain) == "done"
     assert_same_weights(tmp_path / "plain", tmp_path / "own", atol=0.0)
 
 
@@ -159,7 +142,7 @@ class CountingItems(SyntheticMixtures):
 
 
 def test_sampler_validates_on_a_fixed_seeded_subset(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, "max_steps=1")
+    config = smoke_config(tmp_path, "max_steps=1")
     valid = CountingItems(num_items=6, num_samples=2000, sample_rate=8000, seed=99)
     model = SamplingTasNet.from_preset("tiny", n_src=1, sample_rate=8000)
     trainer = Trainer(config, valid_dataset=valid, model=model)
@@ -178,7 +161,7 @@ def test_sampler_validates_on_a_fixed_seeded_subset(tmp_path: Path) -> None:
 
 
 def test_validation_metrics_and_selection_from_config(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, "max_steps=2", "valid_every=2", "validation.metrics=[si_sdr, snr, snri]",
+    config = smoke_config(tmp_path, "max_steps=2", "valid_every=2", "validation.metrics=[si_sdr, snr, snri]",
                          "validation.select=snri")
     assert run_training(config) == "done"
     header, row = (tmp_path / "valid_log.csv").read_text().splitlines()[:2]
@@ -186,20 +169,20 @@ def test_validation_metrics_and_selection_from_config(tmp_path: Path) -> None:
     values = dict(zip(header.split(","), row.split(",")))
     state = load_train_state(tmp_path / "last.pt")
     assert state["best_score"] == pytest.approx(float(values["snri"]), abs=1e-3)
-    by_loss = Trainer(tiny_config(tmp_path / "loss", "validation.select=loss"))
+    by_loss = Trainer(smoke_config(tmp_path / "loss", "validation.select=loss"))
     assert by_loss.validation.score({"loss": 2.0}) == -2.0  # lower loss is better
     with pytest.raises(ConfigError, match="unknown validation metrics"):
-        Trainer(tiny_config(tmp_path / "bad", "validation.metrics=[erle]"))
+        Trainer(smoke_config(tmp_path / "bad", "validation.metrics=[erle]"))
     with pytest.raises(ConfigError, match="validation.select"):
-        Trainer(tiny_config(tmp_path / "bad", "validation.metrics=[snr]"))
+        Trainer(smoke_config(tmp_path / "bad", "validation.metrics=[snr]"))
 
 
 def test_resume_with_new_keys_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     keys = ["accumulate_steps=2", "optim.name=adamw", "schedule.name=cosine", "schedule.warmup_steps=2",
             "objective={name: combination, terms: [{name: snr}, {name: complex_spectral_mapping, weight: 0.5}]}"]
-    assert run_training(tiny_config(tmp_path / "straight", "max_steps=6", *keys)) == "done"
-    assert run_training(tiny_config(tmp_path / "split", "max_steps=3", *keys)) == "done"
-    assert run_training(tiny_config(tmp_path / "split", "max_steps=6", *keys), resume=True) == "done"
+    assert run_training(smoke_config(tmp_path / "straight", "max_steps=6", *keys)) == "done"
+    assert run_training(smoke_config(tmp_path / "split", "max_steps=3", *keys)) == "done"
+    assert run_training(smoke_config(tmp_path / "split", "max_steps=6", *keys), resume=True) == "done"
     assert_same_weights(tmp_path / "straight", tmp_path / "split", atol=1e-7)
 
 
@@ -216,7 +199,7 @@ def test_denoising_score_matching_trains_a_score_model(tmp_path: Path) -> None:
             std = (0.1 + t)[:, None, None, None]
             return (ConvTasNet.forward(self, y) - x_t) / std**2
 
-    config = tiny_config(tmp_path, "max_steps=2", "valid_every=2", "objective={name: denoising_score_matching}")
+    config = smoke_config(tmp_path, "max_steps=2", "valid_every=2", "objective={name: denoising_score_matching}")
     model = ScoreTasNet.from_preset("tiny", n_src=1, sample_rate=8000)
     assert run_training(config, model=model) == "done"
     rows = (tmp_path / "train_log.csv").read_text().splitlines()[1:]

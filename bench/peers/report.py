@@ -1,4 +1,4 @@
-"""Report plumbing shared by the comparison benchmarks (``bench/compare_enhancers.py``, ``bench/compare_aec.py``).
+"""Report plumbing shared by the comparison benchmarks (``bench/compare_*.py``, ``bench/transparency.py``).
 
 Means that skip missing values, table cells, the machine / package-version / command header of the
 JSON report, the facts every system row carries, the Markdown footer (skipped systems and notes)
@@ -12,7 +12,8 @@ import math
 import os
 import platform
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,16 @@ def report_header(benchmark: str, argv: Sequence[str] | None, packages: Sequence
     }
 
 
+def title_lines(report: dict[str, Any], title: str) -> list[str]:
+    """Markdown header lines: ``# title (date)``, a blank line and the machine line."""
+    machine = report["machine"]
+    return [
+        f"# {title} ({report['date']})",
+        "",
+        f"Machine: {machine['cpu']} ({machine['cores']} cores), {machine['platform']}; one thread per system.",
+    ]
+
+
 def skipped_and_notes_lines(report: dict[str, Any]) -> list[str]:
     """Markdown footer lines: the skipped systems (with reasons), if any, then one line per note."""
     lines: list[str] = []
@@ -93,6 +104,26 @@ def skipped_and_notes_lines(report: dict[str, Any]) -> list[str]:
         lines += ["", "Skipped: " + "; ".join(f"{name}: {reason}" for name, reason in report["skipped"].items())]
     lines += ["", *[f"Note: {note}" for note in report["notes"]]]
     return lines
+
+
+def finish_report(
+    benchmark: str,
+    argv: Sequence[str] | None,
+    packages: Sequence[str],
+    started: float,
+    markdown_report: Callable[[dict[str, Any]], str],
+    out: Path,
+    **sections: Any,
+) -> int:
+    """Assemble a benchmark's report (header, ``sections`` in order, ``elapsed_seconds`` since
+    ``started``), write it with :func:`write_report` and return the exit code 0."""
+    report = {
+        **report_header(benchmark, argv, packages),
+        **sections,
+        "elapsed_seconds": time.perf_counter() - started,
+    }
+    write_report(report, markdown_report(report), out)
+    return 0
 
 
 def write_report(report: dict[str, Any], markdown: str, out: Path) -> None:
@@ -105,6 +136,7 @@ def write_report(report: dict[str, Any], markdown: str, out: Path) -> None:
 
 
 __all__ = [
+    "finish_report",
     "finite_mean",
     "format_cell",
     "machine_info",
@@ -112,5 +144,6 @@ __all__ = [
     "report_header",
     "skipped_and_notes_lines",
     "system_facts",
+    "title_lines",
     "write_report",
 ]

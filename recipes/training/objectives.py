@@ -19,7 +19,7 @@ instead of :meth:`Objective.training_loss` (see :class:`recipes.training.step.Tr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -87,28 +87,36 @@ class Objective:
         return self.loss(estimate, batch)
 
 
-class NegativeSiSdr(Objective):
+class _NegativeMetric(Objective):
+    """Mean of ``-metric(estimate, targets, zero_mean)`` over items, sources and channels."""
+
+    metric: ClassVar[Callable[..., torch.Tensor]]
+
+    def __init__(self, zero_mean: bool) -> None:
+        self.zero_mean = bool(zero_mean)
+
+    def loss(self, estimate: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
+        return -type(self).metric(estimate, batch["targets"], zero_mean=self.zero_mean).mean()
+
+
+class NegativeSiSdr(_NegativeMetric):
     """Mean negative SI-SDR over items, sources and channels."""
 
     name = "si_sdr"
+    metric = staticmethod(losses.si_sdr)
 
     def __init__(self, zero_mean: bool = True) -> None:
-        self.zero_mean = bool(zero_mean)
-
-    def loss(self, estimate: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        return -losses.si_sdr(estimate, batch["targets"], zero_mean=self.zero_mean).mean()
+        super().__init__(zero_mean)
 
 
-class NegativeSnr(Objective):
+class NegativeSnr(_NegativeMetric):
     """Mean negative SNR (scale-dependent) over items, sources and channels."""
 
     name = "snr"
+    metric = staticmethod(losses.snr)
 
     def __init__(self, zero_mean: bool = False) -> None:
-        self.zero_mean = bool(zero_mean)
-
-    def loss(self, estimate: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
-        return -losses.snr(estimate, batch["targets"], zero_mean=self.zero_mean).mean()
+        super().__init__(zero_mean)
 
 
 class PitSiSdr(Objective):

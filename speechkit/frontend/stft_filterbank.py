@@ -31,30 +31,14 @@ from .stft import STFTConfig, analysis_dft_kernel, synthesis_dft_kernel, steady_
 MAGNITUDE_FLOOR = 1e-10
 
 
-def _causal_config(n_fft: int, hop_length: int, window: str) -> STFTConfig:
-    config = STFTConfig(n_fft=n_fft, hop_length=hop_length, window=window, padding="causal", backend="conv")
-    config.check_invertible()
-    return config
+class _CausalDFTCoder(nn.Module):
+    """What :class:`STFTEncoder` and :class:`STFTDecoder` share: the causal STFT config and the
+    learned filterbank's size interface (``kernel_size``, ``stride``)."""
 
-
-class STFTEncoder(nn.Module):
-    """Waveform ``[..., T]`` -> stacked causal STFT ``[..., 2F, n_frames]`` (``F = n_fft // 2 + 1``).
-
-    Args:
-        n_fft: DFT size and window length in samples.
-        hop_length: samples between frames.
-        window: analysis window (see :data:`speechkit.frontend.stft.WINDOWS`).
-        exponent: power-law compression of the magnitude given to the mask estimator.
-    """
-
-    def __init__(self, n_fft: int, hop_length: int, window: str = "hann", exponent: float = 0.3) -> None:
+    def __init__(self, n_fft: int, hop_length: int, window: str) -> None:
         super().__init__()
-        if not 0.0 < exponent <= 1.0:
-            raise ConfigError(f"magnitude exponent must be in (0, 1], got {exponent}")
-        self.config = _causal_config(n_fft, hop_length, window)
-        self.exponent = float(exponent)
-        kernel = analysis_dft_kernel(n_fft, self.config.window_tensor(torch.float64))  # [2F, 1, n_fft]
-        self.register_buffer("kernel", kernel.float(), persistent=False)
+        self.config = STFTConfig(n_fft=n_fft, hop_length=hop_length, window=window, padding="causal", backend="conv")
+        self.config.check_invertible()
 
     @property
     def kernel_size(self) -> int:
@@ -65,6 +49,25 @@ class STFTEncoder(nn.Module):
     def stride(self) -> int:
         """Hop between frames in samples."""
         return self.config.hop_length
+
+
+class STFTEncoder(_CausalDFTCoder):
+    """Waveform ``[..., T]`` -> stacked causal STFT ``[..., 2F, n_frames]`` (``F = n_fft // 2 + 1``).
+
+    Args:
+        n_fft: DFT size and window length in samples.
+        hop_length: samples between frames.
+        window: analysis window (see :data:`speechkit.frontend.stft.WINDOWS`).
+        exponent: power-law compression of the magnitude given to the mask estimator.
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, window: str = "hann", exponent: float = 0.3) -> None:
+        if not 0.0 < exponent <= 1.0:
+            raise ConfigError(f"magnitude exponent must be in (0, 1], got {exponent}")
+        super().__init__(n_fft, hop_length, window)
+        self.exponent = float(exponent)
+        kernel = analysis_dft_kernel(n_fft, self.config.window_tensor(torch.float64))  # [2F, 1, n_fft]
+        self.register_buffer("kernel", kernel.float(), persistent=False)
 
     @property
     def num_freqs(self) -> int:
@@ -102,27 +105,16 @@ class STFTEncoder(nn.Module):
         return spec, new_state
 
 
-class STFTDecoder(nn.Module):
+class STFTDecoder(_CausalDFTCoder):
     """Stacked causal STFT ``[..., 2F, n_frames]`` -> waveform ``[..., T]`` (dual-window overlap-add)."""
 
     def __init__(self, n_fft: int, hop_length: int, window: str = "hann") -> None:
-        super().__init__()
-        self.config = _causal_config(n_fft, hop_length, window)
+        super().__init__(n_fft, hop_length, window)
         analysis_window = self.config.window_tensor(torch.float64)  # [n_fft]
         envelope = steady_window_sum_square(analysis_window, hop_length)  # [hop]
         repeats = -(-n_fft // hop_length)
         synthesis_window = analysis_window / envelope.repeat(repeats)[:n_fft]  # [n_fft]
         self.register_buffer("kernel", synthesis_dft_kernel(n_fft, synthesis_window).float(), persistent=False)
-
-    @property
-    def kernel_size(self) -> int:
-        """Window (frame) length in samples."""
-        return self.config.frame_length
-
-    @property
-    def stride(self) -> int:
-        """Hop between frames in samples."""
-        return self.config.hop_length
 
     def forward(self, spec: torch.Tensor, length: int) -> torch.Tensor:
         """``[..., 2F, N] -> [..., length]``, cropped as :func:`framing.causal_crop`."""

@@ -9,17 +9,9 @@ The signal arrives in blocks of any size at any rate. :class:`Pipeline` resample
 soxr) to the model rate, :class:`ChunkedRunner` runs the model on fixed-length chunks that overlap
 by ``overlap_length`` samples and joins them with a raised-cosine cross-fade (the fade-in and
 fade-out sum to one), and the result is resampled back to the input rate. Only one chunk and one
-overlap are held at a time, so memory does not grow with the length of the signal.
-
-Chunk layout (``N`` = chunk length, ``O`` = overlap, hop ``N - O``)::
-
-    chunk k   : [k(N-O), k(N-O) + N)
-    emitted   : cross-fade of the previous chunk's last O outputs with this chunk's first O,
-                then this chunk's outputs up to its last O (kept for the next cross-fade)
-
-For separation models the order of the sources in each chunk is arbitrary; before the cross-fade
-each chunk's sources are permuted to best match the previous chunk over the shared overlap
-(normalised correlation), so speakers never swap at chunk boundaries.
+overlap are held at a time, so memory does not grow with the length of the signal. The chunk
+layout, the cross-fade and the source re-alignment of separation models (speakers never swap at
+chunk boundaries) are those of :mod:`speechkit.crossfade`, which the realtime chunk mode shares.
 
 Streaming models (``supports_streaming``) are not chunked: :class:`StreamingRunner` feeds the
 signal through ``forward_step`` in steps of whole blocks, carrying the model state from one step to

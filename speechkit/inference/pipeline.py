@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -169,23 +170,14 @@ def mix_back_gain(model: SpeechModel, attenuation_limit_db: float | None) -> flo
     return gain
 
 
-def process_array(
-    model: SpeechModel,
-    audio: np.ndarray,
-    sample_rate: int,
-    channels: str = "separate",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
-    device: torch.device | str = "cpu",
-    streaming: bool | None = None,
-    attenuation_limit_db: float | None = None,
-    mics: Sequence[int] | None = None,
-) -> np.ndarray:
-    """Run ``model`` on an in-memory ``[C, T]`` float32 array at any rate; returns ``[S, C_out, T]``."""
-    pipeline = Pipeline(
-        model, sample_rate, audio.shape[0], channels, chunk_seconds, overlap_seconds, device, streaming,
-        attenuation_limit_db, mics,
-    )
+def process_array(model: SpeechModel, audio: np.ndarray, sample_rate: int, **options: Any) -> np.ndarray:
+    """Run ``model`` on an in-memory ``[C, T]`` float32 array at any rate; returns ``[S, C_out, T]``.
+
+    ``options`` are the keyword arguments of :class:`Pipeline` after ``input_channels``
+    (``channels``, ``chunk_seconds``, ``overlap_seconds``, ``device``, ``streaming``,
+    ``attenuation_limit_db``, ``mics``).
+    """
+    pipeline = Pipeline(model, sample_rate, audio.shape[0], **options)
     head = pipeline.push(audio)
     return np.concatenate([head, pipeline.finish()], axis=-1)  # [S, C_out, T]
 

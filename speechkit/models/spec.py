@@ -230,25 +230,15 @@ def _convert(value: Any, kind: type) -> Any:
         if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
             return value.strip().lower() in _TRUE
         return None
-    if kind is int:
+    if kind is int or kind is float:
+        accepted = int if kind is int else (int, float)  # an int is a float, never the other way round
         if isinstance(value, bool):
             return None
-        if isinstance(value, int):
-            return value
+        if isinstance(value, accepted):
+            return value if kind is int else float(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
-            except ValueError:
-                return None
-        return None
-    if kind is float:
-        if isinstance(value, bool):
-            return None
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
+                return kind(value.strip())
             except ValueError:
                 return None
         return None
