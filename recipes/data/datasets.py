@@ -16,7 +16,7 @@ import torch
 from speechkit.errors import ConfigError
 
 from .audio import fit_length, rms_db
-from .minicorpus import CorpusEntry, MiniCorpus, load_noise_segment
+from .minicorpus import CorpusEntry, load_noise_segment
 from .mixing import apply_gain_without_clipping, mix_at_snr, overlap_layout, reverberate, uniform
 from .mixing_base import (  # noqa: F401 (shared machinery, re-exported)
     MAX_NOISE_WEIGHT_SECONDS,
@@ -64,6 +64,8 @@ class EnhancementDataset(MixingDataset):
         rirs: measured RIR entries (needed when ``config.reverb`` uses measured RIRs).
     """
 
+    default_config = EnhancementConfig()
+
     def __init__(
         self,
         speech: list[CorpusEntry],
@@ -85,25 +87,6 @@ class EnhancementDataset(MixingDataset):
         self.rir_source = (
             _RirSource(config.reverb, config.sample_rate, rirs or []) if config.reverb.probability > 0 else None
         )
-
-    @classmethod
-    def from_minicorpus(
-        cls,
-        split: str,
-        config: EnhancementConfig | None = None,
-        length: int = 10000,
-        seed: int = 0,
-        corpus: MiniCorpus | None = None,
-        include_band_limited: bool = False,
-    ) -> "EnhancementDataset":
-        """The dataset over one split of the mini corpus (``../shared/data`` unless ``corpus`` is given).
-
-        ``config`` defaults to the class's ``default_config`` (plain enhancement, or always-reverberant
-        for :class:`DereverberationDataset`). Band-limited (8 kHz) speech is left out at 16 kHz unless
-        ``include_band_limited``.
-        """
-        config = config or getattr(cls, "default_config", EnhancementConfig())
-        return cls._from_corpus_split(split, config, length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
@@ -192,6 +175,9 @@ class SeparationDataset(MixingDataset):
     Items with different speaker counts need :func:`pad_sources_collate` to be batched.
     """
 
+    default_config = SeparationConfig()
+    keeps_band_limited = True
+
     def __init__(
         self,
         speech: list[CorpusEntry],
@@ -214,19 +200,6 @@ class SeparationDataset(MixingDataset):
             _RirSource(config.reverb, config.sample_rate, rirs or []) if config.reverb.probability > 0 else None
         )
         _pick_distinct_speakers(speech, max(config.speaker_counts), np.random.default_rng(0))
-
-    @classmethod
-    def from_minicorpus(
-        cls,
-        split: str,
-        config: SeparationConfig = SeparationConfig(),
-        length: int = 10000,
-        seed: int = 0,
-        corpus: MiniCorpus | None = None,
-        include_band_limited: bool = True,
-    ) -> "SeparationDataset":
-        """The dataset over one split of the mini corpus."""
-        return cls._from_corpus_split(split, config, length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config

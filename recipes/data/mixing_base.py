@@ -7,6 +7,7 @@ segments, distinct-speaker picks. The datasets themselves are in :mod:`recipes.d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -66,7 +67,13 @@ class _RirSource:
 
 
 class MixingDataset(Dataset):
-    """Base class: fixed virtual length, seed and epoch; subclasses implement ``make_item``."""
+    """Base class: fixed virtual length, seed and epoch; subclasses implement ``make_item`` and set
+    :attr:`default_config`."""
+
+    #: the config :meth:`from_minicorpus` uses when given none
+    default_config: ClassVar[Any] = None
+    #: whether :meth:`from_minicorpus` keeps band-limited speech by default
+    keeps_band_limited: ClassVar[bool] = False
 
     def __init__(self, length: int, seed: int) -> None:
         if length <= 0:
@@ -94,13 +101,25 @@ class MixingDataset(Dataset):
         raise NotImplementedError
 
     @classmethod
-    def _from_corpus_split(
-        cls, split: str, config, length: int, seed: int, corpus: MiniCorpus | None, include_band_limited: bool
+    def from_minicorpus(
+        cls,
+        split: str,
+        config: Any = None,
+        length: int = 10000,
+        seed: int = 0,
+        corpus: MiniCorpus | None = None,
+        include_band_limited: bool | None = None,
     ) -> "MixingDataset":
-        """``cls`` over the speech, noise and RIR entries of one mini-corpus split (``from_minicorpus``)."""
+        """The dataset over one split of the mini corpus (``../shared/data`` unless ``corpus`` is given).
+
+        ``config`` defaults to the class's :attr:`default_config`. Band-limited (8 kHz) speech at a
+        higher rate is kept per ``include_band_limited`` (None: :attr:`keeps_band_limited`).
+        """
+        config = config or cls.default_config
+        keep = cls.keeps_band_limited if include_band_limited is None else include_band_limited
         corpus = corpus or MiniCorpus.scan()
         return cls(
-            corpus.select("speech", split, config.sample_rate, include_band_limited),
+            corpus.select("speech", split, config.sample_rate, keep),
             corpus.select("noise", split), config, length, seed, corpus.select("rir"),
         )
 

@@ -13,7 +13,8 @@ import torch
 from speechkit.errors import ConfigError
 
 from .audio import convolve, scale_to_snr
-from .minicorpus import CorpusEntry, MiniCorpus
+from .echo import EchoConfig, make_echo_scenario
+from .minicorpus import CorpusEntry
 from .mixing import apply_gain_without_clipping, mix_at_snr, reverberate, uniform
 from .mixing_base import (
     MixingDataset,
@@ -60,6 +61,8 @@ class MultichannelDataset(MixingDataset):
     all noise, over all mics), ``array``, ``speech_id``, ``noise_id``, ``index``.
     """
 
+    default_config = MultichannelConfig()
+
     def __init__(
         self,
         speech: list[CorpusEntry],
@@ -83,19 +86,6 @@ class MultichannelDataset(MixingDataset):
             early_ms=config.reverb.early_ms, shoebox=config.reverb.shoebox,
         )
         self.rir_source = _RirSource(reverb, config.sample_rate, rirs or [])
-
-    @classmethod
-    def from_minicorpus(
-        cls,
-        split: str,
-        config: MultichannelConfig = MultichannelConfig(),
-        length: int = 10000,
-        seed: int = 0,
-        corpus: MiniCorpus | None = None,
-        include_band_limited: bool = False,
-    ) -> "MultichannelDataset":
-        """The dataset over one split of the mini corpus."""
-        return cls._from_corpus_split(split, config, length, seed, corpus, include_band_limited)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
@@ -149,19 +139,19 @@ class EchoDataset(MixingDataset):
     ``nonlinearity``, ``far_id``, ``near_id``, ``noise_id``, ``rir``, ``index``.
     """
 
+    default_config = EchoConfig()
+
     def __init__(
         self,
         speech: list[CorpusEntry],
         noise: list[CorpusEntry],
-        config: "EchoConfig | None" = None,
+        config: EchoConfig | None = None,
         length: int = 10000,
         seed: int = 0,
         rirs: list[CorpusEntry] | None = None,
     ) -> None:
-        from .echo import EchoConfig
-
         super().__init__(length, seed)
-        self.config = config or EchoConfig()
+        self.config = config or self.default_config
         if not noise:
             raise ConfigError("The echo dataset needs noise entries (for its background-noise scenarios).")
         _pick_distinct_speakers(speech, 2, np.random.default_rng(0))
@@ -170,24 +160,7 @@ class EchoDataset(MixingDataset):
         reverb = ReverbConfig(probability=1.0, source=self.config.rir_source, shoebox=ECHO_SHOEBOX)
         self.rir_source = _RirSource(reverb, self.config.sample_rate, rirs or [])
 
-    @classmethod
-    def from_minicorpus(
-        cls,
-        split: str,
-        config: "EchoConfig | None" = None,
-        length: int = 10000,
-        seed: int = 0,
-        corpus: MiniCorpus | None = None,
-        include_band_limited: bool = False,
-    ) -> "EchoDataset":
-        """The dataset over one split of the mini corpus."""
-        from .echo import EchoConfig
-
-        return cls._from_corpus_split(split, config or EchoConfig(), length, seed, corpus, include_band_limited)
-
     def make_item(self, rng: np.random.Generator) -> dict:
-        from .echo import make_echo_scenario
-
         config = self.config
         length = _segment_samples(config)
         far_entry, near_entry = _pick_distinct_speakers(self.speech, 2, rng)
