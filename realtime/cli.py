@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from typing import Any
+
+from speechkit.files import AudioWarning
 
 from .engine import FALLBACKS, Engine
 from .errors import RealtimeError
@@ -35,6 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", default="speaker",
                         help="'speaker' or an output audio file (at the input file's rate when --input is a file)")
     parser.add_argument("--ref", default=None, help="far-end audio file (echo-cancellation models)")
+    parser.add_argument("--mics", default=None, metavar="0,1,...",
+                        help="input channels that feed the model's microphones, in array order (default: the "
+                        "first M of an M-microphone model; a one-microphone model on a multichannel input "
+                        "needs one), as for speechkit enhance")
     parser.add_argument("--latency-ms", type=float, default=None, help="refuse configurations above this latency")
     parser.add_argument("--block", type=int, default=None, help="device block in samples (default: hops >= 128)")
     parser.add_argument("--fallback", choices=FALLBACKS, default="passthrough", help="output of a missed step")
@@ -72,8 +79,12 @@ def _print_live(engine: Engine) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``speechkit stream``."""
-    from .io import audio_file_info, file_input, read_audio, resample, write_audio
+    from speechkit.channels import parse_mics  # torch-free
+
+    from .io import audio_file_info, file_input, read_audio, resample, select_input_channels, write_audio
     from .model import load_model
+
+    mics = parse_mics(args.mics)
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.cuda else None
     model = load_model(args.model, spinning=args.spinning, intra_op_threads=args.threads, providers=providers,
@@ -91,20 +102,23 @@ def run(args: argparse.Namespace) -> int:
     use_speaker = args.output == "speaker"
     far = None
     signal = None
+    capture = None  # input device channels that feed the model's microphones
     if use_mic:
         if args.ref is not None:
             far = read_audio(args.ref, rate)[:1]
         elif model.num_far_end_channels:
             raise RealtimeError("this model needs a far-end signal: pass --ref FILE")
+        if mics is not None:  # the device must offer the highest channel named
+            capture = select_input_channels(model.input_layout, max(mics) + 1, mics, "the input device")
     else:
-        signal = file_input(args.input, rate, args.ref, model.num_input_channels, model.num_microphones)
+        signal = file_input(args.input, rate, args.ref, model.input_layout, mics)
     device_in = device_out = 0
     if use_mic or use_speaker:
         from .devices import device_latency
 
         device_in, device_out = device_latency(
             rate, block, _device(args.input_device), _device(args.output_device), use_mic, use_speaker,
-            model.num_microphones,
+            model.num_microphones if capture is None else max(capture) + 1,
         )
     engine = Engine(
         model,
@@ -137,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             from .devices import run_device
 
             output = run_device(
-                engine, file_input=signal, far_end=far, speaker=use_speaker, duration=args.duration,
+                engine, file_input=signal, far_end=far, speaker=use_speaker, duration=args.duration, mics=capture,
                 input_device=_device(args.input_device), output_device=_device(args.output_device), progress=live,
             )
             if output is not None and not args.no_compensate:
@@ -156,7 +170,11 @@ def run(args: argparse.Namespace) -> int:
                 same_length = args.ref is None and output.shape[-1] == signal.shape[-1]
                 length = frames if same_length else round(output.shape[-1] * output_rate / rate)
                 output = resample(output, rate, output_rate, length)
-        write_audio(args.output, output, output_rate, overwrite=args.force)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AudioWarning)
+            write_audio(args.output, output, output_rate, overwrite=args.force)
+        for entry in caught:  # e.g. the output exceeded full scale and was soft-limited
+            print(f"speechkit stream: warning: {entry.message}", file=sys.stderr)
     summary = engine.summary()
     if args.json:
         print(json.dumps(summary, indent=2))

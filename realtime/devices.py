@@ -8,7 +8,7 @@ calling thread waits, reports progress and stops the stream.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ def run_device(
     output_device: Any = None,
     progress: Callable[[Engine], None] | None = None,
     progress_interval: float = 1.0,
+    mics: Sequence[int] | None = None,
 ) -> np.ndarray | None:
     """Stream through PortAudio until the file ends (plus the flush), ``duration`` or Ctrl-C.
 
@@ -61,6 +62,8 @@ def run_device(
         speaker: play the first output channel; otherwise capture the output and return it.
         duration: stop after this many seconds (microphone input).
         progress: called with the engine about every ``progress_interval`` seconds.
+        mics: input device channels that feed the model's microphones, in array order
+            (:func:`realtime.io.select_input_channels`); default the first ones.
 
     Returns:
         The captured output ``[C_out, T]`` when ``speaker`` is False, else None.
@@ -71,6 +74,8 @@ def run_device(
     block = engine.device_block
     use_mic = file_input is None
     microphones = int(getattr(model, "num_microphones", 1))  # capture channels of a microphone array
+    selected = list(range(microphones)) if mics is None else [int(channel) for channel in mics]
+    device_channels = max(selected) + 1  # channels opened on the input device
     if use_mic and duration is None and not speaker:
         raise RealtimeError("recording from the microphone to a file needs a --duration")
     total = file_input.shape[-1] + engine.signal_delay if file_input is not None else int(duration * rate) if duration else None
@@ -87,7 +92,8 @@ def run_device(
         start = int(position[0])
         current_in = in_block[:, :frames]
         if use_mic:
-            current_in[:microphones] = indata[:, :microphones].T  # [frames, M] -> [M, frames]
+            for model_channel, device_channel in enumerate(selected):  # copies only, no allocation
+                current_in[model_channel] = indata[:, device_channel]  # [frames] of one microphone
             if far_end is not None:
                 available = max(0, min(frames, far_end.shape[-1] - start))
                 current_in[microphones, :available] = far_end[0, start : start + available]
@@ -120,10 +126,10 @@ def run_device(
     settings = dict(samplerate=rate, blocksize=block, dtype="float32", latency="low")
     try:
         if use_mic and speaker:
-            stream = sounddevice.Stream(device=(input_device, output_device), channels=(microphones, 1),
+            stream = sounddevice.Stream(device=(input_device, output_device), channels=(device_channels, 1),
                                         callback=duplex_callback, **settings)
         elif use_mic:
-            stream = sounddevice.InputStream(device=input_device, channels=microphones, callback=input_callback,
+            stream = sounddevice.InputStream(device=input_device, channels=device_channels, callback=input_callback,
                                              **settings)
         elif speaker:
             stream = sounddevice.OutputStream(device=output_device, channels=1, callback=output_callback, **settings)

@@ -2,17 +2,23 @@
 
 A file source is read whole into memory, resampled to the model's rate if it is at another one
 (soxr, as ``speechkit enhance`` does), and then delivered callback by callback, either paced on the
-clock (as a microphone would) or as fast as possible; a far-end file (echo cancellation) becomes the
-second input channel. A file sink writes the output stream with soundfile (``speechkit stream``
-resamples a file-to-file result back to the input file's rate).
+clock (as a microphone would) or as fast as possible. Which channels of the file feed the model is
+decided by the one channel policy of :mod:`speechkit.channels` and the model's input layout, as for
+``speechkit enhance``; a far-end file (echo cancellation) becomes the channel after the microphones.
+A file sink is written by speechkit's offline writer (atomic, soft-limited above -1 dBFS;
+``speechkit stream`` resamples a file-to-file result back to the input file's rate).
 """
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from speechkit.tasks import InputLayout
 
 from .errors import RealtimeError
 
@@ -84,45 +90,73 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return resample(data.T, int(file_rate), sample_rate)  # [channels, T] at sample_rate
 
 
+def select_input_channels(
+    layout: InputLayout, audio_channels: int, mics: Sequence[int] | None, source: str
+) -> list[int]:
+    """The channels of an input with ``audio_channels`` channels that feed the model's microphones.
+
+    The one policy of :func:`speechkit.channels.select_channels` (as ``speechkit enhance``): an
+    M-microphone model takes ``mics`` (exactly M, in array order) or the first M channels; an echo
+    canceller its microphone. The engine runs one stream, so a one-microphone model takes one
+    channel: an input with several needs ``mics`` naming one (offline inference would process each
+    channel on its own).
+
+    Raises:
+        RealtimeError: the input does not fit the layout (the reason names the expected layout).
+    """
+    from speechkit.channels import select_channels  # torch-free
+    from speechkit.errors import ConfigError
+
+    try:
+        selected = select_channels(audio_channels, layout, mics)
+    except ConfigError as error:
+        raise RealtimeError(f"{source}: {error}") from None
+    if len(selected) != layout.num_microphones:
+        raise RealtimeError(
+            f"{source} has {audio_channels} channels but the model expects {layout.describe()} and the realtime "
+            "engine runs one stream; choose the channel with --mics N"
+        )
+    return selected
+
+
 def file_input(
     path: str | os.PathLike,
     sample_rate: int,
     far_end: str | os.PathLike | None,
-    channels: int,
-    microphones: int | None = None,
+    layout: InputLayout,
+    mics: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """The model input ``[channels, T]`` from a file and an optional far-end file.
+    """The model input ``[C_in, T]`` from a file and an optional far-end file.
 
-    ``channels`` is the model's input channel count and ``microphones`` how many of them come
-    from the file (default: 1 when ``channels`` is 2, i.e. an echo canceller's microphone and far
-    end, else ``channels``). A single-microphone model takes the file's first channel; an
-    M-microphone model the first M channels (a file with fewer is refused). With a far end, the
-    signals are cut to the shorter length.
+    The microphone channels come from the file by :func:`select_input_channels` (``layout`` is the
+    model's input layout, ``mics`` the ``--mics`` selection); the far end, which follows them, from
+    the first channel of ``far_end`` (both signals are then cut to the shorter length).
     """
-    microphones = (1 if channels == 2 else channels) if microphones is None else microphones
     audio = read_audio(path, sample_rate)  # [C_file, T]
-    if microphones > 1 and audio.shape[0] < microphones:
-        raise RealtimeError(
-            f"the model takes {microphones} microphone channels; {path} has {audio.shape[0]}"
-        )
-    near = audio[:microphones]  # [M, T]
+    near = audio[select_input_channels(layout, audio.shape[0], mics, str(path))]  # [M, T]
     if far_end is None:
-        if channels != microphones:
-            raise RealtimeError(f"the model takes {channels} input channels; pass the far-end signal with --ref")
+        if layout.far_end_channel is not None:
+            raise RealtimeError(f"the model expects {layout.describe()}; pass the far-end signal with --ref")
         return near
-    if channels != microphones + 1:
+    if layout.far_end_channel is None:
         raise RealtimeError("--ref is only for echo-cancellation models (microphone plus far end)")
     far = read_audio(far_end, sample_rate)[:1]  # [1, T_far]
     length = min(near.shape[-1], far.shape[-1])
-    return np.concatenate([near[:, :length], far[:, :length]], axis=0)  # [2, T]
+    return np.concatenate([near[:, :length], far[:, :length]], axis=0)  # [M + 1, T]
 
 
 def write_audio(path: str | os.PathLike, signal: np.ndarray, sample_rate: int, overwrite: bool = False) -> Path:
-    """Write ``signal [channels, T]`` as a WAV/FLAC file (by extension)."""
-    soundfile = _import_soundfile()
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise RealtimeError(f"{path} exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), np.ascontiguousarray(signal.T), sample_rate, subtype="FLOAT" if path.suffix.lower() == ".wav" else None)
-    return path
+    """Write ``signal [channels, T]`` as an audio file (format by extension, as ``speechkit enhance``).
+
+    The offline writer (:class:`speechkit.audio.AtomicAudioWriter`, torch-free) does it: atomic,
+    and samples beyond -1 dBFS soft-limited by :func:`speechkit.audio.soft_limit` rather than
+    clipped, with one :class:`speechkit.files.AudioWarning` line when the signal exceeded full scale.
+    """
+    from speechkit.audio import AtomicAudioWriter  # torch-free
+    from speechkit.files import AudioWarning
+
+    with AtomicAudioWriter(path, sample_rate, signal.shape[0], force=overwrite) as writer:
+        writer.write(np.asarray(signal, dtype=np.float32))
+    for message in writer.warnings():
+        warnings.warn(message, AudioWarning, stacklevel=2)
+    return writer.path

@@ -61,7 +61,8 @@ def _torch_stream(model, x: np.ndarray) -> np.ndarray:
 
 
 def test_no_torch_imported():
-    code = "import sys, realtime, realtime.engine, realtime.cli, realtime.model, realtime.devices; print('torch' in sys.modules)"
+    code = ("import sys, realtime, realtime.engine, realtime.cli, realtime.model, realtime.devices, realtime.io; "
+            "import speechkit.channels, speechkit.audio, speechkit.files; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "False"
 
@@ -207,15 +208,15 @@ def test_echo_cancellation_mode_with_far_end(aec_export, tmp_path):
     near, far = random_signal(1200, seed=1), random_signal(1000, seed=2)
     soundfile.write(tmp_path / "near.wav", near[0], 8000, subtype="FLOAT")
     soundfile.write(tmp_path / "far.wav", far[0], 8000, subtype="FLOAT")
-    x = file_input(tmp_path / "near.wav", 8000, tmp_path / "far.wav", 2)
-    assert x.shape == (2, 1000)
     stream_model = StreamModel(path)
+    x = file_input(tmp_path / "near.wav", 8000, tmp_path / "far.wav", stream_model.input_layout)
+    assert x.shape == (2, 1000)
     engine = Engine(stream_model, 16)
     y = engine.run_array(x, compensate_latency=False)
     prefill = engine.latency.prefill
     np.testing.assert_array_equal(y[:, prefill:], stream_model.process(x)[:, :-prefill])
     with pytest.raises(RealtimeError, match="far-end"):
-        file_input(tmp_path / "near.wav", 8000, None, 2)
+        file_input(tmp_path / "near.wav", 8000, None, stream_model.input_layout)
 
 
 def test_budget_refusal_and_compute_check(tmp_path):
@@ -385,7 +386,10 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
     assert stream_model.num_microphones == 3 and stream_model.num_far_end_channels == 0
     x = np.concatenate([random_signal(2000, seed=seed) for seed in range(4)])  # [4, T]
     soundfile.write(tmp_path / "four.wav", x.T, 8000, subtype="FLOAT")
-    np.testing.assert_array_equal(file_input(tmp_path / "four.wav", 8000, None, 3, 3), x[:3])
+    np.testing.assert_array_equal(file_input(tmp_path / "four.wav", 8000, None, stream_model.input_layout), x[:3])
+    np.testing.assert_array_equal(
+        file_input(tmp_path / "four.wav", 8000, None, stream_model.input_layout, [3, 1, 0]), x[[3, 1, 0]]
+    )
     assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "four.wav"),
                      "--output", str(tmp_path / "out.wav"), "--block", "16", "--quiet"]) == 0
     y, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
@@ -393,8 +397,10 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
     delay = stream_model.stream_delay
     np.testing.assert_array_equal(y[: 2000 - delay], offline[delay:])
     soundfile.write(tmp_path / "two.wav", x[:2].T, 8000, subtype="FLOAT")
-    with pytest.raises(RealtimeError, match="3 microphone channels"):
-        file_input(tmp_path / "two.wav", 8000, None, 3, 3)
+    with pytest.raises(RealtimeError, match="expects 3 microphones but the input has 2 channel"):
+        file_input(tmp_path / "two.wav", 8000, None, stream_model.input_layout)
+    with pytest.raises(RealtimeError, match="pass 3 channel number"):
+        file_input(tmp_path / "four.wav", 8000, None, stream_model.input_layout, [0, 1])
     assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "two.wav"),
                      "--output", str(tmp_path / "out2.wav"), "--quiet"]) != 0
     fake = _FakeSoundDevice(x[:3], 8000)
@@ -405,6 +411,72 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
     if engine.metrics.deadline_misses == 0:  # the worker thread kept up
         prefill = engine.latency.prefill
         np.testing.assert_array_equal(captured[:, prefill:2000], stream_model.process(x[:3])[:, : 2000 - prefill])
+    # --mics on the device: channels 3, 1, 0 of a 4-channel capture, in that order
+    fake = _FakeSoundDevice(x, 8000)
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    engine = Engine(stream_model, 64)
+    captured = devices.run_device(engine, speaker=False, duration=0.25, mics=[3, 1, 0])
+    assert fake.input_channels == [4]
+    if engine.metrics.deadline_misses == 0:
+        prefill = engine.latency.prefill
+        np.testing.assert_array_equal(
+            captured[:, prefill:2000], stream_model.process(x[[3, 1, 0]])[:, : 2000 - prefill]
+        )
+
+
+def test_one_microphone_model_takes_one_channel_of_a_multichannel_file(tmp_path, capsys):
+    """The realtime engine runs one stream: a stereo file needs --mics N (the offline policy would run
+    each channel on its own), and --mics picks that channel."""
+    soundfile = pytest.importorskip("soundfile")
+    from realtime.io import file_input
+    from speechkit.cli import main as cli_main
+    from speechkit.tasks import InputLayout
+
+    path = make_identity_onnx(tmp_path / "identity.onnx", 8, 0)
+    x = np.concatenate([random_signal(800, seed=seed) for seed in range(2)])  # [2, T]
+    soundfile.write(tmp_path / "stereo.wav", x.T, 8000, subtype="FLOAT")
+    with pytest.raises(RealtimeError, match="has 2 channels .* one stream; choose the channel with --mics"):
+        file_input(tmp_path / "stereo.wav", 8000, None, InputLayout(1))
+    np.testing.assert_array_equal(file_input(tmp_path / "stereo.wav", 8000, None, InputLayout(1), [1]), x[1:])
+    assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "stereo.wav"),
+                     "--output", str(tmp_path / "out.wav"), "--quiet"]) != 0
+    assert "--mics" in capsys.readouterr().err
+    assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "stereo.wav"),
+                     "--output", str(tmp_path / "out.wav"), "--mics", "1", "--quiet"]) == 0
+    y, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    np.testing.assert_array_equal(y, x[1])
+    # an echo canceller: its microphone from the file, the far end from --ref, refused without it
+    with pytest.raises(RealtimeError, match="1 microphone \\+ far end; pass the far-end signal with --ref"):
+        file_input(tmp_path / "stereo.wav", 8000, None, InputLayout(1, far_end_channel=1))
+    both = file_input(tmp_path / "stereo.wav", 8000, tmp_path / "stereo.wav", InputLayout(1, far_end_channel=1), [1])
+    np.testing.assert_array_equal(both, x[[1, 0]])
+    with pytest.raises(RealtimeError, match="--ref is only for echo-cancellation models"):
+        file_input(tmp_path / "stereo.wav", 8000, tmp_path / "stereo.wav", InputLayout(1), [0])
+
+
+def test_file_output_over_full_scale_is_soft_limited_with_one_warning(tmp_path, capsys):
+    """speechkit stream --output FILE writes like the offline writers: overs soft-limited, one warning line."""
+    soundfile = pytest.importorskip("soundfile")
+    from realtime.io import write_audio
+    from speechkit.audio import LIMITER_CEILING, soft_limit
+    from speechkit.cli import main as cli_main
+    from speechkit.files import AudioWarning
+
+    x = 1.6 * random_signal(800, seed=4) / np.abs(random_signal(800, seed=4)).max()  # peak 1.6
+    with pytest.warns(AudioWarning, match="exceeded full scale") as record:
+        write_audio(tmp_path / "direct.wav", x, 8000)
+    assert len(record) == 1
+    written, _ = soundfile.read(tmp_path / "direct.wav", dtype="float32")
+    assert np.abs(written).max() <= LIMITER_CEILING
+    np.testing.assert_array_equal(written, soft_limit(x[0])[0])
+    soundfile.write(tmp_path / "loud.wav", x.T, 8000, subtype="FLOAT")
+    path = make_identity_onnx(tmp_path / "identity.onnx", 8, 0)
+    assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "loud.wav"),
+                     "--output", str(tmp_path / "out.wav"), "--quiet", "--json"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(lines) == 1 and "exceeded full scale" in lines[0] and "soft-limited" in lines[0]
+    y, _ = soundfile.read(tmp_path / "out.wav", dtype="float32")
+    assert np.abs(y).max() <= LIMITER_CEILING
 
 
 def test_graph_optimization_level_comes_from_the_export(tiny_export):
