@@ -103,6 +103,19 @@ def test_chunked_runner_is_exact_for_a_pointwise_model(gain_model, block):
     assert runner.chunks_processed > 5
 
 
+def test_chunk_overlap_over_half_the_chunk_is_refused(gain_model):
+    """As the realtime chunk mode: at most half the chunk, refused above with one line (offline and via the pipeline)."""
+    signal = speech_like(0.5, 16000, 1)
+    runner = ChunkedRunner(gain_model, [[0]], chunk_length=1000, overlap_length=500)  # exactly half: fine
+    output = np.concatenate([runner.push(signal), runner.flush()], axis=-1)
+    np.testing.assert_allclose(output[0], 0.5 * signal, atol=1e-6)
+    with pytest.raises(ConfigError, match=r"overlap \(501 samples\) may be at most half the chunk \(1000 samples\)") as error:
+        ChunkedRunner(gain_model, [[0]], chunk_length=1000, overlap_length=501)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="at most half the chunk"):
+        process_array(gain_model, signal, 16000, chunk_seconds=0.1, overlap_seconds=0.06)
+
+
 def test_runner_memory_is_bounded(gain_model):
     runner = ChunkedRunner(gain_model, [[0]], chunk_length=1000, overlap_length=200)
     for _ in range(200):

@@ -60,7 +60,9 @@ class ChunkedRunner:
         channel_groups: input channels fed together as one batch item, e.g. ``[[0], [1]]`` to
             process two channels independently with a mono model, ``[[0, 1]]`` for a two-input model.
         chunk_length: samples per chunk.
-        overlap_length: samples shared by consecutive chunks (cross-faded), ``< chunk_length``.
+        overlap_length: samples shared by consecutive chunks (cross-faded), at most ``chunk_length // 2``
+            (as the realtime chunk mode; a longer overlap would cross-fade over chunks that are not
+            neighbours).
         device: where the model runs.
         align_sources: re-order each chunk's sources to match the previous chunk.
     """
@@ -77,6 +79,11 @@ class ChunkedRunner:
         if chunk_length <= 0 or overlap_length < 0 or overlap_length >= chunk_length:
             raise ConfigError(
                 f"need 0 <= overlap ({overlap_length}) < chunk length ({chunk_length}) samples"
+            )
+        if overlap_length > chunk_length // 2:  # as the realtime chunk mode: a cross-fade spans at most half a chunk
+            raise ConfigError(
+                f"the overlap ({overlap_length} samples) may be at most half the chunk ({chunk_length} samples); "
+                "lower the overlap or lengthen the chunk"
             )
         self.model = model.eval()
         self.channel_groups = [list(group) for group in channel_groups]
