@@ -277,6 +277,11 @@ class ConvTasNet(SpeechModel):
                 n_blocks=8, n_repeats=2, n_src=1, causal=True, norm_type="cLN", sample_rate=16000,
                 encoder="stft",
             ),
+            # offline two-speaker separation at 16 kHz on a 32 ms / 8 ms STFT (real masks on 257 bins)
+            "separate_stft_16k": ConvTasNetConfig(
+                n_filters=257, kernel_size=512, stride=128, bn_chan=128, hid_chan=256, skip_chan=128,
+                n_blocks=8, n_repeats=3, n_src=2, sample_rate=16000, encoder="stft",
+            ),
             # the same network with 12 ms of lookahead for the masks: 16 ms algorithmic latency
             "enhance_lookahead_16k": ConvTasNetConfig(
                 n_filters=256, kernel_size=64, stride=32, bn_chan=96, hid_chan=256, skip_chan=96,
