@@ -266,6 +266,12 @@ class ConvTasNet(SpeechModel):
                 n_filters=16, kernel_size=16, stride=8, bn_chan=8, hid_chan=16, skip_chan=8,
                 n_blocks=3, n_repeats=2, causal=True, norm_type="cLN",
             ),
+            # the causal TCN on the STFT front-end (encoder="stft"), for tests
+            "tiny_stft": ConvTasNetConfig(
+                n_filters=33, kernel_size=64, stride=32, bn_chan=8, hid_chan=16, skip_chan=8,
+                n_blocks=3, n_repeats=2, n_src=1, causal=True, norm_type="cLN", sample_rate=16000,
+                encoder="stft",
+            ),
             # the bundled default speech enhancer: 16 kHz, causal, 4 ms window (2 ms hop), ~1.3 M parameters
             "enhance_causal_16k": ConvTasNetConfig(
                 n_filters=256, kernel_size=64, stride=32, bn_chan=96, hid_chan=256, skip_chan=96,
