@@ -243,6 +243,11 @@ class Engine:
             self._output.read(self._claimed, out)
             self._claimed = end
 
+    @property
+    def pending_hops(self) -> int:
+        """Whole hops of input that have arrived but not yet been run by the worker."""
+        return max(0, self._input.written // self.latency.hop_length - self._next_hop)
+
     # ------------------------------------------------------------------ worker side
     def hop_deadline(self, hop_index: int) -> float:
         """Clock time of the callback that takes the first output sample of step ``hop_index``."""

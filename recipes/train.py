@@ -318,14 +318,12 @@ def realworld_separation(
     measured or simulated rooms (early-reflection targets) with ``reverb_probability``, and
     colouration, high-pass and telephone band on mixture and targets alike.
     """
-    from recipes.data.corpora import filter_clean_speech, load_corpora
+    from recipes.data.corpora import load_corpora
     from recipes.data.datasets import ReverbConfig, SeparationConfig
     from recipes.data.realworld import RealWorldSeparationDataset
 
     corpora = load_corpora(corpus_root)
-    speech = corpora.select("speech", split)
-    if max_floor_db is not None:
-        speech = filter_clean_speech(speech, float(max_floor_db), floor_cache)
+    speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
     config = SeparationConfig(
         sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
         speaker_counts=tuple(int(count) for count in speaker_counts), noise_probability=float(noise_probability),

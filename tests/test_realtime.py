@@ -275,14 +275,19 @@ def test_portaudio_smoke_with_null_sink(tmp_path, tiny_export):
 
 
 class _FakeSoundDevice:
-    """Stands in for sounddevice: streams call the callback from a thread, paced at real time."""
+    """Stands in for sounddevice: streams call the callback from a thread.
+
+    Paced by the engine, not by the wall clock: the next callback comes only once the worker has run
+    every hop that has arrived, so the test is exact on any machine (a hung worker fails the test).
+    """
 
     class PortAudioError(Exception):
         pass
 
-    def __init__(self, signal: np.ndarray, rate: int) -> None:
+    def __init__(self, signal: np.ndarray, rate: int, engine: Engine) -> None:
         self.signal = np.atleast_2d(signal)  # [C, T]: what each microphone hears
         self.rate = rate
+        self.engine = engine
         self.played: list[np.ndarray] = []
         self.input_channels: list[int] = []  # capture channels of every stream opened
 
@@ -326,7 +331,9 @@ class _FakeSoundDevice:
                         self.callback(indata, outdata, frames, None, None)
                     fake.played.append(outdata[:, 0].copy())
                     position += frames
-                    time_module.sleep(frames / fake.rate / 4)  # 4x faster than real time
+                    give_up = time_module.monotonic() + 60.0  # only against a hung worker, not a speed target
+                    while fake.engine.pending_hops and time_module.monotonic() < give_up:
+                        time_module.sleep(0.0005)
 
             def __exit__(self, *exc):
                 self.running = False
@@ -352,24 +359,24 @@ def test_device_driver_with_fake_portaudio(tiny_export, monkeypatch):
 
     _, path, _ = tiny_export
     x = random_signal(4000)
-    fake = _FakeSoundDevice(x[0], 8000)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
-    assert devices.device_latency(8000, 64, None, None, True, True) == (32, 48)
     stream_model = StreamModel(path)
     engine = Engine(stream_model, 64, device_input=32, device_output=48)
+    fake = _FakeSoundDevice(x[0], 8000, engine)
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    assert devices.device_latency(8000, 64, None, None, True, True) == (32, 48)
     captured = devices.run_device(engine, speaker=False, duration=0.5)  # microphone -> capture
     assert captured.shape[0] == 1 and captured.shape[-1] >= 4000
     prefill = engine.latency.prefill
     offline = stream_model.process(x)
-    if engine.metrics.deadline_misses == 0:  # the worker thread kept up (it should; the machine may be loaded)
-        np.testing.assert_array_equal(captured[:, prefill:4000], offline[:, : 4000 - prefill])
+    assert engine.metrics.deadline_misses == 0 and engine.metrics.ring_underflows == 0
+    np.testing.assert_array_equal(captured[:, prefill:4000], offline[:, : 4000 - prefill])
     fake.played.clear()
     engine.reset()
     devices.run_device(engine, file_input=x, speaker=True)  # file -> speaker
     played = np.concatenate(fake.played)
     assert played.shape[0] >= 4000 + engine.signal_delay - 64
-    if engine.metrics.deadline_misses == 0:
-        np.testing.assert_array_equal(played[prefill:4000], offline[0, : 4000 - prefill])
+    assert engine.metrics.deadline_misses == 0
+    np.testing.assert_array_equal(played[prefill:4000], offline[0, : 4000 - prefill])
 
 
 def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
@@ -403,25 +410,23 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
         file_input(tmp_path / "four.wav", 8000, None, stream_model.input_layout, [0, 1])
     assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "two.wav"),
                      "--output", str(tmp_path / "out2.wav"), "--quiet"]) != 0
-    fake = _FakeSoundDevice(x[:3], 8000)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
     engine = Engine(stream_model, 64)
+    fake = _FakeSoundDevice(x[:3], 8000, engine)
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
     captured = devices.run_device(engine, speaker=False, duration=0.25)  # 3-channel microphone -> capture
     assert fake.input_channels == [3]
-    if engine.metrics.deadline_misses == 0:  # the worker thread kept up
-        prefill = engine.latency.prefill
-        np.testing.assert_array_equal(captured[:, prefill:2000], stream_model.process(x[:3])[:, : 2000 - prefill])
+    assert engine.metrics.deadline_misses == 0
+    prefill = engine.latency.prefill
+    np.testing.assert_array_equal(captured[:, prefill:2000], stream_model.process(x[:3])[:, : 2000 - prefill])
     # --mics on the device: channels 3, 1, 0 of a 4-channel capture, in that order
-    fake = _FakeSoundDevice(x, 8000)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
     engine = Engine(stream_model, 64)
+    fake = _FakeSoundDevice(x, 8000, engine)
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
     captured = devices.run_device(engine, speaker=False, duration=0.25, mics=[3, 1, 0])
     assert fake.input_channels == [4]
-    if engine.metrics.deadline_misses == 0:
-        prefill = engine.latency.prefill
-        np.testing.assert_array_equal(
-            captured[:, prefill:2000], stream_model.process(x[[3, 1, 0]])[:, : 2000 - prefill]
-        )
+    assert engine.metrics.deadline_misses == 0
+    prefill = engine.latency.prefill
+    np.testing.assert_array_equal(captured[:, prefill:2000], stream_model.process(x[[3, 1, 0]])[:, : 2000 - prefill])
 
 
 def test_one_microphone_model_takes_one_channel_of_a_multichannel_file(tmp_path, capsys):

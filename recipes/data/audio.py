@@ -162,7 +162,7 @@ def coloured_noise(rng: np.random.Generator, length: int, exponent: float) -> np
     return noise[None, :].astype(np.float32)  # -> [1, length]
 
 
-def _unit_power(noise: np.ndarray) -> np.ndarray:
+def unit_power(noise: np.ndarray) -> np.ndarray:
     """``noise [1, T]`` scaled to unit mean power (float32)."""
     return (noise / (np.sqrt(np.mean(noise**2)) + EPSILON)).astype(np.float32)
 
@@ -193,8 +193,8 @@ def babble_noise(
         stream = np.concatenate(pieces, axis=-1)  # [1, >= length + 1 s]
         start = int(rng.integers(0, stream.shape[-1] - length + 1))
         stream = stream[:, start : start + length]  # -> [1, length]
-        total += _unit_power(stream) * 10 ** (rng.uniform(-3.0, 3.0) / 20.0)
-    return _unit_power(total)
+        total += unit_power(stream) * 10 ** (rng.uniform(-3.0, 3.0) / 20.0)
+    return unit_power(total)
 
 
 def impact_noise(rng: np.random.Generator, length: int, sample_rate: int = 16000) -> np.ndarray:
@@ -219,9 +219,9 @@ def impact_noise(rng: np.random.Generator, length: int, sample_rate: int = 16000
         burst = min(duration, int(rng.uniform(0.001, 0.005) * sample_rate))
         event[:burst] += rng.standard_normal(burst) * rng.uniform(0.2, 1.0)
         events[onset : onset + duration] += event * 10 ** (rng.uniform(-20.0, 0.0) / 20.0)
-    events = _unit_power(events[None, :])
+    events = unit_power(events[None, :])
     floor = coloured_noise(rng, length, rng.uniform(0.0, 2.0)) * 10 ** (-rng.uniform(10.0, 30.0) / 20.0)
-    return _unit_power(events + floor)
+    return unit_power(events + floor)
 
 
 def traffic_noise(rng: np.random.Generator, length: int, sample_rate: int = 16000) -> np.ndarray:
@@ -241,5 +241,5 @@ def traffic_noise(rng: np.random.Generator, length: int, sample_rate: int = 1600
         rng.uniform(0.2, 1.0) / harmonic * np.sin(2 * np.pi * fundamental * harmonic * time + rng.uniform(0, 2 * np.pi))
         for harmonic in range(1, 6)
     )
-    hum = _unit_power(np.asarray(hum)[None, :])[0] * envelope * 10 ** (-rng.uniform(10.0, 25.0) / 20.0)
-    return _unit_power((rumble + hum)[None, :])
+    hum = unit_power(np.asarray(hum)[None, :])[0] * envelope * 10 ** (-rng.uniform(10.0, 25.0) / 20.0)
+    return unit_power((rumble + hum)[None, :])

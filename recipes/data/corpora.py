@@ -51,6 +51,21 @@ class RealCorpora:
             raise ConfigError(f"split must be one of {', '.join(SPLIT_NAMES)}, not {split!r}")
         return [entry for entry in self.entries if entry.kind == kind and entry.split == split]
 
+    def speech(self, split: str, max_floor_db: float | None = None,
+               floor_cache: str | Path | None = None) -> list[CorpusEntry]:
+        """Speech entries of ``split``, only those with a noise floor at most ``max_floor_db`` (None: all).
+
+        An empty result is a one-line :class:`ConfigError` naming the split (or the floor).
+        """
+        speech = self.select("speech", split)
+        if not speech:
+            raise ConfigError(f"{self.root}: no speaker falls in split {split!r} (too few speakers?)")
+        if max_floor_db is not None:
+            speech = filter_clean_speech(speech, max_floor_db, floor_cache)
+            if not speech:
+                raise ConfigError(f"{self.root}: no {split} speech has a noise floor at or below {max_floor_db} dB")
+        return speech
+
     def licenses(self) -> dict[str, str]:
         """Corpus name -> licence, for model cards."""
         return {entry.corpus: entry.license for entry in self.entries}

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from speechkit.errors import ConfigError
 
-from .audio import rms_db
+from .audio import rms_db, unit_power
 from .conditions import ConditionConfig, apply_channel, apply_faults, cut_silence, draw_channel
-from .datasets import MixingDataset, ReverbConfig, SeparationDataset, _RirSource, noise_weights
+from .datasets import EnhancementDataset, ReverbConfig, SeparationDataset
+from .mixing_base import _to_tensor
 from .minicorpus import CorpusEntry, load_noise_segment, load_speech
 from .mixing import apply_gain_without_clipping, mix_at_snr, random_crop, reverberate, uniform
 
@@ -60,15 +60,7 @@ class RealWorldConfig:
             raise ConfigError(f"babble_talkers must be an increasing positive range, got {self.babble_talkers}")
 
 
-def _to_tensor(array: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-
-
-def _unit_power(audio: np.ndarray) -> np.ndarray:
-    return (audio / (np.sqrt(np.mean(audio.astype(np.float64) ** 2)) + 1e-12)).astype(np.float32)
-
-
-class RealWorldEnhancementDataset(MixingDataset):
+class RealWorldEnhancementDataset(EnhancementDataset):
     """Dynamic mixing of real speech, real noise and real conditions (see the module docstring).
 
     Args:
@@ -80,6 +72,8 @@ class RealWorldEnhancementDataset(MixingDataset):
         rirs: measured RIR entries (for ``config.reverb.source`` ``measured`` or ``both``).
     """
 
+    default_config = RealWorldConfig()
+
     def __init__(
         self,
         speech: list[CorpusEntry],
@@ -89,18 +83,9 @@ class RealWorldEnhancementDataset(MixingDataset):
         seed: int = 0,
         rirs: list[CorpusEntry] | None = None,
     ) -> None:
-        super().__init__(length, seed)
-        if not speech or not noise:
-            raise ConfigError("real-world mixing needs speech and noise entries")
-        self.speech = speech
-        self.noise = noise
-        self.config = config
-        self.noise_weights = noise_weights(noise)
+        super().__init__(speech, noise, config, length, seed, rirs)
         #: babble needs a speaker other than the target's (a one-speaker split has none)
         self.babble_possible = len({entry.group for entry in speech}) > 1
-        self.rir_source = (
-            _RirSource(config.reverb, config.sample_rate, rirs or []) if config.reverb.probability > 0 else None
-        )
 
     @property
     def segment_length(self) -> int:
@@ -119,8 +104,8 @@ class RealWorldEnhancementDataset(MixingDataset):
         for _talker in range(talkers):
             entry = others[int(rng.integers(0, len(others)))]
             sentence = self._sentence(entry, rng)
-            total += _unit_power(sentence) * 10 ** (rng.uniform(-3.0, 3.0) / 20.0)
-        return _unit_power(total)
+            total += unit_power(sentence) * 10 ** (rng.uniform(-3.0, 3.0) / 20.0)
+        return unit_power(total)
 
     def _noise(self, rng: np.random.Generator, speech_group: str) -> tuple[np.ndarray, str, str]:
         """Summed noise ``[1, T]`` (unit power), its file ids and its type tag."""
@@ -134,13 +119,13 @@ class RealWorldEnhancementDataset(MixingDataset):
             entry = self.noise[int(rng.choice(len(self.noise), p=self.noise_weights))]
             segment = load_noise_segment(entry, rate, length, rng)  # [1, T]
             gain_db = 0.0 if index == 0 else rng.uniform(-10.0, 0.0)
-            total += _unit_power(segment) * 10 ** (gain_db / 20.0)
+            total += unit_power(segment) * 10 ** (gain_db / 20.0)
             ids.append(entry.id)
             types.append(Path(entry.id).stem)
         if rng.random() < self.config.babble_probability and self.babble_possible:
             total += self._babble(rng, speech_group) * 10 ** (rng.uniform(-6.0, 0.0) / 20.0)
             types.append("babble")
-        return _unit_power(total), "+".join(ids), "+".join(types)
+        return unit_power(total), "+".join(ids), "+".join(types)
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
@@ -197,14 +182,11 @@ def realworld_dataset(
     is at most that (None: all), cached in ``floor_cache``; ``extra_noise`` adds noise entries
     (e.g. the mini corpus's) to the real ones.
     """
-    from .corpora import filter_clean_speech, load_corpora
+    from .corpora import load_corpora
+    from .speech_folders import corpora_dataset
 
-    corpora = load_corpora(corpus_root)
-    speech = corpora.select("speech", split)
-    if max_floor_db is not None:
-        speech = filter_clean_speech(speech, max_floor_db, floor_cache)
-    noise = corpora.select("noise", split) + list(extra_noise or [])
-    return RealWorldEnhancementDataset(speech, noise, config, length, seed, corpora.select("rir", split))
+    return corpora_dataset(load_corpora(corpus_root), split, config, length, seed, max_floor_db, floor_cache,
+                           extra_noise)
 
 
 class RealWorldSeparationDataset(SeparationDataset):

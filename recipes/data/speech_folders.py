@@ -239,16 +239,9 @@ def corpora_dataset(
     (``config`` is a :class:`~recipes.data.realworld.RealWorldConfig`); an empty split is a
     one-line :class:`~speechkit.errors.ConfigError` naming it.
     """
-    from .corpora import filter_clean_speech
     from .realworld import RealWorldEnhancementDataset
 
-    speech = corpora.select("speech", split)
-    if not speech:
-        raise ConfigError(f"{corpora.root}: no speaker falls in split {split!r} (too few speakers?)")
-    if max_floor_db is not None:
-        speech = filter_clean_speech(speech, max_floor_db, floor_cache)
-        if not speech:
-            raise ConfigError(f"{corpora.root}: no {split} speech has a noise floor at or below {max_floor_db} dB")
+    speech = corpora.speech(split, max_floor_db, floor_cache)
     noise = corpora.select("noise", split) + list(extra_noise or [])
     if not noise:
         raise ConfigError(f"{corpora.root}: no noise file falls in split {split!r} (too few noise files?)")

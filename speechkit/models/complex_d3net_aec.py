@@ -11,7 +11,7 @@ pooling (every layer at full time-frequency resolution); a dual complex mask for
 noise suppression; 354 K parameters.
 
 The full paper text was not available, so everything below is a documented design choice, not
-a transcription (see ``/work/shared/dossiers/complex_d3net_aec.md``):
+a transcription:
 
 * **Signal flow.** ``x [B, 2, T]`` (channel 0 microphone ``d``, channel 1 far-end reference
   ``x``) -> causal STFT of both -> complex features ``[B, 2, 2, F, N]`` -> power-law magnitude
