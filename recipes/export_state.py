@@ -1,6 +1,6 @@
 """Export a training-state file (``last.pt``, ``step_*.pt``) as a speechkit checkpoint.
 
-    python -m recipes.export_state runs/NAME/step_0001000.pt -o NAME_1000.safetensors [--raw]
+    python -m recipes.export_state runs/NAME/step_0001000.pt -o NAME_1000.safetensors [--raw] [--half]
 
 The EMA weights are exported when the run keeps them (``--raw``: the optimised weights instead),
 with a provenance naming the recipe, the step and the training time, so a snapshot of a running job
@@ -20,8 +20,11 @@ from speechkit.models import build_model
 from recipes.training.state import load_train_state
 
 
-def export_state(state_path: Path, output: Path, raw: bool = False) -> Path:
-    """Write the weights of ``state_path`` to ``output`` (a ``.safetensors`` checkpoint)."""
+def export_state(state_path: Path, output: Path, raw: bool = False, storage_dtype: str | None = None) -> Path:
+    """Write the weights of ``state_path`` to ``output`` (a ``.safetensors`` checkpoint).
+
+    ``storage_dtype="float16"`` halves the file (release artifacts); loading restores float32.
+    """
     state = load_train_state(state_path)
     config = state["config"]
     if isinstance(config, str):  # stored as JSON text
@@ -43,7 +46,7 @@ def export_state(state_path: Path, output: Path, raw: bool = False) -> Path:
         "weights": "optimised" if raw or not state.get("ema") else "ema",
         "exported_from": state_path.name,
     }
-    return save_checkpoint(model, output, provenance=provenance, overwrite=True)
+    return save_checkpoint(model, output, provenance=provenance, overwrite=True, storage_dtype=storage_dtype)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("state", type=Path, help="a trainer state file (last.pt or step_*.pt)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="the .safetensors checkpoint to write")
     parser.add_argument("--raw", action="store_true", help="export the optimised weights, not the EMA")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the file size)")
     args = parser.parse_args(argv)
     try:
-        path = export_state(args.state, args.output, args.raw)
+        path = export_state(args.state, args.output, args.raw, "float16" if args.half else None)
     except (SpeechkitError, OSError, KeyError) as error:
         print(f"export_state: {error}", file=sys.stderr)
         return 1

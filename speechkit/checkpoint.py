@@ -32,6 +32,8 @@ from .tasks import InputLayout
 FORMAT = "speechkit-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "speechkit"
+#: precisions a checkpoint may store its floating-point tensors at (None: as the model holds them)
+STORAGE_DTYPES = (None, "float16", "bfloat16")
 
 
 def checkpoint_metadata(model: SpeechModel, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -55,6 +57,7 @@ def save_checkpoint(
     path: str | os.PathLike,
     provenance: dict[str, Any] | None = None,
     overwrite: bool = False,
+    storage_dtype: str | None = None,
 ) -> Path:
     """Write ``model`` to ``path`` (``.safetensors``) atomically.
 
@@ -63,14 +66,24 @@ def save_checkpoint(
         path: destination file.
         provenance: training facts (data, steps, metrics, command) stored with the weights.
         overwrite: replace an existing file.
+        storage_dtype: ``"float16"`` or ``"bfloat16"`` stores floating-point tensors at that
+            precision (half the size, for release artifacts); loading casts them back to the
+            model's precision. Default: as the model holds them (bit-exact round trip).
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.exists() and not overwrite:
         raise CheckpointError(f"{path} exists; pass overwrite=True to replace it")
-    metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(model, provenance), sort_keys=True)}
-    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ConfigError(f"storage_dtype must be one of {', '.join(map(str, STORAGE_DTYPES))}, not {storage_dtype!r}")
+    metadata_values = checkpoint_metadata(model, provenance)
+    if storage_dtype is not None:
+        metadata_values["storage_dtype"] = storage_dtype
+    metadata = {METADATA_KEY: json.dumps(metadata_values, sort_keys=True)}
+    tensors = {
+        key: _stored(value.detach().cpu(), storage_dtype).contiguous() for key, value in model.state_dict().items()
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = temporary_sibling(path)
     try:
@@ -157,6 +170,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"{path} was saved for input {stored.describe()}, but its config builds a model for {declared.describe()}"
         )
     state = load_file(str(path), device=str(map_location))
+    expected = model.state_dict()
+    state = {  # half-precision release files load into the model's own precision
+        key: value.to(expected[key].dtype) if key in expected and value.is_floating_point() else value
+        for key, value in state.items()
+    }
     load_state_dict_strict(model, state, str(path))
     model.to(map_location)
     model.eval()
@@ -173,6 +191,13 @@ def stored_input_layout(metadata: dict[str, Any], model: SpeechModel) -> InputLa
         return InputLayout.from_dict(values)
     except (ConfigError, TypeError, ValueError) as error:
         raise CheckpointError(f"invalid input_layout in checkpoint metadata: {error}") from error
+
+
+def _stored(tensor: torch.Tensor, storage_dtype: str | None) -> torch.Tensor:
+    """``tensor`` at the storage precision (floating-point tensors only)."""
+    if storage_dtype is None or not tensor.is_floating_point():
+        return tensor
+    return tensor.to(getattr(torch, storage_dtype))
 
 
 def _preview(items: list[str], limit: int = 5) -> str:

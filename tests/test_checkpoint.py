@@ -19,7 +19,7 @@ from speechkit.checkpoint import (
     save_checkpoint,
 )
 from conftest import PickleExploit, write_pickle
-from speechkit.errors import CheckpointError
+from speechkit.errors import CheckpointError, ConfigError
 from speechkit.models import build_model
 
 
@@ -52,6 +52,31 @@ def test_round_trip_outputs_identical(saved: tuple[Path, torch.nn.Module]) -> No
         assert torch.equal(loaded(x), model(x))
     for key, tensor in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], tensor)
+
+
+@pytest.mark.parametrize("storage_dtype", ["float16", "bfloat16"])
+def test_half_precision_storage(saved: tuple[Path, torch.nn.Module], tmp_path: Path, storage_dtype: str) -> None:
+    """A half-precision release file is half the size and loads into float32 weights equal to the rounded ones."""
+    from safetensors import safe_open
+
+    full, model = saved
+    half = save_checkpoint(model, tmp_path / "half.safetensors", storage_dtype=storage_dtype)
+    with safe_open(str(half), framework="pt") as handle:
+        assert {handle.get_tensor(key).dtype for key in handle.keys()} == {getattr(torch, storage_dtype)}
+    weight_bytes = sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+    assert full.stat().st_size - half.stat().st_size >= weight_bytes // 2 - 64  # the weights take half the bytes
+    assert read_metadata(half)["storage_dtype"] == storage_dtype
+    loaded = load_checkpoint(half)
+    for key, tensor in model.state_dict().items():
+        assert loaded.state_dict()[key].dtype == torch.float32
+        assert torch.equal(loaded.state_dict()[key], tensor.to(getattr(torch, storage_dtype)).float())
+    x = torch.randn(1, 1, 700)
+    with torch.no_grad():
+        reference, output = model(x), loaded(x)
+    assert not torch.equal(output, reference)  # rounded weights, so not bit-exact...
+    assert (output - reference).abs().max() < 0.05 * reference.abs().max()  # ...but close
+    with pytest.raises(ConfigError, match="storage_dtype"):
+        save_checkpoint(model, tmp_path / "bad.safetensors", storage_dtype="int8")
 
 
 def test_metadata_contents(saved: tuple[Path, torch.nn.Module]) -> None:
