@@ -310,14 +310,18 @@ def realworld_separation(
     reverb_probability: float = 0.2,
     max_floor_db: float | None = -35.0,
     floor_cache: str | None = None,
+    conditions: dict[str, Any] | None = None,
 ) -> Dataset:
     """Mixtures of real sentences of different speakers with the device channel of real recordings.
 
     :class:`recipes.data.realworld.RealWorldSeparationDataset` over one split of a corpus cache:
     overlap 50-100 %, relative gains -5..5 dB, real noise (SNR 0..15 dB) with ``noise_probability``,
     measured or simulated rooms (early-reflection targets) with ``reverb_probability``, and
-    colouration, high-pass and telephone band on mixture and targets alike.
+    colouration, high-pass and telephone band on mixture and targets alike. ``conditions``
+    overrides fields of the channel's :class:`~recipes.data.conditions.ConditionConfig` (e.g.
+    ``{"telephone_probability": 1.0}`` for an all-telephone-band test set).
     """
+    from recipes.data.conditions import ConditionConfig
     from recipes.data.corpora import load_corpora
     from recipes.data.datasets import ReverbConfig, SeparationConfig
     from recipes.data.realworld import RealWorldSeparationDataset
@@ -329,8 +333,10 @@ def realworld_separation(
         speaker_counts=tuple(int(count) for count in speaker_counts), noise_probability=float(noise_probability),
         reverb=ReverbConfig(probability=float(reverb_probability), source="both", target="early"),
     )
+    channel = {"clipping_probability": 0.0, "dc_offset_probability": 0.0, "silence_probability": 0.0}
+    channel.update({key: tuple(value) if isinstance(value, list) else value for key, value in (conditions or {}).items()})
     return RealWorldSeparationDataset(speech, corpora.select("noise", split), config, int(length), int(seed),
-                                      corpora.select("rir", split))
+                                      corpora.select("rir", split), conditions=ConditionConfig(**channel))
 
 
 def fixed_realworld_separation(

@@ -15,9 +15,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_items_mix_two_speakers_and_share_one_channel(cache: Path) -> None:
     dataset = realworld_separation(str(cache), "train", segment_seconds=0.5, length=12, seed=1, max_floor_db=None,
-                                   noise_probability=0.0, reverb_probability=0.0)
-    dataset.conditions = type(dataset.conditions)(colouration_probability=1.0, telephone_probability=1.0,
-                                                  clipping_probability=0.0, dc_offset_probability=0.0)
+                                   noise_probability=0.0, reverb_probability=0.0,
+                                   conditions={"colouration_probability": 1.0, "telephone_probability": 1.0})
+    assert dataset.conditions.clipping_probability == 0.0 and dataset.conditions.silence_probability == 0.0
     item = dataset[0]
     assert item["mixture"].shape == (1, 8000) and item["targets"].shape == (2, 1, 8000)
     assert "telephone" in item["channel"] and "eq" in item["channel"]
@@ -35,3 +35,25 @@ def test_fixed_separation_set_is_built_once(cache: Path, tmp_path: Path) -> None
                                          max_floor_db=None, noise_probability=0.0, reverb_probability=0.0)
     assert len(dataset) == 3 and (root / "index.json").is_file()
     assert dataset[0]["targets"].shape[0] == 2
+
+
+def test_conditions_override_the_channel(cache: Path) -> None:
+    """An all-high-passed set (300 Hz, no colouration) has its low band removed in every item."""
+    highpassed = realworld_separation(
+        str(cache), "train", segment_seconds=0.5, length=4, seed=1, max_floor_db=None, noise_probability=0.0,
+        reverb_probability=0.0, conditions={"colouration_probability": 1.0, "eq_bands": [0, 0],
+                                            "highpass_probability": 1.0, "highpass_hz": [300.0, 300.0]},
+    )
+    plain = realworld_separation(str(cache), "train", segment_seconds=0.5, length=4, seed=1, max_floor_db=None,
+                                 noise_probability=0.0, reverb_probability=0.0,
+                                 conditions={"colouration_probability": 0.0, "telephone_probability": 0.0})
+    for index in range(4):
+        assert highpassed[index]["channel"] == "eq" and plain[index]["channel"] == ""
+
+        def low_band_share(audio: np.ndarray) -> float:
+            power = np.abs(np.fft.rfft(audio[0] * np.hanning(audio.shape[-1]))) ** 2  # 0.5 s: 2 Hz bins
+            return float(power[: 150 // 2].sum() / power.sum())  # below 150 Hz
+
+        # a 2nd-order high-pass at 300 Hz takes 12-19 dB off 100-150 Hz
+        assert low_band_share(highpassed[index]["mixture"].numpy()) < 0.3 * low_band_share(plain[index]["mixture"].numpy())
+    assert highpassed.conditions.highpass_hz == (300.0, 300.0)
