@@ -20,6 +20,9 @@ MODEL_CLASSES: Mapping[str, str] = MappingProxyType(
     {
         "conv_tasnet": "speechkit.models.conv_tasnet:ConvTasNet",
         "complex_d3net_aec": "speechkit.models.complex_d3net_aec:ComplexD3NetAEC",
+        "tiger": "speechkit.models.tiger:TIGER",
+        "deftan2": "speechkit.models.deftan2:DeFTAN2",
+        "mossformer2": "speechkit.models.mossformer2:MossFormer2",
     }
 )
 
