@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from .bandsplit import BandMerge, BandSplit, bands_from_hz, bands_from_widths, check_bands
+from .bandsplit import BandMerge, BandSplit, bands_from_hz, bands_from_width_table, bands_from_widths, check_bands
 from .compression import compress_spectrum, decompress_spectrum
 from .masks import (
     COMPLEX_MASK_KINDS,
@@ -60,6 +60,7 @@ __all__ = [
     "apply_real_mask",
     "bounded_complex_mask",
     "bands_from_hz",
+    "bands_from_width_table",
     "bands_from_widths",
     "bounded_real_mask",
     "check_bands",

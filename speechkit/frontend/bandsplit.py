@@ -8,12 +8,16 @@ concatenated over the bands: ``[B, out_channels, F, T]`` (``out_channels = 2`` f
 or spectrum, ``2 * S`` for S sources).
 
 Bands are ``(start, end)`` bin ranges that cover ``0 .. F`` exactly once, in order. Build them from
-edges in Hz (:func:`bands_from_hz`) or bin widths (:func:`bands_from_widths`); :func:`check_bands`
-validates any list. Both modules are frame-local (no context across frames), so they suit causal
-and chunked models alike.
+edges in Hz (:func:`bands_from_hz`), bin widths (:func:`bands_from_widths`) or a table of band
+widths in Hz with a count each (:func:`bands_from_width_table`, TIGER's rule); :func:`check_bands`
+validates any list. With the default ``norm="frame"`` both modules are frame-local (no context
+across frames), so they suit causal and chunked models alike; ``BandSplit(norm="sequence")``
+normalises each band over all its frames (``GroupNorm(1, 2 * width)``, TIGER's bottleneck) and
+``BandMerge(head="prelu")`` is a PReLU followed by a grouped 1x1 projection (TIGER's mask head).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -22,6 +26,11 @@ from torch import nn
 from ..errors import ConfigError
 
 Band = tuple[int, int]
+
+#: :class:`BandSplit` norms: per frame (layer norm) or over the whole band sequence (GroupNorm(1, .))
+SPLIT_NORMS = ("frame", "sequence")
+#: :class:`BandMerge` heads: layer norm + linear, or PReLU + grouped 1x1 projection
+MERGE_HEADS = ("norm", "prelu")
 
 
 def check_bands(bands: Sequence[Sequence[int]], num_freqs: int) -> tuple[Band, ...]:
@@ -50,6 +59,35 @@ def bands_from_widths(widths: Sequence[int], num_freqs: int) -> tuple[Band, ...]
     return check_bands(bands, num_freqs)
 
 
+def bands_from_width_table(
+    table: Sequence[tuple[float, int]], sample_rate: int, n_fft: int
+) -> tuple[Band, ...]:
+    """Bands from ``((width_hz, count), ...)``, low to high, plus one band of the bins left over.
+
+    Each width becomes ``floor(width_hz / (sample_rate / 2) * F)`` bins (``F = n_fft // 2 + 1``);
+    ``count`` bands of it follow each other from bin 0, and the bins above the last one form a
+    final band (TIGER, Xu et al. ICLR 2025: ``((25, 40), (100, 10), (250, 8), (500, 8))`` at
+    16 kHz with ``n_fft = 640`` gives 40 x 1, 10 x 4, 8 x 10, 8 x 20 bins and 1 left over, 67 bands).
+    """
+    num_freqs = n_fft // 2 + 1
+    widths: list[int] = []
+    for width_hz, count in table:
+        width = math.floor(float(width_hz) / (sample_rate / 2) * num_freqs)
+        if width < 1 or int(count) < 1:
+            raise ConfigError(
+                f"a band of {width_hz:g} Hz is {width} bins at {sample_rate} Hz with n_fft={n_fft} "
+                f"(count {count}); widths and counts must be at least 1"
+            )
+        widths.extend([width] * int(count))
+    if sum(widths) > num_freqs:
+        raise ConfigError(
+            f"the band table {list(table)} needs {sum(widths)} bins, more than the {num_freqs} of n_fft={n_fft}"
+        )
+    if sum(widths) < num_freqs:
+        widths.append(num_freqs - sum(widths))
+    return bands_from_widths(widths, num_freqs)
+
+
 def bands_from_hz(edges_hz: Sequence[float], sample_rate: int, n_fft: int) -> tuple[Band, ...]:
     """Bands between the interior band edges ``edges_hz`` (Hz, increasing, in ``(0, sample_rate / 2)``).
 
@@ -69,19 +107,30 @@ def bands_from_hz(edges_hz: Sequence[float], sample_rate: int, n_fft: int) -> tu
 
 
 class BandSplit(nn.Module):
-    """``[B, 2, F, T]`` -> ``[B, features, n_bands, T]``: per band a frame-wise layer norm and a linear map.
+    """``[B, 2, F, T]`` -> ``[B, features, n_bands, T]``: per band a norm and a linear map.
 
     Args:
         bands: ``(start, end)`` bin ranges tiling ``0 .. num_freqs`` (:func:`check_bands`).
         num_freqs: bins ``F`` of the input spectrum.
         features: output channels per band.
+        norm: ``"frame"`` (layer norm over the ``2 * width`` values of each frame, the default) or
+            ``"sequence"`` (``GroupNorm(1, 2 * width)``: one mean and variance over the band's
+            values in all frames; not frame-local).
+        eps: the norm's epsilon (default: PyTorch's 1e-5).
     """
 
-    def __init__(self, bands: Sequence[Sequence[int]], num_freqs: int, features: int) -> None:
+    def __init__(self, bands: Sequence[Sequence[int]], num_freqs: int, features: int, norm: str = "frame",
+                 eps: float = 1e-5) -> None:
         super().__init__()
+        if norm not in SPLIT_NORMS:
+            raise ConfigError(f"unknown BandSplit norm {norm!r} (known: {', '.join(SPLIT_NORMS)})")
         self.bands = check_bands(bands, num_freqs)
         self.num_freqs = int(num_freqs)
-        self.norms = nn.ModuleList(nn.LayerNorm(2 * (end - start)) for start, end in self.bands)
+        self.norm = norm
+        if norm == "frame":
+            self.norms = nn.ModuleList(nn.LayerNorm(2 * (end - start), eps=eps) for start, end in self.bands)
+        else:
+            self.norms = nn.ModuleList(nn.GroupNorm(1, 2 * (end - start), eps=eps) for start, end in self.bands)
         self.projections = nn.ModuleList(nn.Linear(2 * (end - start), features) for start, end in self.bands)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
@@ -92,7 +141,10 @@ class BandSplit(nn.Module):
         outputs = []
         for (start, end), norm, projection in zip(self.bands, self.norms, self.projections):
             band = spec[:, :, start:end].reshape(batch, 2 * (end - start), frames)  # [B, 2*w, T]
-            band = projection(norm(band.transpose(1, 2)))  # [B, T, features]
+            if self.norm == "frame":
+                band = projection(norm(band.transpose(1, 2)))  # [B, T, features]
+            else:
+                band = projection(norm(band).transpose(1, 2))  # [B, T, features]
             outputs.append(band.transpose(1, 2))  # [B, features, T]
         return torch.stack(outputs, dim=2)  # [B, features, n_bands, T]
 
@@ -105,17 +157,35 @@ class BandMerge(nn.Module):
         num_freqs: bins ``F`` of the output.
         features: input channels per band.
         out_channels: values per bin (2: one complex mask/spectrum; 2 * S for S sources).
+        head: ``"norm"`` (layer norm, then a linear map; ``norms.i`` / ``projections.i``) or
+            ``"prelu"`` (a one-parameter PReLU, then a 1x1 ``Conv1d`` with ``groups`` groups;
+            ``activations.i`` / ``projections.i``).
+        groups: groups of the ``"prelu"`` head's projection (divides ``features`` and ``out_channels``).
     """
 
-    def __init__(self, bands: Sequence[Sequence[int]], num_freqs: int, features: int, out_channels: int = 2) -> None:
+    def __init__(self, bands: Sequence[Sequence[int]], num_freqs: int, features: int, out_channels: int = 2,
+                 head: str = "norm", groups: int = 1) -> None:
         super().__init__()
+        if head not in MERGE_HEADS:
+            raise ConfigError(f"unknown BandMerge head {head!r} (known: {', '.join(MERGE_HEADS)})")
+        if head == "norm" and groups != 1:
+            raise ConfigError("BandMerge groups apply to the 'prelu' head only")
+        if features % groups or out_channels % groups:
+            raise ConfigError(f"BandMerge groups {groups} must divide features {features} and out_channels {out_channels}")
         self.bands = check_bands(bands, num_freqs)
         self.out_channels = int(out_channels)
         self.features = int(features)
-        self.norms = nn.ModuleList(nn.LayerNorm(features) for _ in self.bands)
-        self.projections = nn.ModuleList(
-            nn.Linear(features, self.out_channels * (end - start)) for start, end in self.bands
-        )
+        self.head = head
+        if head == "norm":
+            self.norms = nn.ModuleList(nn.LayerNorm(features) for _ in self.bands)
+            self.projections = nn.ModuleList(
+                nn.Linear(features, self.out_channels * (end - start)) for start, end in self.bands
+            )
+        else:
+            self.activations = nn.ModuleList(nn.PReLU() for _ in self.bands)
+            self.projections = nn.ModuleList(
+                nn.Conv1d(features, self.out_channels * (end - start), 1, groups=groups) for start, end in self.bands
+            )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``features [B, N, n_bands, T]`` -> ``[B, out_channels, F, T]``."""
@@ -125,11 +195,24 @@ class BandMerge(nn.Module):
             )
         batch, _, _, frames = features.shape
         outputs = []
-        for index, ((start, end), norm, projection) in enumerate(zip(self.bands, self.norms, self.projections)):
-            band = projection(norm(features[:, :, index].transpose(1, 2)))  # [B, T, out*w]
-            band = band.transpose(1, 2).reshape(batch, self.out_channels, end - start, frames)  # [B, out, w, T]
+        heads = self.norms if self.head == "norm" else self.activations
+        for index, ((start, end), head, projection) in enumerate(zip(self.bands, heads, self.projections)):
+            if self.head == "norm":
+                band = projection(head(features[:, :, index].transpose(1, 2))).transpose(1, 2)  # [B, out*w, T]
+            else:
+                band = projection(head(features[:, :, index]))  # [B, out*w, T]
+            band = band.reshape(batch, self.out_channels, end - start, frames)  # [B, out, w, T]
             outputs.append(band)
         return torch.cat(outputs, dim=2)  # [B, out_channels, F, T]
 
 
-__all__ = ["BandMerge", "BandSplit", "bands_from_hz", "bands_from_widths", "check_bands"]
+__all__ = [
+    "MERGE_HEADS",
+    "SPLIT_NORMS",
+    "BandMerge",
+    "BandSplit",
+    "bands_from_hz",
+    "bands_from_width_table",
+    "bands_from_widths",
+    "check_bands",
+]

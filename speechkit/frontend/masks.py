@@ -139,6 +139,23 @@ def bounded_complex_mask(
     raise ConfigError(f"unknown complex mask kind {kind!r} (known: {', '.join(COMPLEX_MASK_KINDS)})")
 
 
+def sum_to_one_complex_masks(masks: torch.Tensor, source_dim: int, dim: int = COMPLEX_DIM) -> torch.Tensor:
+    """Mixture consistency in the mask domain: shift ``S`` complex masks so they sum to ``1 + 0j``.
+
+    ``masks`` holds one stacked complex mask per source along ``source_dim`` (the real/imag axis
+    at ``dim``); each real part moves by ``-(sum of real parts - 1) / S`` and each imaginary part
+    by ``-(sum of imaginary parts) / S``, so the masked sources add up to the mixture (TIGER).
+    """
+    _check_stacked(masks, "the masks", dim)
+    source_axis, complex_axis = source_dim % masks.dim(), dim % masks.dim()
+    count = masks.shape[source_axis]
+    real, imag = real_part(masks, dim), imag_part(masks, dim)  # the complex axis removed
+    summed_axis = source_axis - 1 if source_axis > complex_axis else source_axis
+    real = real - (real.sum(dim=summed_axis, keepdim=True) - 1.0) / count
+    imag = imag - imag.sum(dim=summed_axis, keepdim=True) / count
+    return stack_complex(real, imag, dim)
+
+
 def apply_real_mask(spec: torch.Tensor, mask: torch.Tensor, dim: int = COMPLEX_DIM) -> torch.Tensor:
     """Scale both parts of ``spec [..., 2, F, N]`` by a real ``mask [..., F, N]`` (broadcasting)."""
     _check_stacked(spec, "the spectrum", dim)
@@ -217,4 +234,5 @@ __all__ = [
     "magnitude",
     "real_part",
     "stack_complex",
+    "sum_to_one_complex_masks",
 ]

@@ -34,15 +34,19 @@ CAUSAL_NORM_TYPES = ("cLN", "chanLN")
 class _AffineNorm(nn.Module):
     """Shared gain/bias parameters; subclasses compute the normalised features."""
 
-    def __init__(self, num_channels: int) -> None:
+    def __init__(self, num_channels: int, eps: float = NORM_EPS) -> None:
         super().__init__()
         self.num_channels = num_channels
+        self.eps = float(eps)
         self.gamma = nn.Parameter(torch.ones(num_channels))
         self.beta = nn.Parameter(torch.zeros(num_channels))
 
     def _affine(self, normed: torch.Tensor) -> torch.Tensor:
-        """``gamma * normed + beta`` per channel of ``[B, C, T]``."""
-        return self.gamma[:, None] * normed + self.beta[:, None]
+        """``gamma * normed + beta`` per channel of ``[B, C, ...]`` (any number of trailing axes)."""
+        if normed.dim() == 3:
+            return self.gamma[:, None] * normed + self.beta[:, None]
+        shape = (self.num_channels,) + (1,) * (normed.dim() - 2)
+        return self.gamma.reshape(shape) * normed + self.beta.reshape(shape)
 
 
 class GlobalLayerNorm(_AffineNorm):
@@ -52,17 +56,21 @@ class GlobalLayerNorm(_AffineNorm):
         """``x [B, C, T] -> [B, C, T]``."""
         mean = x.mean(dim=(1, 2), keepdim=True)  # [B, 1, 1]
         var = (x - mean).pow(2).mean(dim=(1, 2), keepdim=True)  # [B, 1, 1]
-        return self._affine((x - mean) / torch.sqrt(var + NORM_EPS))
+        return self._affine((x - mean) / torch.sqrt(var + self.eps))
 
 
 class ChannelLayerNorm(_AffineNorm):
-    """chanLN: normalise each frame of ``[B, C, T]`` by its own mean and variance over channels."""
+    """chanLN: normalise each frame of ``[B, C, T]`` by its own mean and variance over channels.
+
+    Also takes ``[B, C, X, Y]`` (or more axes): each position is normalised over the channels
+    (TF-GridNet's / TIGER's ``LayerNormalization4D``, with ``eps=1e-5`` there).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, C, T] -> [B, C, T]``."""
+        """``x [B, C, T] -> [B, C, T]`` (or ``[B, C, X, Y] -> [B, C, X, Y]``)."""
         mean = x.mean(dim=1, keepdim=True)  # [B, 1, T]
         var = (x - mean).pow(2).mean(dim=1, keepdim=True)  # [B, 1, T]
-        return self._affine((x - mean) / torch.sqrt(var + NORM_EPS))
+        return self._affine((x - mean) / torch.sqrt(var + self.eps))
 
 
 class CumulativeLayerNorm(_AffineNorm):
@@ -83,7 +91,7 @@ class CumulativeLayerNorm(_AffineNorm):
         count = cum_frames * self.num_channels  # [B, 1, T]
         cum_mean = cum_sum / count
         cum_var = (cum_pow_sum / count - cum_mean.pow(2)).clamp(min=0.0)
-        return self._affine((x - cum_mean) / torch.sqrt(cum_var + NORM_EPS))
+        return self._affine((x - cum_mean) / torch.sqrt(cum_var + self.eps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T] -> [B, C, T]`` (offline, from an empty history)."""
@@ -113,7 +121,7 @@ class CumulativeLayerNorm(_AffineNorm):
         moments = new_state[:, :2, None] / (new_state[:, 2:3, None] * self.num_channels)  # [B, 2, 1]
         cum_mean = moments[:, 0:1]  # [B, 1, 1]
         cum_var = (moments[:, 1:2] - cum_mean * cum_mean).clamp(min=0.0)  # [B, 1, 1]
-        return self._affine((x - cum_mean) / torch.sqrt(cum_var + NORM_EPS)), new_state
+        return self._affine((x - cum_mean) / torch.sqrt(cum_var + self.eps)), new_state
 
 
 def make_norm(norm_type: str, num_channels: int) -> nn.Module:
