@@ -16,7 +16,12 @@ synthesis ``causal_crop``-ped, so frame t covers samples ``[t*stride - (kernel_s
 t*stride + stride)``; streaming uses ``analysis_step`` / ``overlap_add_step`` with explicit state
 and reproduces the offline output delayed by ``kernel_size - stride`` samples. ``framing="asteroid"``
 frames like asteroid's ``Encoder``/``Decoder`` instead (no padding, synthesis padded or cropped to
-the input length; offline only), so converted asteroid models reproduce asteroid's output.
+the input length; offline only), so converted asteroid models reproduce asteroid's output;
+``framing="unpadded"`` is the same convention for other models that frame this way (MossFormer2).
+
+The encoder output is linear by default (Conv-TasNet); ``activation="relu"`` rectifies it (the
+non-negative representation of MossFormer2, S. Zhao et al., ICASSP 2024, and of the original
+TasNet encoder), offline and streaming alike.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ from torch import nn
 from ..errors import ConfigError
 from . import framing
 from .framing import check_framing
+
+#: encoder output non-linearities: "linear" (none, Conv-TasNet) or "relu" (MossFormer2)
+ENCODER_ACTIVATIONS = ("linear", "relu")
 
 
 class FreeFilterbank(nn.Module):
@@ -73,7 +81,23 @@ class _LearnedFilterbankModule(nn.Module):
 
 
 class LearnedEncoder(_LearnedFilterbankModule):
-    """Waveform ``[..., T]`` (or ``[..., M, T]`` with ``in_channels = M > 1``) -> ``[..., N, n_frames]``."""
+    """Waveform ``[..., T]`` (or ``[..., M, T]`` with ``in_channels = M > 1``) -> ``[..., N, n_frames]``.
+
+    ``activation`` (:data:`ENCODER_ACTIVATIONS`) is applied to the filter outputs: ``"linear"``
+    (default) leaves them as they are, ``"relu"`` keeps their positive part.
+    """
+
+    def __init__(
+        self, n_filters: int, kernel_size: int, stride: int, in_channels: int = 1, framing: str = "causal",
+        activation: str = "linear",
+    ) -> None:
+        super().__init__(n_filters, kernel_size, stride, in_channels, framing)
+        if activation not in ENCODER_ACTIVATIONS:
+            raise ConfigError(f"unknown encoder activation {activation!r}; use one of {', '.join(ENCODER_ACTIVATIONS)}")
+        self.activation = activation
+
+    def _activate(self, features: torch.Tensor) -> torch.Tensor:
+        return F.relu(features) if self.activation == "relu" else features
 
     @property
     def in_channels(self) -> int:
@@ -94,7 +118,7 @@ class LearnedEncoder(_LearnedFilterbankModule):
         leading = waveform.shape[: waveform.dim() - 1 - channel_axes]
         flat = waveform.reshape(-1, self.in_channels, waveform.shape[-1])  # [B', M, T]
         padded = framing.analysis_pad(flat, self.kernel_size, self.stride, self.framing)  # [B', M, >= (F-1)*stride + L]
-        features = F.conv1d(padded, self.filterbank.filters(), stride=self.stride)  # [B', N, F]
+        features = self._activate(F.conv1d(padded, self.filterbank.filters(), stride=self.stride))  # [B', N, F]
         return features.reshape(*leading, *features.shape[-2:])  # [..., N, F]
 
     def initial_state(self, batch_size: int, device: torch.device | None = None,
@@ -114,7 +138,7 @@ class LearnedEncoder(_LearnedFilterbankModule):
         frames, new_state = framing.analysis_step(block, state)  # frames [B, (M,) L - stride + k * stride]
         if not self._channel_axes():
             frames = frames[:, None, :]  # [B, W] -> [B, 1, W]
-        features = F.conv1d(frames, self.filterbank.filters(), stride=self.stride)  # [B, N, k]
+        features = self._activate(F.conv1d(frames, self.filterbank.filters(), stride=self.stride))  # [B, N, k]
         return features, new_state
 
 

@@ -25,7 +25,9 @@ by :mod:`speechkit.convert.asteroid`): no padding, frame ``t`` covers ``[t*hop, 
 is right-padded with zeros or cropped to the input length (asteroid's ``pad_x_to_y``). Against
 the causal convention this drops the ``(win - hop) / hop`` frames that start before the signal and
 the frame(s) that end after it, so a network sees different edge frames, and the first and last
-``win - hop`` samples differ. :func:`analysis_pad` and :func:`synthesis_crop` select a convention.
+``win - hop`` samples differ. ``framing="unpadded"`` is the same convention under a toolkit-neutral
+name (MossFormer2's official encoder and decoder frame this way). :func:`analysis_pad` and
+:func:`synthesis_crop` select a convention.
 """
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 
-#: framing conventions: "causal" (this module's, streams) or "asteroid" (no padding; offline only)
-FRAMINGS = ("causal", "asteroid")
+#: framing conventions: "causal" (this module's, streams) or "asteroid" (no padding; offline only);
+#: "unpadded" is the same offline convention as "asteroid" under a toolkit-neutral name (MossFormer2's
+#: encoder and decoder frame this way too)
+FRAMINGS = ("causal", "asteroid", "unpadded")
 
 
 def causal_num_frames(length: int, win: int, hop: int) -> int:
@@ -111,8 +115,8 @@ def check_framing(framing: str) -> str:
 def analysis_pad(x: torch.Tensor, win: int, hop: int, framing: str = "causal") -> torch.Tensor:
     """Pad ``x [..., T]`` for a stride-``hop`` analysis with window ``win`` under ``framing``.
 
-    ``"causal"``: :func:`causal_pad`. ``"asteroid"``: no padding (a signal shorter than one window
-    is right-padded to ``win`` samples, where asteroid would fail).
+    ``"causal"``: :func:`causal_pad`. ``"asteroid"`` / ``"unpadded"``: no padding (a signal shorter
+    than one window is right-padded to ``win`` samples, where asteroid would fail).
     """
     if check_framing(framing) == "causal":
         return causal_pad(x, win, hop)
@@ -124,7 +128,7 @@ def analysis_pad(x: torch.Tensor, win: int, hop: int, framing: str = "causal") -
 def synthesis_crop(y: torch.Tensor, win: int, hop: int, length: int, framing: str = "causal") -> torch.Tensor:
     """The ``length`` output samples of an overlap-added ``y [..., L]`` under ``framing``.
 
-    ``"causal"``: :func:`causal_crop`. ``"asteroid"``: the first ``length`` samples, right-padded
+    ``"causal"``: :func:`causal_crop`. ``"asteroid"`` / ``"unpadded"``: the first ``length`` samples, right-padded
     with zeros when ``y`` is shorter (asteroid's ``pad_x_to_y``).
     """
     if check_framing(framing) == "causal":
