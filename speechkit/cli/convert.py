@@ -19,7 +19,7 @@ from . import EXIT_OK
 
 #: source formats offered on the command line (the keys of speechkit.convert.CONVERTERS;
 #: repeated so that building the parser does not import torch)
-SOURCES = ("asteroid",)
+SOURCES = ("asteroid", "deftan2", "tiger")
 CHECKPOINT_SUFFIX = ".safetensors"
 
 
@@ -37,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("input", metavar="IN", help="checkpoint file to convert (never modified)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.safetensors", help="destination file")
     parser.add_argument(
-        "--framing", choices=("asteroid", "causal"), default="asteroid",
-        help="asteroid (default): reproduce asteroid's output exactly, offline (chunked) only; causal: "
-        "speechkit's framing, so a causal model streams, but outputs differ near both ends",
+        "--framing", choices=("asteroid", "causal"), default=None,
+        help="asteroid checkpoints only. asteroid (default): reproduce asteroid's output exactly, offline "
+        "(chunked) only; causal: speechkit's framing, so a causal model streams, but outputs differ near both ends",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.set_defaults(func=run)
@@ -60,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
         raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
     if not output.parent.is_dir():
         raise ConfigError(f"the output folder {output.parent} does not exist")
-    model = convert_checkpoint(args.source, source, out_path=output, overwrite=args.force, framing=args.framing)
+    if args.source != "asteroid" and args.framing is not None:
+        raise ConfigError(f"--framing applies to asteroid checkpoints only, not {args.source}")
+    options = {"framing": args.framing or "asteroid"} if args.source == "asteroid" else {}
+    model = convert_checkpoint(args.source, source, out_path=output, overwrite=args.force, **options)
     summary = model.describe()
     streaming = (
         f"streams with {summary['algorithmic_latency_ms']:.2f} ms latency"
@@ -71,4 +74,8 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {output}: {summary['name']} {summary['task']}, {summary['sources']} source(s), "
         f"{summary['sample_rate']} Hz, {summary['parameters']:,} parameters, {streaming}"
     )
+    if args.source == "deftan2":
+        from ..convert.deftan2 import describe_inferred
+
+        print(describe_inferred(model.config))
     return EXIT_OK

@@ -5,6 +5,8 @@ Each importer lives in its own module and reads the original file with
 
 - :mod:`speechkit.convert.asteroid`: asteroid ``ConvTasNet`` (``.pth`` or ``pytorch_model.bin``)
   -> ``conv_tasnet``.
+- :mod:`speechkit.convert.tiger`: official TIGER (Hugging Face folder with ``config.json``, or a
+  ``.safetensors`` / ``.bin`` / ``.pth`` beside it) -> ``tiger``.
 
 Use :func:`convert_checkpoint` to dispatch by source name.
 """
@@ -22,6 +24,8 @@ from ..errors import CheckpointError
 CONVERTERS: Mapping[str, str] = MappingProxyType(
     {
         "asteroid": "speechkit.convert.asteroid:convert_asteroid_checkpoint",
+        "tiger": "speechkit.convert.tiger:convert_tiger_checkpoint",
+        "deftan2": "speechkit.convert.deftan2:convert_deftan2_checkpoint",
     }
 )
 

@@ -1,0 +1,224 @@
+"""DeFTAN-II: paper sizes, reference behaviour, causal variant, converter and the array file path."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torch.nn.functional as F
+
+from conftest import speech_like, write_audio_file
+from speechkit.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from speechkit.cli import EXIT_OK, main
+from speechkit.convert.deftan2 import convert_deftan2_checkpoint
+from speechkit.errors import CheckpointError
+from speechkit.models.deftan2 import DeFTAN2, DeFTAN2Config, unfold_neighbours
+from speechkit.nn.linear_attention import causal_linear_attention
+
+
+# ---------------------------------------------------------------------- sizes
+@pytest.mark.parametrize(
+    ("preset", "expected", "paper"),
+    [("base", 3_997_988, 3.998e6), ("large", 7_712_804, 7.71e6),
+     ("base_8mic", 4_016_420, 3.998e6), ("large_8mic", 7_731_236, 7.71e6)],
+)
+def test_parameter_counts_on_the_meta_device(preset: str, expected: int, paper: float) -> None:
+    with torch.device("meta"):
+        model = DeFTAN2.from_preset(preset)
+    assert model.num_parameters() == expected
+    assert abs(model.num_parameters() - paper) / paper < 0.005  # within 0.5 % of the measured reference counts
+    assert model.input_layout.num_microphones == model.config.num_microphones
+
+
+def test_reference_key_layout_has_586_tensors_for_base() -> None:
+    with torch.device("meta"):
+        keys = set(DeFTAN2.from_preset("base").state_dict())
+    assert len(keys) == 586
+    assert _reference_keys(DeFTAN2Config()) == keys
+
+
+# ---------------------------------------------------------------------- reference behaviour
+def test_unfold_matches_torch_unfold_order() -> None:
+    x = torch.randn(3, 5, 11)
+    ours, _ = unfold_neighbours(x, 4, None, causal=False)
+    reference = F.unfold(x[..., None], (4, 1))  # [N, C*4, L-3]
+    assert torch.equal(ours, reference)
+
+
+def test_offline_output_is_scale_equivariant_and_shaped() -> None:
+    torch.manual_seed(0)
+    model = DeFTAN2.from_preset("tiny").eval()
+    x = torch.from_numpy(speech_like(0.25, 16000, channels=4))[None]
+    with torch.no_grad():
+        y = model(x)
+        y_loud = model(4.0 * x)
+    assert y.shape == (1, 1, 1, x.shape[-1])
+    assert torch.allclose(y_loud, 4.0 * y, atol=1e-5 * float(y.abs().max()) * 4)
+
+
+def test_causal_attention_at_each_position_equals_offline_attention_on_the_prefix() -> None:
+    torch.manual_seed(1)
+    queries = F.softmax(torch.randn(2, 3, 9, 4), dim=-1)
+    keys, values = torch.randn(2, 3, 9, 4), torch.randn(2, 3, 9, 5)
+    causal, _, _ = causal_linear_attention(queries, torch.exp(keys), values, torch.zeros(2, 3, 4, 5),
+                                           torch.zeros(2, 3, 4), chunk=4)
+    for end in (1, 4, 9):
+        summary = torch.matmul(F.softmax(keys[:, :, :end], dim=2).transpose(-1, -2), values[:, :, :end])
+        expected = torch.matmul(queries[:, :, end - 1 : end], summary)
+        assert torch.allclose(causal[:, :, end - 1 : end], expected, atol=1e-5)
+
+
+def test_causal_variant_never_looks_ahead_but_the_offline_model_does() -> None:
+    torch.manual_seed(2)
+    x = 0.3 * torch.randn(1, 4, 2048)
+    changed = x.clone()
+    changed[..., 1500:] += 0.5 * torch.randn(1, 4, 548)
+    for preset, looks_ahead in (("tiny_causal", False), ("tiny", True)):
+        model = DeFTAN2.from_preset(preset).eval()
+        with torch.no_grad():
+            before, after = model(x), model(changed)
+        # the causal output up to a sample depends on input up to one window later at most (framing)
+        limit = 1500 - model.config.n_fft
+        difference = float((before[..., :limit] - after[..., :limit]).abs().max())
+        assert (difference > 1e-4) == looks_ahead, (preset, difference)
+
+
+def test_causal_latency_is_one_window() -> None:
+    model = DeFTAN2.from_preset("small_causal")
+    assert model.algorithmic_latency == 512 and model.block_size == 256
+    assert 1000 * model.algorithmic_latency / model.sample_rate == 32.0
+
+
+def test_wrong_microphone_count_is_refused() -> None:
+    from speechkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="4 microphones"):
+        DeFTAN2.from_preset("tiny")(torch.zeros(1, 2, 800))
+
+
+# ---------------------------------------------------------------------- converter
+def _reference_keys(config: DeFTAN2Config) -> set[str]:
+    """The reference implementation's state-dict keys, written out from its module tree."""
+    def dense(prefix: str, groups: int) -> list[str]:
+        return [f"{prefix}.blocks.{g}.{part}" for g in range(groups)
+                for part in ("0.weight", "0.bias", "1.weight", "1.bias", "2.weight")]
+
+    keys = ["up_conv.0.weight", "up_conv.0.bias", "up_conv.1.weight", "up_conv.1.bias",
+            *dense("up_conv.2", config.num_heads), "down_conv.0.weight", "down_conv.0.bias",
+            *dense("down_conv.1", config.num_heads)]
+    for layer in range(config.num_layers):
+        for axis in "FT":
+            base = f"blocks.{layer}.{axis}"
+            keys += [f"{base}_norm.gamma", f"{base}_norm.beta", *dense(f"{base}_inv", config.unfold_kernel),
+                     f"{base}_att.norm.weight", f"{base}_att.norm.bias", f"{base}_att.fn.cv_qk.0.weight",
+                     f"{base}_att.fn.to_q.weight", f"{base}_att.fn.to_k.weight", f"{base}_att.fn.to_v.weight",
+                     f"{base}_att.fn.to_out.0.weight", f"{base}_att.fn.to_out.0.bias",
+                     f"{base}_ffw.norm.weight", f"{base}_ffw.norm.bias", f"{base}_linear.weight", f"{base}_linear.bias"]
+            keys += [f"{base}_ffw.fn.{name}" for name in (
+                "PW1.0.weight", "PW1.0.bias", "PW2.0.weight", "PW2.0.bias", "DW_Conv.0.weight", "DW_Conv.0.bias",
+                "DW_Conv.1.weight", "DW_Conv.1.bias", "DW_Conv.2.weight", "PW3.0.weight", "PW3.0.bias")]
+    return set(keys)
+
+
+def _official_state(config: DeFTAN2Config, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A reference-layout state dict: every key of :func:`_reference_keys` with random values."""
+    torch.manual_seed(seed)
+    shapes = {key: value.shape for key, value in DeFTAN2(config).state_dict().items()}
+    assert set(shapes) == _reference_keys(config)
+    return {key: 0.1 * torch.randn(shapes[key]) for key in sorted(_reference_keys(config))}
+
+
+SMALL_OFFICIAL = DeFTAN2Config(num_layers=2, embed_dim=8, num_heads=2, attention_dim=6, hidden_dim=12,
+                               num_microphones=6, n_fft=512, hop_length=256)
+
+
+@pytest.mark.parametrize("wrapping", ["plain", "state_dict", "training_package", "data_parallel", "thop"])
+def test_converter_accepts_state_dicts_and_wrappers(tmp_path, wrapping: str) -> None:
+    state = _official_state(SMALL_OFFICIAL)
+    if wrapping == "state_dict":
+        payload: object = {"state_dict": state}
+    elif wrapping == "training_package":
+        payload = {"epoch": 3, "model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}}
+    elif wrapping == "data_parallel":
+        payload = {f"module.{key}": value for key, value in state.items()}
+    elif wrapping == "thop":
+        payload = {**state, "total_ops": torch.zeros(1), "total_params": torch.zeros(1),
+                   "blocks.0.F_linear.total_ops": torch.zeros(1)}
+    else:
+        payload = state
+    source = tmp_path / "deftan2.pt"
+    torch.save(payload, source)
+    model = convert_deftan2_checkpoint(source, tmp_path / "out.safetensors")
+    config = model.config
+    assert (config.num_layers, config.embed_dim, config.num_heads, config.attention_dim, config.hidden_dim,
+            config.num_microphones, config.unfold_kernel) == (2, 8, 2, 6, 12, 6, 4)
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in state.items())
+    metadata = read_metadata(tmp_path / "out.safetensors")
+    assert "inferred from weight shapes" in metadata["provenance"]["configuration"]
+    assert metadata["input_layout"]["num_microphones"] == 6
+    loaded = load_checkpoint(tmp_path / "out.safetensors")
+    x = 0.1 * torch.randn(1, 6, 3000)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize(("change", "message"), [("extra", "1 unexpected: blocks.0.F_att.fn.extra"),
+                                                ("missing", "1 missing: blocks.1.T_linear.bias"),
+                                                ("stranger", "unexpected entr")])
+def test_converter_refuses_keys_it_cannot_place(tmp_path, change: str, message: str) -> None:
+    state = _official_state(SMALL_OFFICIAL)
+    if change == "extra":
+        state["blocks.0.F_att.fn.extra"] = torch.zeros(2)
+    elif change == "missing":
+        del state["blocks.1.T_linear.bias"]
+    else:
+        state = {**{f"module.{key}": value for key, value in state.items()}, "step": torch.tensor(3)}
+    source = tmp_path / "bad.pt"
+    torch.save(state, source)
+    with pytest.raises(CheckpointError, match=message) as error:
+        convert_deftan2_checkpoint(source)
+    assert "\n" not in str(error.value)
+
+
+def test_convert_cli(tmp_path, capsys) -> None:
+    source = tmp_path / "deftan2.pt"
+    torch.save(_official_state(SMALL_OFFICIAL), source)
+    output = tmp_path / "converted.safetensors"
+    assert main(["convert", "deftan2", str(source), "-o", str(output)]) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert "deftan2 multichannel_enhancement" in printed and "2 layers" in printed and "6 microphones" in printed
+    assert main(["convert", "deftan2", str(source), "-o", str(output), "--force", "--framing", "causal"]) != EXIT_OK
+    assert "--framing applies to asteroid checkpoints only" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- array files end to end
+@pytest.fixture(scope="module")
+def tiny_array_checkpoint(tmp_path_factory) -> str:
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("deftan2") / "deftan2_tiny.safetensors"
+    save_checkpoint(DeFTAN2.from_preset("tiny", dropout=0.0).eval(), path)
+    return str(path)
+
+
+def test_enhance_cli_takes_an_array_file_and_maps_channels_with_mics(tmp_path, capsys, tiny_array_checkpoint) -> None:
+    audio = speech_like(0.5, 16000, channels=6, seed=4)
+    array_file = write_audio_file(tmp_path / "array6.wav", audio, 16000, subtype="FLOAT")
+    four = write_audio_file(tmp_path / "array4.wav", audio[[5, 4, 3, 2]], 16000, subtype="FLOAT")
+    assert main(["enhance", str(four), "-o", str(tmp_path / "a.wav"), "--model", tiny_array_checkpoint]) == EXIT_OK
+    assert main(["enhance", str(array_file), "-o", str(tmp_path / "b.wav"), "--model", tiny_array_checkpoint,
+                 "--mics", "5,4,3,2"]) == EXIT_OK
+    direct, rate = soundfile.read(str(tmp_path / "a.wav"), dtype="float32", always_2d=True)
+    mapped, _ = soundfile.read(str(tmp_path / "b.wav"), dtype="float32", always_2d=True)
+    assert rate == 16000 and direct.shape == (8000, 1)  # one enhanced channel: the reference microphone
+    np.testing.assert_array_equal(direct, mapped)
+    model = load_checkpoint(tiny_array_checkpoint)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(audio[[5, 4, 3, 2]])[None])[0, 0, 0].numpy()
+    assert float(np.abs(direct[:, 0] - expected).max()) < 1e-3  # one chunk: the file path is the model
+    capsys.readouterr()
+    two = write_audio_file(tmp_path / "array2.wav", audio[:2], 16000)
+    assert main(["enhance", str(two), "-o", str(tmp_path / "c.wav"), "--model", tiny_array_checkpoint]) != EXIT_OK
+    assert "expects 4 microphones but the input has 2 channel(s)" in capsys.readouterr().err
+    assert main(["enhance", str(array_file), "-o", str(tmp_path / "d.wav"), "--model", tiny_array_checkpoint,
+                 "--mics", "0,1"]) != EXIT_OK
+    assert "pass 4 channel number(s) with --mics" in capsys.readouterr().err
