@@ -19,7 +19,7 @@ from . import EXIT_OK
 
 #: source formats offered on the command line (the keys of speechkit.convert.CONVERTERS;
 #: repeated so that building the parser does not import torch)
-SOURCES = ("asteroid", "deftan2", "tiger")
+SOURCES = ("asteroid", "clearervoice", "deftan2", "tiger")
 CHECKPOINT_SUFFIX = ".safetensors"
 
 
@@ -40,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--framing", choices=("asteroid", "causal"), default=None,
         help="asteroid checkpoints only. asteroid (default): reproduce asteroid's output exactly, offline "
         "(chunked) only; causal: speechkit's framing, so a causal model streams, but outputs differ near both ends",
+    )
+    parser.add_argument(
+        "--sample-rate", type=int, default=None, metavar="HZ",
+        help="clearervoice checkpoints only: the model's rate, which the file does not record (default 16000, "
+        "MossFormer2_SS_16K; 8000 for the 8 kHz model)",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.set_defaults(func=run)
@@ -63,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.source != "asteroid" and args.framing is not None:
         raise ConfigError(f"--framing applies to asteroid checkpoints only, not {args.source}")
     options = {"framing": args.framing or "asteroid"} if args.source == "asteroid" else {}
+    if getattr(args, "sample_rate", None) is not None:
+        if args.source != "clearervoice":
+            raise ConfigError(f"--sample-rate applies to clearervoice checkpoints only, not {args.source}")
+        options["sample_rate"] = args.sample_rate
     model = convert_checkpoint(args.source, source, out_path=output, overwrite=args.force, **options)
     summary = model.describe()
     streaming = (

@@ -5,6 +5,8 @@ Each importer lives in its own module and reads the original file with
 
 - :mod:`speechkit.convert.asteroid`: asteroid ``ConvTasNet`` (``.pth`` or ``pytorch_model.bin``)
   -> ``conv_tasnet``.
+- :mod:`speechkit.convert.clearervoice`: ClearerVoice-Studio MossFormer2 separation
+  (``last_best_checkpoint.pt``) -> ``mossformer2``.
 - :mod:`speechkit.convert.tiger`: official TIGER (Hugging Face folder with ``config.json``, or a
   ``.safetensors`` / ``.bin`` / ``.pth`` beside it) -> ``tiger``.
 
@@ -26,6 +28,7 @@ CONVERTERS: Mapping[str, str] = MappingProxyType(
         "asteroid": "speechkit.convert.asteroid:convert_asteroid_checkpoint",
         "tiger": "speechkit.convert.tiger:convert_tiger_checkpoint",
         "deftan2": "speechkit.convert.deftan2:convert_deftan2_checkpoint",
+        "clearervoice": "speechkit.convert.clearervoice:convert_clearervoice_checkpoint",
     }
 )
 
