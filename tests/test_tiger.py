@@ -190,3 +190,39 @@ def test_onnx_runtime_equals_pytorch_on_several_lengths(tmp_path) -> None:
     metadata = read_onnx_metadata(result.onnx_path)
     assert (metadata["mode"], metadata["chunk_length"], metadata["algorithmic_latency"]) == ("chunk", 16000, 16000)
     assert metadata["config"]["iterations"] == 2
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None,
+    reason="onnx/onnxruntime are not installed",
+)
+def test_realtime_chunk_mode_runs_the_export_with_its_window_latency(tmp_path, capsys) -> None:
+    from realtime.chunk import ChunkModel
+    from realtime.engine import Engine
+    from realtime.model import load_model
+    from speechkit.cli import main as cli_main
+    from speechkit.export import export_onnx, read_onnx_metadata
+
+    assert cli_main(["export", "tiger:tiny", "-o", str(tmp_path / "cli.onnx"), "--chunk", "0.5", "--overlap", "0.125"]) == 0
+    assert "algorithmic latency 8000 samples (500.00 ms, the window)" in capsys.readouterr().out
+    model = _tiny(seed=4)
+    window, overlap = 8000, 2000
+    result = export_onnx(model, tmp_path / "tiger.onnx", chunk_seconds=0.5, overlap_seconds=0.125)
+    metadata = read_onnx_metadata(result.onnx_path)
+    assert (metadata["mode"], metadata["chunk_length"], metadata["overlap_length"], metadata["algorithmic_latency"]) \
+        == ("chunk", window, overlap, window)
+    chunk_model = load_model(result.onnx_path)
+    assert isinstance(chunk_model, ChunkModel) and chunk_model.num_sources == 2
+    x = (0.3 * np.random.default_rng(5).standard_normal((1, 30000))).astype(np.float32)
+    streamed = chunk_model.process(x)[:, overlap:]  # [2, T - O]: ONNX Runtime on the sliding window, aligned
+    # PyTorch chunked inference on the windows the engine sees (O zeros in front)
+    padded = np.concatenate([np.zeros((1, overlap), np.float32), x, np.zeros((1, 2 * window), np.float32)], axis=-1)
+    runner = ChunkedRunner(model, [[0]], window, overlap)
+    reference = np.concatenate([runner.push(padded), runner.flush()], axis=-1)[:, 0, overlap : overlap + x.shape[-1]]
+    compared = min(streamed.shape[-1], reference.shape[-1])
+    assert compared > 20000
+    scale = max(1.0, float(np.abs(reference).max()))
+    assert np.max(np.abs(streamed[:, :compared] - reference[:, :compared])) / scale <= ONNX_TOLERANCE
+    engine = Engine(chunk_model, 1000)
+    assert engine.latency.algorithmic == window
+    assert engine.summary()["metrics"]["algorithmic_latency_samples"] == window
