@@ -20,6 +20,7 @@ MODEL_CLASSES: Mapping[str, str] = MappingProxyType(
     {
         "conv_tasnet": "speechkit.models.conv_tasnet:ConvTasNet",
         "complex_d3net_aec": "speechkit.models.complex_d3net_aec:ComplexD3NetAEC",
+        "linear_aec": "speechkit.models.linear_aec:LinearEchoCanceller",
         "tiger": "speechkit.models.tiger:TIGER",
         "deftan2": "speechkit.models.deftan2:DeFTAN2",
         "mossformer2": "speechkit.models.mossformer2:MossFormer2",
