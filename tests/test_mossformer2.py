@@ -167,3 +167,35 @@ def test_alternating_talkers_stay_on_one_output_across_chunks() -> None:
     assert leak_db(run(align=False)) > -10.0  # without re-alignment the talkers swap between chunks
     assert process_array(model, mixture, model.sample_rate, chunk_seconds=spec.chunk_seconds,
                          overlap_seconds=spec.overlap_seconds).shape == (2, 1, mixture.shape[-1])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy torch.onnx exporter, on purpose
+def test_realtime_chunk_mode_runs_the_export_like_offline_chunks(tmp_path) -> None:
+    """``speechkit export --chunk`` then ``speechkit stream``: equal to PyTorch chunks on the engine's windows."""
+    soundfile = pytest.importorskip("soundfile")
+    from speechkit.cli import main
+    from speechkit.export import read_onnx_metadata
+    from speechkit.inference.runners import ChunkedRunner
+    from speechkit.models import build_model
+
+    from speechkit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("mossformer2", "tiny").eval()
+    checkpoint = save_checkpoint(model, tmp_path / "mossformer2.safetensors")
+    target = tmp_path / "mossformer2.onnx"
+    assert main(["export", str(checkpoint), "-o", str(target), "--chunk", "0.25", "--overlap", "0.0625"]) == 0
+    meta = read_onnx_metadata(target)
+    window, overlap = 4000, 1000
+    assert (meta["mode"], meta["chunk_length"], meta["overlap_length"]) == ("chunk", window, overlap)
+    x = (0.3 * np.random.default_rng(3).standard_normal((1, 9000))).astype(np.float32)
+    soundfile.write(tmp_path / "in.wav", x[0], 16000, subtype="FLOAT")
+    assert main(["stream", "--model", str(target), "--input", str(tmp_path / "in.wav"),
+                 "--output", str(tmp_path / "out.wav"), "--quiet"]) == 0
+    streamed, rate = soundfile.read(tmp_path / "out.wav", dtype="float32", always_2d=True)  # [T, S]
+    padded = np.concatenate([np.zeros((1, overlap), np.float32), x, np.zeros((1, 2 * window), np.float32)], -1)
+    runner = ChunkedRunner(model, [[0]], window, overlap)
+    reference = np.concatenate([runner.push(padded), runner.flush()], -1)[:, 0, overlap : overlap + x.shape[-1]]
+    assert rate == 16000 and streamed.shape == (9000, 2)
+    assert np.max(np.abs(streamed.T - reference)) / max(1.0, float(np.abs(reference).max())) <= 1e-4
