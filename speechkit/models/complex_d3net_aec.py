@@ -63,6 +63,18 @@ a transcription:
   microphone, so far-end single talk (a zero near-end target) trains "output silence", plus 0.1 x
   the same loss on the echo estimate (``forward(x, return_echo=True)``).
 
+* **Linear stage** (``linear_stage=True``; off in ``"paper"``, whose abstract argues against
+  one): the partitioned-block frequency-domain Kalman filter of
+  :mod:`speechkit.frontend.adaptive_filter` (blocks of one STFT hop, ``linear_partitions`` blocks
+  of echo tail) runs first on microphone and far end; the network then sees four complex input
+  channels, microphone, the filter's error signal, its echo estimate and the far end, and the
+  dual mask starts from the error: ``S = M_s * (E_lin - M_e * X)``, echo estimate
+  ``Y_lin + M_e * X``. The filter has no learned weights and runs without gradient (also in
+  training); its state is part of the streaming state, so stream == offline and the ONNX
+  export hold as without it. ``reference_lead`` asks callers to align the far end
+  ``linear_alignment_margin_ms`` early. The input layout the model declares is unchanged
+  (microphone, far end): the extra channels are computed inside.
+
 Expected input scaling: waveforms in [-1, 1] at 16 kHz, microphone and reference already aligned
 to within a few milliseconds (``speechkit aec`` estimates and removes the bulk delay with
 :func:`speechkit.delay.estimate_delay`), since a per-frame mask on ``X`` cannot reach echoes that
@@ -76,9 +88,11 @@ from types import MappingProxyType
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from ..frontend.adaptive_filter import KalmanFilterConfig, PartitionedKalmanFilter
 from ..frontend.masks import COMPLEX_MASK_KINDS, apply_dual_mask, bounded_complex_mask
 from ..frontend.stft import WINDOWS, STFTConfig, stft_pair
 from ..tasks import InputLayout, Task
@@ -119,6 +133,10 @@ class ComplexD3NetAECConfig:
     mask_kind: str = "tanh_magnitude"
     echo_mask_bound: float = 2.0
     speech_mask_bound: float = 1.0
+    linear_stage: bool = False  # adaptive filter in front; network input (mic, error, echo estimate, far end)
+    linear_partitions: int = 20  # echo tail of the linear stage, in hops (20 x 16 ms = 320 ms)
+    linear_transition: float = 0.9995  # Markov factor of the linear stage's echo path per hop
+    linear_alignment_margin_ms: float = 5.0  # far end aligned this much early for the linear stage
     sample_rate: int = 16000
     #: fields of older checkpoints that are ignored on load (the STFT backend is chosen at
     #: inference/export time: :meth:`~speechkit.models.base.SpeechModel.set_stft_backend`)
@@ -144,6 +162,20 @@ class ComplexD3NetAECConfig:
             raise ConfigError("input_kernel and kernel_size need a time size of at least 2 frames")
         if self.input_compression <= 0 or self.echo_mask_bound <= 0 or self.speech_mask_bound <= 0:
             raise ConfigError("input_compression and the mask bounds must be positive")
+        if self.linear_alignment_margin_ms < 0:
+            raise ConfigError(f"linear_alignment_margin_ms must not be negative, got {self.linear_alignment_margin_ms}")
+        self.linear_filter_config()  # validates the linear-stage fields
+
+    @property
+    def num_network_inputs(self) -> int:
+        """Complex input channels of the network: 4 with the linear stage, else 2."""
+        return 4 if self.linear_stage else 2
+
+    def linear_filter_config(self) -> KalmanFilterConfig:
+        """Settings of the linear stage (blocks of one hop)."""
+        return KalmanFilterConfig(
+            block_length=self.hop_length, num_partitions=self.linear_partitions, transition=self.linear_transition
+        )
 
     def stft_config(self) -> STFTConfig:
         """The causal STFT settings of the model (built with the exportable ``"conv"`` backend)."""
@@ -174,10 +206,16 @@ class ComplexD3NetAEC(SpeechModel):
             "paper": ComplexD3NetAECConfig(),
             # the same with per-frame layer norm (frame-local in training too)
             "paper_frame_norm": ComplexD3NetAECConfig(norm="frame"),
+            # the paper-size network behind the linear adaptive-filter stage
+            "paper_linear": ComplexD3NetAECConfig(linear_stage=True),
             # small and fast, for tests
             "tiny": ComplexD3NetAECConfig(
                 n_fft=128, hop_length=64, win_length=128, channels=4, num_d3_blocks=1,
                 num_d2_blocks=2, num_layers=2, growth_rate=2,
+            ),
+            "tiny_linear": ComplexD3NetAECConfig(
+                n_fft=128, hop_length=64, win_length=128, channels=4, num_d3_blocks=1,
+                num_d2_blocks=2, num_layers=2, growth_rate=2, linear_stage=True, linear_partitions=4,
             ),
         }
     )
@@ -185,8 +223,11 @@ class ComplexD3NetAEC(SpeechModel):
     def __init__(self, config: ComplexD3NetAECConfig) -> None:
         super().__init__(config)
         self.stft, self.istft = stft_pair(config.stft_config())
+        self.linear_filter = PartitionedKalmanFilter(config.linear_filter_config()) if config.linear_stage else None
         channels = config.channels
-        self.input_conv = ComplexConv2d(2, channels, config.input_kernel, bias=config.norm == "none")
+        self.input_conv = ComplexConv2d(
+            config.num_network_inputs, channels, config.input_kernel, bias=config.norm == "none"
+        )
         self.input_norm = make_complex_norm(config.norm, channels)
         self.input_activation = ComplexSplitActivation(config.activation, channels)
         self.d3_blocks = nn.ModuleList(
@@ -240,6 +281,13 @@ class ComplexD3NetAEC(SpeechModel):
         return self.stft.stream_delay
 
     @property
+    def reference_lead(self) -> int:
+        """Samples by which the far end should lead the echo after alignment (the linear stage's margin)."""
+        if not self.config.linear_stage:
+            return 0
+        return int(round(self.config.linear_alignment_margin_ms * 1e-3 * self.config.sample_rate))
+
+    @property
     def num_freqs(self) -> int:
         """STFT bins ``F``."""
         return self.stft.num_freqs
@@ -257,16 +305,19 @@ class ComplexD3NetAEC(SpeechModel):
     def _network(
         self, spec: torch.Tensor, states: Iterable[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """Spectra ``[B, 2, 2, F, N]`` after ``states`` (input history, D2 histories) -> near end, echo.
+        """Spectra ``[B, C, 2, F, N]`` after ``states`` (input history, D2 histories) -> near end, echo.
+
+        ``C`` is 2 (microphone, far end) or, with the linear stage, 4 (microphone, error, echo
+        estimate, far end).
 
         Takes exactly its states (:meth:`_network_state_shapes`) from ``states`` (an iterator may
         hold more) and returns the near-end and echo-estimate spectra ``[B, 1, 2, F, N]`` and the
         new states.
         """
         states = iter(states)
-        features = compress_magnitude(spec, self.config.input_compression)  # [B, 2, 2, F, N]
-        padded = torch.cat([next(states), features], dim=-1)  # [B, 2, 2, F, ctx + N]
-        new_states = [padded[..., padded.shape[-1] - self.input_conv.time_context :]]  # [B, 2, 2, F, ctx]
+        features = compress_magnitude(spec, self.config.input_compression)  # [B, C, 2, F, N]
+        padded = torch.cat([next(states), features], dim=-1)  # [B, C, 2, F, ctx + N]
+        new_states = [padded[..., padded.shape[-1] - self.input_conv.time_context :]]  # [B, C, 2, F, ctx]
         hidden = self.input_activation(self.input_norm(self.input_conv.forward_valid(padded)))  # [B, C, 2, F, N]
         for block in self.d3_blocks:
             histories = [next(states) for _ in range(block.num_histories)]
@@ -279,12 +330,16 @@ class ComplexD3NetAEC(SpeechModel):
         speech_mask = bounded_complex_mask(
             self.speech_mask_head.forward_valid(hidden), config.mask_kind, config.speech_mask_bound
         )  # [B, 1, 2, F, N]
-        near_end, echo = apply_dual_mask(spec[:, 0:1], spec[:, 1:2], echo_mask, speech_mask)
+        primary = 1 if config.linear_stage else 0  # the linear stage's error signal, else the microphone
+        near_end, echo = apply_dual_mask(spec[:, primary : primary + 1], spec[:, -1:], echo_mask, speech_mask)
+        if config.linear_stage:
+            echo = echo + spec[:, 2:3]  # + the linear echo estimate: [B, 1, 2, F, N]
         return near_end, echo, new_states
 
     def _network_state_shapes(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
         freqs = self.num_freqs
-        specs = [("input_history", (batch_size, 2, 2, freqs, self.input_conv.time_context))]
+        inputs = self.config.num_network_inputs
+        specs = [("input_history", (batch_size, inputs, 2, freqs, self.input_conv.time_context))]
         for block_index, block in enumerate(self.d3_blocks):
             specs.extend(
                 (f"d3_{block_index}_{suffix}_history", shape) for suffix, shape in block.history_specs(batch_size, freqs)
@@ -299,11 +354,29 @@ class ComplexD3NetAEC(SpeechModel):
                 f"{self.name} expects x [batch, 2, time] (microphone, far end), got shape {tuple(x.shape)}"
             )
 
+    def _input_spectrum(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, 2, T]`` -> the network's input spectra ``[B, C, 2, F, N]``.
+
+        Without the linear stage, the STFT of ``x``. With it, the STFT of (microphone, error, echo
+        estimate, far end): the filter runs without gradient over the ``N * hop`` samples the
+        causal frames cover (zeros after ``T``, as a stream sees them), so the last frame equals
+        the streamed one.
+        """
+        if self.linear_filter is None:
+            return self.stft(x)  # [B, 2, 2, F, N]
+        length = x.shape[-1]
+        frames = self.stft.num_frames(length)
+        padded = F.pad(x, (0, frames * self.config.hop_length - length))  # [B, 2, N * hop]
+        with torch.no_grad():
+            error, echo = self.linear_filter(padded[:, 0], padded[:, 1])  # [B, N * hop] each
+        signals = torch.stack([padded[:, 0], error, echo, padded[:, 1]], dim=1)  # [B, 4, N * hop]
+        return self.stft(signals)[..., :frames]  # [B, 4, 2, F, N]
+
     def forward_with_echo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, 2, T]`` -> near-end estimate and echo estimate, each ``[B, 1, 1, T]``."""
         self._check_input(x)
         length = x.shape[-1]
-        spec = self.stft(x)  # [B, 2, 2, F, N]
+        spec = self._input_spectrum(x)  # [B, C, 2, F, N]
         zeros = [spec.new_zeros(shape) for _, shape in self._network_state_shapes(x.shape[0])]
         near_end, echo, _ = self._network(spec, zeros)  # [B, 1, 2, F, N] each
         both = self.istft(torch.cat([near_end, echo], dim=1), length=length)  # [B, 2, T]
@@ -321,7 +394,7 @@ class ComplexD3NetAEC(SpeechModel):
             return self.forward_with_echo(x)
         self._check_input(x)
         length = x.shape[-1]
-        spec = self.stft(x)  # [B, 2, 2, F, N]
+        spec = self._input_spectrum(x)  # [B, C, 2, F, N]
         zeros = [spec.new_zeros(shape) for _, shape in self._network_state_shapes(x.shape[0])]
         near_end, _, _ = self._network(spec, zeros)  # [B, 1, 2, F, N]
         return self.istft(near_end, length=length).unsqueeze(1)  # [B, 1, 1, T]
@@ -337,7 +410,7 @@ class ComplexD3NetAEC(SpeechModel):
         if chunk_frames <= 0:
             raise ConfigError(f"chunk_frames must be positive, got {chunk_frames}")
         length = x.shape[-1]
-        spec = self.stft(x)  # [B, 2, 2, F, N]
+        spec = self._input_spectrum(x)  # [B, C, 2, F, N]
         states = [spec.new_zeros(shape) for _, shape in self._network_state_shapes(x.shape[0])]
         pieces = []
         for start in range(0, spec.shape[-1], chunk_frames):
@@ -347,10 +420,12 @@ class ComplexD3NetAEC(SpeechModel):
 
     # ----------------------------------------------------------------- streaming
     def state_specs(self, batch_size: int) -> list[StateSpec]:
-        """STFT buffer, input-conv and D2 histories, iSTFT overlap, in step order."""
+        """Linear-stage states (if any), STFT buffer, input-conv and D2 histories, iSTFT overlap, in step order."""
         overlap = self.config.win_length - self.config.hop_length
+        linear = [] if self.linear_filter is None else self.linear_filter.state_shapes(batch_size)
         specs = [
-            ("stft_buffer", (batch_size, 2, overlap)),
+            *((f"linear_{name}", shape) for name, shape in linear),
+            ("stft_buffer", (batch_size, self.config.num_network_inputs, overlap)),
             *self._network_state_shapes(batch_size),
             ("istft_overlap", (batch_size, 1, overlap)),
         ]
@@ -369,15 +444,23 @@ class ComplexD3NetAEC(SpeechModel):
         if x_block.shape[-1] % hop or x_block.shape[-1] == 0:
             raise ConfigError(f"forward_step needs a whole number of {hop}-sample hops, got {x_block.shape[-1]} samples")
         states = self.read_state(state)
+        linear_states = None
+        if self.linear_filter is not None:
+            linear_states = [next(states) for _ in self.linear_filter.STATE_NAMES]
         stft_state, frames = next(states), []
         for start in range(0, x_block.shape[-1], hop):
-            frame, stft_state = self.stft.forward_step(x_block[..., start : start + hop], stft_state)  # [B, 2, 2, F, 1]
+            block = x_block[..., start : start + hop]  # [B, 2, hop]
+            if linear_states is not None:
+                error, echo, linear_states = self.linear_filter.step(block[:, 0], block[:, 1], linear_states)
+                block = torch.stack([block[:, 0], error, echo, block[:, 1]], dim=1)  # [B, 4, hop]
+            frame, stft_state = self.stft.forward_step(block, stft_state)  # [B, C, 2, F, 1]
             frames.append(frame)
-        spec = frames[0] if len(frames) == 1 else torch.cat(frames, dim=-1)  # [B, 2, 2, F, k]
+        spec = frames[0] if len(frames) == 1 else torch.cat(frames, dim=-1)  # [B, C, 2, F, k]
         near_end, _, network_states = self._network(spec, states)  # [B, 1, 2, F, k]
         istft_state, blocks = next(states), []
         for index in range(near_end.shape[-1]):
             block, istft_state = self.istft.forward_step(near_end[..., index : index + 1], istft_state)  # [B, 1, hop]
             blocks.append(block)
         output = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)  # [B, 1, k * hop]
-        return output.unsqueeze(1), [stft_state, *network_states, istft_state]  # [B, 1, 1, k * hop]
+        new_states = [*(linear_states or []), stft_state, *network_states, istft_state]
+        return output.unsqueeze(1), new_states  # [B, 1, 1, k * hop]
