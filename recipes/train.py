@@ -360,6 +360,72 @@ def fixed_realworld_separation(
     return _fixed_set(root, build, limit)
 
 
+def array_enhancement(
+    corpus_root: str,
+    split: str = "train",
+    sample_rate: int = 16000,
+    segment_seconds: float = 4.0,
+    length: int = 10000,
+    seed: int = 0,
+    mic_count: int = 4,
+    max_floor_db: float | None = -35.0,
+    floor_cache: str | None = None,
+    mixing: Mapping[str, Any] | None = None,
+    measured_rir_root: str | None = None,
+) -> Dataset:
+    """Microphone-array mixtures in simulated rooms (:class:`recipes.data.multichannel_datasets.ArrayRoomDataset`).
+
+    Real sentence speech and real noise (point sources and a diffuse-like field) of one split of a
+    corpus cache; with ``mixing.measured_probability > 0`` also sub-arrays of the measured 32-channel
+    office RIRs under ``measured_rir_root`` (``rirs/office_32ch_linear``; its 9 source positions
+    are shared by every split); ``mixing``: :class:`ArrayRoomMixingConfig` fields (``room`` as
+    a nested mapping of :class:`recipes.data.rooms.ArrayRoomConfig` fields). Target: the direct
+    path at microphone 0.
+    """
+    from recipes.data.corpora import load_corpora
+    from recipes.data.multichannel_datasets import ArrayRoomDataset, ArrayRoomMixingConfig
+    from recipes.data.rooms import ArrayRoomConfig
+
+    def tuples(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+
+    values = dict(mixing or {})
+    room = ArrayRoomConfig(**tuples(dict(values.pop("room", {}))))
+    config = ArrayRoomMixingConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
+                                   mic_count=int(mic_count), room=room, **tuples(values))
+    corpora = load_corpora(corpus_root)
+    speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
+    rirs = None
+    if config.measured_probability > 0:
+        from recipes.data.minicorpus import scan_rirs
+
+        if measured_rir_root is None:
+            raise ConfigError("measured_probability > 0 needs measured_rir_root (the folder holding rirs/office_32ch_linear)")
+        rirs = scan_rirs(Path(measured_rir_root))
+    return ArrayRoomDataset(speech, corpora.select("noise", split), config, int(length), int(seed), rirs)
+
+
+def fixed_array_enhancement(
+    root: str,
+    corpus_root: str,
+    split: str = "validation",
+    count: int = 200,
+    seed: int | None = None,
+    limit: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """A fixed array validation/test set of :func:`array_enhancement` in ``root``, built if missing."""
+    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, write_fixed_set
+
+    def build(folder: Path) -> None:
+        set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
+        dataset = array_enhancement(corpus_root, split, length=int(count), seed=set_seed, **kwargs)
+        source = {"generator": "ArrayRoomDataset", "split": split, "seed": set_seed, **kwargs}
+        write_fixed_set(dataset, folder, int(dataset.config.sample_rate), int(count), source)
+
+    return _fixed_set(root, build, limit)
+
+
 def synthetic(**kwargs: Any) -> Dataset:
     """Synthetic tone-plus-noise mixtures (see :class:`recipes.trainer.SyntheticMixtures`)."""
     from recipes.trainer import SyntheticMixtures
