@@ -206,9 +206,16 @@ def run_echo_file(
 
 
 def _echo_pipeline(processor: "Processor", rate: int, reference_rate: int, delay_samples: int) -> EchoPipeline:
-    """The echo pipeline of ``processor`` for one microphone/reference pair."""
+    """The echo pipeline of ``processor`` for one microphone/reference pair.
+
+    A model with a linear adaptive-filter stage declares a ``reference_lead`` (samples at its rate):
+    the reference is aligned that much earlier than the bulk delay, so that an estimate a few
+    milliseconds late does not cut the echo's direct path out of the filter's causal window.
+    """
+    model = processor.model
+    lead = int(round(getattr(model, "reference_lead", 0) * rate / model.sample_rate))
     return EchoPipeline(
-        processor.model, rate, reference_rate, delay_samples, processor.chunk_seconds, processor.overlap_seconds,
+        model, rate, reference_rate, delay_samples - lead, processor.chunk_seconds, processor.overlap_seconds,
         processor.device, processor.streaming,
     )
 

@@ -28,8 +28,11 @@ DEFAULT_MODELS = {"enhance": DEFAULT_MODEL, "separate": DEFAULT_SEPARATOR}
 DEFAULT_ECHO_CANCELLER = "complex_d3net_aec_16k"
 #: the one-line explanation while no echo canceller is bundled
 NO_BUNDLED_ECHO_CANCELLER = (
-    "no echo canceller is bundled yet; pass --model FILE.safetensors (train one with recipes/echo_cancellation)"
+    "no echo canceller is bundled yet; pass --model FILE.safetensors (train one with recipes/echo_cancellation) "
+    "or --linear-only for the linear adaptive filter alone"
 )
+#: the bundled linear echo canceller (the adaptive filter alone, no network): ``aec --linear-only``
+LINEAR_ECHO_CANCELLER = "linear_aec_16k"
 CHECKPOINT_SUFFIX = ".safetensors"
 #: checkpoint files of other toolkits that must be converted before use
 FOREIGN_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".tar")

@@ -4,10 +4,13 @@
 
     speechkit aec --mic mic.wav --ref far_end.wav -o near_end.wav --model aec.safetensors
     speechkit aec --mic mics/ --ref refs/ -o out/          # pairs files by relative path
+    speechkit aec --mic mic.wav --ref far_end.wav -o out.wav --linear-only   # adaptive filter alone
 
 For every pair the far-end reference is aligned to the microphone by the bulk delay that
 :func:`speechkit.delay.estimate_delay` finds (GCC-PHAT, up to ``--max-delay-ms``; ``--delay-ms``
-imposes one), then the echo-cancellation model removes echo and noise. Both files must be mono;
+imposes one), then the echo-cancellation model removes echo and noise (a model with a linear stage
+runs its adaptive filter first, on the aligned pair; ``--linear-only`` runs the bundled adaptive
+filter ``linear_aec_16k`` alone, no network). Both files must be mono;
 their sample rates must match unless ``--resample`` is given (the reference is then resampled to
 the microphone's rate; the model runs at its own rate and the output is written at the
 microphone's rate); their lengths may differ by at
@@ -27,7 +30,7 @@ from pathlib import Path
 from ..audio import AUDIO_EXTENSIONS, audio_files_under, default_output_name, names_an_audio_file
 from ..errors import AudioError, SpeechkitError
 from ..pretrained import DEFAULT_ECHO_CANCELLER as DEFAULT_AEC_MODEL
-from ..pretrained import NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
+from ..pretrained import LINEAR_ECHO_CANCELLER, NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
 from . import EXIT_FAILED, EXIT_OK
 from .enhance import add_option_argument
 
@@ -56,7 +59,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-o", "--output", required=True, metavar="OUT",
         help="output file (single pair with a .wav/.flac/.ogg name) or output folder",
     )
-    parser.add_argument(
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument(
+        "--linear-only", action="store_true",
+        help=f"cancel the echo with the linear adaptive filter alone (bundled {LINEAR_ECHO_CANCELLER}: partitioned-block "
+        "frequency-domain Kalman filter, 320 ms echo tail after delay alignment, 16 ms latency; removes linear echo, "
+        "leaves nonlinear residual echo and noise)",
+    )
+    choice.add_argument(
         "--model", default=None, metavar="NAME|PATH",
         help=f"bundled model name or complex_d3net_aec checkpoint path (default: {DEFAULT_AEC_MODEL})"
         if bundled else "complex_d3net_aec checkpoint path (needed: no echo canceller is bundled yet; "
@@ -134,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     from ..models.spec import parse_option_strings
 
     pairs = find_pairs(Path(args.mic), Path(args.ref), Path(args.output))
-    processor = load_echo_canceller(args.model, device=args.device, options=parse_option_strings(args.option))
+    model = LINEAR_ECHO_CANCELLER if args.linear_only else args.model
+    processor = load_echo_canceller(model, device=args.device, options=parse_option_strings(args.option))
     failed = 0
     done = 0
     for mic_file, ref_file, target, problem in pairs:
