@@ -222,3 +222,37 @@ def test_enhance_cli_takes_an_array_file_and_maps_channels_with_mics(tmp_path, c
     assert main(["enhance", str(array_file), "-o", str(tmp_path / "d.wav"), "--model", tiny_array_checkpoint,
                  "--mics", "0,1"]) != EXIT_OK
     assert "pass 4 channel number(s) with --mics" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- ONNX Runtime engine
+@pytest.mark.parametrize("preset", ["tiny_causal", "tiny"])
+def test_realtime_engine_runs_both_variants_on_four_channels(tmp_path, preset: str) -> None:
+    pytest.importorskip("onnxruntime")
+    from realtime.model import load_model
+    from speechkit.export import export_onnx
+
+    torch.manual_seed(5)
+    model = DeFTAN2.from_preset(preset).eval()
+    if preset == "tiny":
+        result = export_onnx(model, tmp_path / "deftan2.onnx", chunk_seconds=0.25, overlap_seconds=0.05)
+    else:
+        result = export_onnx(model, tmp_path / "deftan2.onnx", verify_steps=4)
+    engine = load_model(result.onnx_path)
+    assert engine.num_microphones == 4 and engine.input_layout == model.input_layout
+    audio = speech_like(0.5, 16000, channels=4, seed=6)
+    output = engine.process(audio)  # [1, T], trailing the input by the stream delay
+    assert output.shape == (1, audio.shape[-1]) and np.isfinite(output).all()
+    if preset == "tiny_causal":  # by blocks: equals the offline PyTorch output, delayed
+        delay = model.stream_delay
+        with torch.no_grad():
+            offline = model(torch.from_numpy(audio)[None])[0, 0].numpy()  # [1, T]
+        np.testing.assert_allclose(output[:, delay:], offline[:, : audio.shape[-1] - delay], atol=1e-4)
+        # `speechkit stream` from a 6-channel file: --mics maps four of its channels in array order
+        six = write_audio_file(tmp_path / "six.wav", np.concatenate([audio, audio[:2]])[[4, 5, 3, 2, 1, 0]], 16000,
+                               subtype="FLOAT")
+        assert main(["stream", "--model", str(result.onnx_path), "--input", str(six), "--output",
+                     str(tmp_path / "streamed.wav"), "--mics", "5,4,3,2", "--quiet"]) == EXIT_OK
+        streamed, _ = soundfile.read(str(tmp_path / "streamed.wav"), dtype="float32")
+        np.testing.assert_allclose(streamed, offline[0], atol=1e-4)  # the file output is aligned with the input
+    else:  # chunk mode: a sliding 0.25 s window, latency = the window
+        assert result.metadata["mode"] == "chunk" and result.metadata["algorithmic_latency"] == 4000
