@@ -6,7 +6,10 @@ Torch-free (the realtime engine imports it). The policy, for a model with
 * **one microphone, no far end** (channel-wise model): every channel is processed on its own;
   ``mics`` restricts that to the listed channels.
 * **M-microphone array** (``M > 1``): the model takes M channels in array order: ``mics`` when
-  given (exactly M distinct channels), else the first M (an input with fewer is refused).
+  given (exactly M distinct channels), else the first M (an input with fewer is refused). An array
+  model that declares its geometry (``layout.geometry``, e.g. a circular array it was trained on)
+  takes an input of exactly M channels; a file with more is refused unless ``mics`` names the M
+  channels in array order (guessing which of them form the array would be silent nonsense).
 * **echo canceller** (far end present): the microphone channels as above (one microphone: the
   first channel, or ``mics``); the far-end reference always comes from its own signal.
 
@@ -66,6 +69,11 @@ def select_channels(audio_channels: int, layout: InputLayout, mics: Sequence[int
     if audio_channels < layout.num_microphones:
         raise ConfigError(
             f"the model expects {layout.describe()} but the input has {audio_channels} channel(s)"
+        )
+    if layout.geometry is not None and audio_channels != layout.num_microphones:
+        raise ConfigError(
+            f"the model expects {layout.describe()} of a fixed geometry but the input has {audio_channels} "
+            f"channels; name the {layout.num_microphones} array channels in array order with --mics"
         )
     return list(range(layout.num_microphones))
 
