@@ -73,3 +73,22 @@ def test_complex_spectral_mapping_is_the_reference_pcm_loss_up_to_a_factor_two()
     pcm = 0.5 * stft_l1(estimate[:, 0, 0], target[:, 0, 0]) + 0.5 * stft_l1(
         reference_mic - estimate[:, 0, 0], reference_mic - target[:, 0, 0])
     assert torch.allclose(ours, 2.0 * pcm, rtol=1e-5)
+
+
+def test_factories_build_train_items_and_a_fixed_set_from_a_corpus_cache(tmp_path) -> None:
+    from recipes.train import array_enhancement, fixed_array_enhancement
+    from test_recipes_data import make_fake_shared_data
+    from test_recipes_realworld import make_cache
+
+    cache = make_cache(tmp_path / "cache")
+    shared = make_fake_shared_data(tmp_path / "shared")
+    mixing = {"measured_probability": 0.5, "room": {"rt60_range": [0.2, 0.3], "max_order": 4, "max_seconds": 0.2}}
+    train = array_enhancement(str(cache), "train", segment_seconds=0.5, length=3, max_floor_db=None, mixing=mixing,
+                              measured_rir_root=str(shared))
+    assert train[0]["mixture"].shape == (4, 8000) and {train[i]["array"].split()[0] for i in range(3)} <= {
+        "measured", "circular"}
+    valid = fixed_array_enhancement(str(tmp_path / "fixed"), str(cache), "validation", count=2, segment_seconds=0.5,
+                                    max_floor_db=None, mixing={"room": mixing["room"]})
+    assert len(valid) == 2 and valid[1]["mixture"].shape == (4, 8000)
+    with pytest.raises(Exception, match="measured_rir_root"):
+        array_enhancement(str(cache), "train", length=1, max_floor_db=None, mixing={"measured_probability": 0.2})
