@@ -32,6 +32,13 @@ everything the filter cannot model (near-end talk, noise: ``Phi``). Both are tra
   starts at ``initial_uncertainty``, decaying by ``uncertainty_decay_db`` per partition (the
   prior of a decaying room response, which speeds up the first convergence).
 
+* a **shadow filter** (the two-filter scheme of practical echo cancellers) adapts beside it with
+  a fixed normalised step and no double-talk protection, so it re-converges after a path change
+  as fast as from scratch; its echo path replaces the main one when its smoothed error energy
+  falls below ``adopt_ratio`` times the main filter's, and it restarts from the main filter when
+  near-end talk drives its error above ``reset_ratio`` times the main one's. The output is
+  always the main (Kalman) filter's.
+
 Why a Kalman gain and not a fixed-step NLMS: the gain is an optimal step size per bin and
 partition from two powers that NLMS would need a double-talk detector and a convergence
 heuristic for. ``transition`` (``A``) trades steady-state misadjustment against tracking speed.
@@ -79,6 +86,16 @@ class KalmanFilterConfig:
         leakage_smoothing: recursive smoothing of the power statistics of the leakage estimate.
         max_leakage: largest leakage (residual echo power over echo-estimate power) assumed.
         leakage_uncertainty_gain: uncertainty added per block, times ``min(leakage, 1) |W|^2``.
+        uncertainty_floor: the process noise also acts on this fraction of the prior, so taps
+            that hold no echo yet (a late reflection, a new path) keep some uncertainty.
+        shadow_step: step size of the shadow filter (a normalised update with the prior's
+            partition weighting; 2 is the fastest stable step of the halved overlap-save gradient).
+        shadow_regularization: added to the shadow's normalisation (silence).
+        comparison_smoothing: recursive smoothing of the two filters' error energies per block.
+        adopt_ratio: the shadow's echo path replaces the main one when its smoothed error energy
+            is below this fraction of the main filter's.
+        reset_ratio: the shadow restarts from the main filter when its error energy is above this
+            multiple of the main filter's (it adapted to near-end talk).
         power_floor: smallest observation-noise power (keeps the gain finite in digital silence).
     """
 
@@ -91,6 +108,12 @@ class KalmanFilterConfig:
     leakage_smoothing: float = 0.95
     max_leakage: float = 4.0
     leakage_uncertainty_gain: float = 0.5
+    uncertainty_floor: float = 0.1
+    shadow_step: float = 1.5
+    shadow_regularization: float = 1e-6
+    comparison_smoothing: float = 0.8
+    adopt_ratio: float = 0.7
+    reset_ratio: float = 4.0
     power_floor: float = 1e-10
 
     def __post_init__(self) -> None:
@@ -108,6 +131,10 @@ class KalmanFilterConfig:
             raise ConfigError("initial_uncertainty and power_floor must be positive")
         if self.uncertainty_decay_db < 0.0 or self.max_leakage < 0.0 or self.leakage_uncertainty_gain < 0.0:
             raise ConfigError("uncertainty_decay_db, max_leakage and leakage_uncertainty_gain must not be negative")
+        if self.uncertainty_floor < 0.0 or self.shadow_step < 0.0 or self.shadow_regularization <= 0.0:
+            raise ConfigError("uncertainty_floor and shadow_step must not be negative, shadow_regularization positive")
+        if not 0.0 <= self.comparison_smoothing < 1.0 or not 0.0 < self.adopt_ratio < 1.0 < self.reset_ratio:
+            raise ConfigError("comparison_smoothing must be in [0, 1), adopt_ratio in (0, 1), reset_ratio above 1")
 
     @property
     def num_freqs(self) -> int:
@@ -133,7 +160,7 @@ class PartitionedKalmanFilter(nn.Module):
     #: names of the states, in :meth:`step` order
     STATE_NAMES = (
         "far_buffer", "far_spectra", "weights", "uncertainty_change", "noise_power", "mean_error", "mean_echo", "covariance",
-        "echo_variance",
+        "echo_variance", "shadow_weights", "error_energies",
     )
 
     def __init__(self, config: KalmanFilterConfig) -> None:
@@ -175,6 +202,8 @@ class PartitionedKalmanFilter(nn.Module):
             ("mean_echo", (batch_size, freqs)),
             ("covariance", (batch_size, freqs)),
             ("echo_variance", (batch_size, freqs)),
+            ("shadow_weights", (batch_size, partitions, 2, freqs)),
+            ("error_energies", (batch_size, 2)),
         ]
 
     def initial_state(
@@ -183,25 +212,45 @@ class PartitionedKalmanFilter(nn.Module):
         """Starting states: all zeros (the uncertainty state is stored relative to its prior)."""
         return [torch.zeros(shape, dtype=dtype, device=device) for _, shape in self.state_shapes(batch_size)]
 
+    def _echo(self, far_spectra: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Echo estimate of the current block: ``[B, P, 2, F]`` twice -> ``[B, L]`` (overlap-save tail)."""
+        batch = far_spectra.shape[0]
+        spectrum = complex_multiply(far_spectra, weights, _COMPLEX).sum(dim=1)  # [B, 2, F]
+        return torch.matmul(spectrum.reshape(batch, 2 * self.config.num_freqs), self.tail_idft)  # [B, L]
+
+    def _tail_spectrum(self, block: torch.Tensor) -> torch.Tensor:
+        """``DFT([0_L, block])``: ``[B, L] -> [B, 1, 2, F]``."""
+        return torch.matmul(block, self.error_dft).reshape(block.shape[0], 1, 2, self.config.num_freqs)
+
+    def _constrained_update(
+        self, far_spectra: torch.Tensor, error_spectrum: torch.Tensor, gain: torch.Tensor
+    ) -> torch.Tensor:
+        """``G(gain * conj(X_p) * E)``: the update of every partition kept to ``L`` causal taps, ``[B, P, 2, F]``."""
+        config = self.config
+        gradient = complex_multiply(complex_conjugate(far_spectra, _COMPLEX), error_spectrum, _COMPLEX)  # [B, P, 2, F]
+        gradient = gradient * gain.unsqueeze(2)  # [B, P, 2, F]
+        flat = gradient.reshape(far_spectra.shape[0] * config.num_partitions, 2 * config.num_freqs)  # [B*P, 2F]
+        return torch.matmul(torch.matmul(flat, self.head_idft), self.head_dft).reshape(far_spectra.shape)  # [B, P, 2, F]
+
     def step(
         self, mic_block: torch.Tensor, far_block: torch.Tensor, states: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """One block: ``mic_block, far_block [B, L]`` -> error, echo estimate ``[B, L]`` and new states."""
-        far_buffer, far_spectra, weights, uncertainty_change, noise_power, mean_error, mean_echo, covariance, echo_variance = states
+        (far_buffer, far_spectra, weights, uncertainty_change, noise_power, mean_error, mean_echo, covariance,
+         echo_variance, shadow_weights, error_energies) = states
         config = self.config
         batch, freqs = mic_block.shape[0], config.num_freqs
-        uncertainty = uncertainty_change + self.uncertainty_prior  # [B, P, F]
+        prior = self.uncertainty_prior  # [P, 1]
+        uncertainty = uncertainty_change + prior  # [B, P, F]
         newest, far_buffer = self.far_stft.forward_step(far_block.unsqueeze(1), far_buffer)  # [B, 1, 2, F, 1]
-        newest = newest.reshape(batch, 1, 2, freqs)  # [B, 1, 2, F]
-        far_spectra = torch.cat([newest, far_spectra[:, :-1]], dim=1)  # [B, P, 2, F]
-        echo_spectrum = complex_multiply(far_spectra, weights, _COMPLEX).sum(dim=1)  # [B, 2, F]
-        echo = torch.matmul(echo_spectrum.reshape(batch, 2 * freqs), self.tail_idft)  # [B, L]
-        error = mic_block - echo  # [B, L]
-        error_spectrum = torch.matmul(error, self.error_dft).reshape(batch, 1, 2, freqs)  # [B, 1, 2, F]
+        far_spectra = torch.cat([newest.reshape(batch, 1, 2, freqs), far_spectra[:, :-1]], dim=1)  # [B, P, 2, F]
         far_power = far_spectra.pow(2).sum(dim=_COMPLEX)  # [B, P, F]
+        echo = self._echo(far_spectra, weights)  # [B, L]
+        error = mic_block - echo  # [B, L]
+        error_spectrum = self._tail_spectrum(error)  # [B, 1, 2, F]
         error_power = error_spectrum[:, 0].pow(2).sum(dim=_COMPLEX)  # [B, F]
-        echo_spectrum_tail = torch.matmul(echo, self.error_dft).reshape(batch, 2, freqs)  # [B, 2, F]
-        echo_power = echo_spectrum_tail.pow(2).sum(dim=_COMPLEX)  # [B, F]
+        echo_power = self._tail_spectrum(echo)[:, 0].pow(2).sum(dim=_COMPLEX)  # [B, F]
+
         # leakage: regression of the error's power fluctuations on the echo estimate's (residual echo share)
         alpha = config.leakage_smoothing
         mean_error = alpha * mean_error + (1.0 - alpha) * error_power  # [B, F]
@@ -211,24 +260,42 @@ class PartitionedKalmanFilter(nn.Module):
         echo_variance = alpha * echo_variance + (1.0 - alpha) * echo_deviation.pow(2)  # [B, F]
         leakage = covariance.sum(dim=-1, keepdim=True) / (echo_variance.sum(dim=-1, keepdim=True) + config.power_floor)
         leakage = leakage.clamp(0.0, config.max_leakage)  # [B, 1]
-        # observation noise: the error power the leaked echo does not explain (near end, noise)
+
+        # Kalman filter; observation noise = the error power the leaked echo does not explain
         observed = torch.clamp(error_power - leakage * echo_power, min=0.0)  # [B, F]
         smoothing = config.noise_smoothing
         noise_power = smoothing * noise_power + (1.0 - smoothing) * observed  # [B, F]
         denominator = (uncertainty * far_power).sum(dim=1) + 2.0 * noise_power  # [B, F]
         gain = uncertainty / (denominator.unsqueeze(1) + config.power_floor)  # [B, P, F]
-        gradient = complex_multiply(complex_conjugate(far_spectra, _COMPLEX), error_spectrum, _COMPLEX)  # [B, P, 2, F]
-        gradient = gradient * gain.unsqueeze(2)  # [B, P, 2, F]
-        flat = gradient.reshape(batch * config.num_partitions, 2 * freqs)  # [B*P, 2F]
-        constrained = torch.matmul(torch.matmul(flat, self.head_idft), self.head_dft)  # [B*P, 2F]
         transition = config.transition
-        weights = transition * (weights + constrained.reshape(weights.shape))  # [B, P, 2, F]
+        weights = transition * (weights + self._constrained_update(far_spectra, error_spectrum, gain))  # [B, P, 2, F]
         process = (1.0 - transition**2) + config.leakage_uncertainty_gain * leakage.clamp(max=1.0)  # [B, 1]
-        uncertainty = transition**2 * (1.0 - 0.5 * gain * far_power) * uncertainty + process.unsqueeze(-1) * weights.pow(
-            2
-        ).sum(dim=_COMPLEX)  # [B, P, F]
-        uncertainty_change = uncertainty - self.uncertainty_prior  # [B, P, F]
-        return error, echo, [far_buffer, far_spectra, weights, uncertainty_change, noise_power, mean_error, mean_echo, covariance, echo_variance]
+        uncertainty = transition**2 * (1.0 - 0.5 * gain * far_power) * uncertainty + process.unsqueeze(-1) * (
+            weights.pow(2).sum(dim=_COMPLEX) + config.uncertainty_floor * prior
+        )  # [B, P, F]
+
+        # shadow filter: no double-talk protection, fast; its echo path is adopted when it cancels better
+        shadow_error = mic_block - self._echo(far_spectra, shadow_weights)  # [B, L]
+        shadow_gain = config.shadow_step * prior / ((prior * far_power).sum(dim=1) + config.shadow_regularization).unsqueeze(1)
+        shadow_weights = shadow_weights + self._constrained_update(
+            far_spectra, self._tail_spectrum(shadow_error), shadow_gain
+        )  # [B, P, 2, F]
+        beta = config.comparison_smoothing
+        energies = torch.stack([error.pow(2).sum(dim=-1), shadow_error.pow(2).sum(dim=-1)], dim=-1)  # [B, 2]
+        error_energies = beta * error_energies + (1.0 - beta) * energies  # [B, 2]
+        adopt = (error_energies[:, 1] < config.adopt_ratio * error_energies[:, 0]).to(weights.dtype)  # [B]
+        reset = (error_energies[:, 1] > config.reset_ratio * error_energies[:, 0]).to(weights.dtype)  # [B]
+        weights = torch.lerp(weights, shadow_weights, adopt[:, None, None, None])  # [B, P, 2, F]
+        shadow_weights = torch.lerp(shadow_weights, weights, reset[:, None, None, None])  # [B, P, 2, F]
+        switched = torch.clamp(adopt + reset, max=1.0)[:, None]  # [B, 1]
+        lowest = error_energies.min(dim=-1, keepdim=True).values.expand_as(error_energies)  # [B, 2]
+        error_energies = torch.lerp(error_energies, lowest, switched)  # [B, 2]
+
+        uncertainty_change = uncertainty - prior  # [B, P, F]
+        return error, echo, [
+            far_buffer, far_spectra, weights, uncertainty_change, noise_power, mean_error, mean_echo, covariance,
+            echo_variance, shadow_weights, error_energies,
+        ]
 
     def forward(self, mic: torch.Tensor, far_end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole signals ``mic, far_end [B, T]`` -> error, echo estimate ``[B, T]`` (block by block).
