@@ -400,7 +400,9 @@ def array_enhancement(
         from recipes.data.minicorpus import scan_rirs
 
         if measured_rir_root is None:
-            raise ConfigError("measured_probability > 0 needs measured_rir_root (the folder holding rirs/office_32ch_linear)")
+            raise ConfigError(
+                "measured_probability > 0 needs measured_rir_root (the folder holding rirs/office_32ch_linear)"
+            )
         rirs = scan_rirs(Path(measured_rir_root))
     return ArrayRoomDataset(speech, corpora.select("noise", split), config, int(length), int(seed), rirs)
 

@@ -222,7 +222,8 @@ def test_enhance_cli_takes_an_array_file_and_maps_channels_with_mics(tmp_path, c
     assert main(["enhance", str(array_file), "-o", str(tmp_path / "d.wav"), "--model", tiny_array_checkpoint,
                  "--mics", "0,1"]) != EXIT_OK
     assert "pass 4 channel number(s) with --mics" in capsys.readouterr().err
-    assert main(["enhance", str(array_file), "-o", str(tmp_path / "e.wav"), "--model", tiny_array_checkpoint]) != EXIT_OK
+    assert main(["enhance", str(array_file), "-o", str(tmp_path / "e.wav"),
+                 "--model", tiny_array_checkpoint]) != EXIT_OK
     assert "of a fixed geometry but the input has 6 channels" in capsys.readouterr().err  # no silent first four
 
 

@@ -262,8 +262,10 @@ class ArrayRoomDataset(MixingDataset):
             noise_ids.append(noise_id)
         if diffuse:
             entry, _ = _noise_segment(self.noise, self.noise_weights, config.sample_rate, length, rng)
-            field_noise = sum(convolve(load_noise_segment(entry, config.sample_rate, length, rng), noise_rirs[points + k])
-                              for k in range(config.diffuse_sources))  # [M, T]
+            field_noise = sum(
+                convolve(load_noise_segment(entry, config.sample_rate, length, rng), noise_rirs[points + k])
+                for k in range(config.diffuse_sources)
+            )  # [M, T]
             ratio = uniform(rng, config.diffuse_to_point_db)
             noise += scale_to_snr(noise, field_noise, -ratio) if points else field_noise
             noise_ids.append(f"diffuse:{entry.id}")

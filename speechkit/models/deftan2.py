@@ -411,7 +411,8 @@ class DeFTAN2(SpeechModel):
         return (signal[..., hop : hop + length] * level).unsqueeze(1)  # [B, 1, 1, T]
 
     # ----------------------------------------------------------------- causal variant
-    def _normalise(self, spec: torch.Tensor, level_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _normalise(self, spec: torch.Tensor, level_state: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Cumulative RMS of ``spec [B, M, 2, F, N]`` per frame: (normalised spec, scale ``[B, 1, 1, 1, N]``, state)."""
         energy = spec.pow(2).mean(dim=(1, 2, 3))  # [B, N]
         cumulative = level_state[:, 0:1] + torch.cumsum(energy, dim=1)  # [B, N]
