@@ -377,8 +377,9 @@ def array_enhancement(
 
     Real sentence speech and real noise (point sources and a diffuse-like field) of one split of a
     corpus cache; with ``mixing.measured_probability > 0`` also sub-arrays of the measured 32-channel
-    office RIRs under ``measured_rir_root`` (``rirs/office_32ch_linear``; its 9 source positions
-    are shared by every split); ``mixing``: :class:`ArrayRoomMixingConfig` fields (``room`` as
+    office RIRs under ``measured_rir_root`` (``rirs/office_32ch_linear``; default: the mini corpus
+    data root, :func:`recipes.data.minicorpus.default_data_root`; its 9 source positions are shared
+    by every split); ``mixing``: :class:`ArrayRoomMixingConfig` fields (``room`` as
     a nested mapping of :class:`recipes.data.rooms.ArrayRoomConfig` fields). Target: the direct
     path at microphone 0.
     """
@@ -397,13 +398,14 @@ def array_enhancement(
     speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
     rirs = None
     if config.measured_probability > 0:
-        from recipes.data.minicorpus import scan_rirs
+        from recipes.data.minicorpus import default_data_root, scan_rirs
 
-        if measured_rir_root is None:
+        root = Path(measured_rir_root) if measured_rir_root is not None else default_data_root()
+        rirs = scan_rirs(root) if root is not None else []
+        if not rirs:
             raise ConfigError(
                 "measured_probability > 0 needs measured_rir_root (the folder holding rirs/office_32ch_linear)"
             )
-        rirs = scan_rirs(Path(measured_rir_root))
     return ArrayRoomDataset(speech, corpora.select("noise", split), config, int(length), int(seed), rirs)
 
 

@@ -91,4 +91,5 @@ def test_factories_build_train_items_and_a_fixed_set_from_a_corpus_cache(tmp_pat
                                     max_floor_db=None, mixing={"room": mixing["room"]})
     assert len(valid) == 2 and valid[1]["mixture"].shape == (4, 8000)
     with pytest.raises(Exception, match="measured_rir_root"):
-        array_enhancement(str(cache), "train", length=1, max_floor_db=None, mixing={"measured_probability": 0.2})
+        array_enhancement(str(cache), "train", length=1, max_floor_db=None, mixing={"measured_probability": 0.2},
+                          measured_rir_root=str(tmp_path / "no_rirs_here"))
