@@ -1,15 +1,26 @@
-"""Long-file benchmark: peak memory and real-time factor of ``speechkit enhance`` on a synthetic file.
+"""Long-file benchmark: peak memory and real-time factor of ``speechkit enhance`` / ``separate`` on a
+synthetic file, and the model's multiply-accumulates per second of audio.
 
 For each requested duration a synthetic 16 kHz mono file is streamed to disk (never held in
-memory), a random-weight model of the requested preset is saved as a checkpoint, and
-``speechkit enhance`` runs on it in a subprocess. Peak RSS of that subprocess comes from
-``os.wait4`` (``ru_maxrss``); real-time factor is wall time / audio duration. Memory that does not
-grow between the short and the long run shows the bounded-memory design works.
+memory), a random-weight model of the requested registered model and preset is saved as a
+checkpoint, and ``speechkit enhance`` (enhancement models) or ``speechkit separate`` (separation
+models) runs on it in a subprocess with the model's declared chunk and overlap (or
+``--chunk-seconds`` / ``--overlap-seconds``). Peak RSS of that subprocess comes from ``os.wait4``
+(``ru_maxrss``); real-time factor is wall time / audio duration. Memory that does not grow between
+the short and the long run shows the bounded-memory design works.
 
-    .venv/bin/python bench/long_file.py                       # 1 and 30 minutes, enhance_causal_16k
+``--macs SECONDS...`` also counts the model's multiply-accumulates (convolutions and matrix
+products, :class:`torch.utils.flop_counter.FlopCounterMode`, MACs = FLOPs / 2) for one forward pass
+over inputs of those lengths, reported per second of audio (a model with attention over all frames
+costs more per second on longer inputs).
+
+    .venv/bin/python bench/long_file.py                       # 1 and 30 minutes, conv_tasnet enhance_causal_16k
     .venv/bin/python bench/long_file.py --minutes 0.5 5 --preset tiny
+    .venv/bin/python bench/long_file.py --model tiger --preset small --minutes 1 10 --macs 1 6 \
+        --results bench/results/long_file_tiger_small.json
 
-Prints a Markdown table and writes ``bench/results/long_file.json``.
+Prints a Markdown table and writes ``bench/results/long_file.json`` (or ``--results``) and the
+table beside it as ``.md``.
 """
 from __future__ import annotations
 
@@ -50,12 +61,15 @@ def synthesize(path: Path, seconds: float, seed: int = 0) -> None:
             handle.write(block.astype(np.float32))
 
 
-def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: float) -> tuple[float, float, int]:
-    """Run the CLI in a subprocess; returns (wall seconds, peak RSS MiB, exit code)."""
+def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: float,
+                overlap_seconds: float | None = None, command_name: str = "enhance") -> tuple[float, float, int]:
+    """Run the CLI (``enhance`` or ``separate``) in a subprocess; returns (wall seconds, peak RSS MiB, exit code)."""
     command = [
-        sys.executable, "-c", "from speechkit.cli import run; run()", "enhance", str(source), "-o", str(output),
+        sys.executable, "-c", "from speechkit.cli import run; run()", command_name, str(source), "-o", str(output),
         "--model", str(checkpoint), "--force", "--no-progress", "--chunk-seconds", str(chunk_seconds),
     ]
+    if overlap_seconds is not None:
+        command += ["--overlap-seconds", str(overlap_seconds)]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -67,28 +81,66 @@ def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: flo
     return wall, usage.ru_maxrss / 1024.0, process.returncode
 
 
+def measure_macs(model: torch.nn.Module, seconds: float, sample_rate: int) -> float:
+    """Multiply-accumulates of one forward pass over ``seconds`` of audio (conv + matmul FLOPs / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = 0.1 * torch.randn(1, int(getattr(model, "num_input_channels", 1)), int(round(seconds * sample_rate)))
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        model(x)
+    return counter.get_total_flops() / 2
+
+
+def _bench_model(name: str, preset: str) -> torch.nn.Module:
+    """The random-weight model to run: conv_tasnet presets at 16 kHz with one source (enhance) as before."""
+    torch.manual_seed(0)
+    model = build_model(name, preset)
+    if name == "conv_tasnet" and model.sample_rate != RATE:
+        model = build_model(name, preset, sample_rate=RATE, n_src=1)  # e.g. "tiny": same layers, 16 kHz, 1 source
+    return model.eval()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[1.0, 30.0])
-    parser.add_argument("--preset", default="enhance_causal_16k", help="conv_tasnet preset (random weights)")
-    parser.add_argument("--chunk-seconds", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, nargs="*", default=[1.0, 30.0])
+    parser.add_argument("--model", default="conv_tasnet", help="registered model name (random weights)")
+    parser.add_argument("--preset", default="enhance_causal_16k", help="preset of --model")
+    parser.add_argument("--chunk-seconds", type=float, default=None,
+                        help="chunk length (default: the model's declared chunk, else 10 s)")
+    parser.add_argument("--overlap-seconds", type=float, default=None,
+                        help="chunk overlap (default: the model's declared overlap, else the CLI default)")
+    parser.add_argument("--macs", type=float, nargs="*", default=[], metavar="SECONDS",
+                        help="also count MACs per second of audio for inputs of these lengths")
     parser.add_argument("--workdir", type=Path, default=None, help="where the big files go (default: a temp dir)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON output path")
     args = parser.parse_args()
 
+    model = _bench_model(args.model, args.preset)
+    if model.sample_rate != RATE:
+        parser.error(f"{args.model}/{args.preset} runs at {model.sample_rate} Hz; this benchmark writes {RATE} Hz files")
+    spec = model.inference_spec
+    streaming = spec.mode == "stream"
+    chunk_seconds = args.chunk_seconds or (None if streaming else spec.chunk_seconds) or 10.0
+    overlap_seconds = args.overlap_seconds if args.overlap_seconds is not None else (
+        None if streaming else spec.overlap_seconds)
+    command_name = "separate" if model.task == "separation" else "enhance"
+    macs = []
+    for seconds in args.macs:
+        total = measure_macs(model, seconds, model.sample_rate)
+        macs.append({"input_seconds": seconds, "macs": total, "gmacs_per_second": total / seconds / 1e9})
+
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         scratch = Path(scratch)
-        torch.manual_seed(0)
-        model = build_model("conv_tasnet", args.preset)
-        if model.sample_rate != RATE or model.num_sources != 1:  # e.g. "tiny": same layers, 16 kHz, 1 source
-            model = build_model("conv_tasnet", args.preset, sample_rate=RATE, n_src=1)
         checkpoint = save_checkpoint(model, scratch / "model.safetensors")
         for minutes in args.minutes:
             source = scratch / f"long_{minutes:g}min.wav"
             synthesize(source, minutes * 60)
-            wall, peak_mib, code = run_enhance(source, scratch / "out.wav", checkpoint, args.chunk_seconds)
-            output_frames = soundfile.info(str(scratch / "out.wav")).frames if code == 0 else 0
+            output = scratch / ("out.wav" if command_name == "enhance" else "out_{source}.wav")  # separate: a pattern
+            wall, peak_mib, code = run_enhance(source, output, checkpoint, chunk_seconds, overlap_seconds, command_name)
+            written = sorted(scratch.glob("out*.wav"))
+            output_frames = soundfile.info(str(written[0])).frames if code == 0 and written else 0
             rows.append({
                 "minutes": minutes,
                 "input_mib": source.stat().st_size / 2**20,
@@ -97,15 +149,20 @@ def main() -> None:
                 "peak_rss_mib": peak_mib,
                 "exit_code": code,
                 "output_frames_match": output_frames == int(minutes * 60 * RATE),
+                "output_files": len(written) if code == 0 else 0,
             })
             source.unlink()
-            (scratch / "out.wav").unlink(missing_ok=True)
+            for path in written:
+                path.unlink(missing_ok=True)
 
     report = {
         "benchmark": "long_file",
-        "model": f"conv_tasnet/{args.preset} at {RATE} Hz (random weights)",
+        "model": f"{args.model}/{args.preset} at {RATE} Hz (random weights)",
+        "command": command_name,
         "parameters": model.num_parameters(),
-        "chunk_seconds": args.chunk_seconds,
+        "chunk_seconds": chunk_seconds,
+        "overlap_seconds": overlap_seconds,
+        "macs": macs,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -115,15 +172,29 @@ def main() -> None:
     }
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"conv_tasnet/{args.preset} (random weights, {model.num_parameters() / 1e6:.2f} M params), "
-          f"chunk {args.chunk_seconds:g} s, {os.cpu_count()} CPU(s)\n")
-    print("| audio (min) | input (MiB) | wall (s) | RTF | peak RSS (MiB) | exit | length ok |")
-    print("|---:|---:|---:|---:|---:|---:|:---:|")
-    for row in rows:
-        print(f"| {row['minutes']:g} | {row['input_mib']:.1f} | {row['wall_seconds']:.1f} | "
-              f"{row['real_time_factor']:.3f} | {row['peak_rss_mib']:.0f} | {row['exit_code']} | "
-              f"{'yes' if row['output_frames_match'] else 'NO'} |")
-    print(f"\nwrote {args.results}")
+    overlap_text = "" if overlap_seconds is None else f", overlap {overlap_seconds:g} s"
+    lines = [
+        f"{args.model}/{args.preset} (random weights, {model.num_parameters() / 1e6:.4f} M params), speechkit "
+        f"{command_name}, chunk {chunk_seconds:g} s{overlap_text}, {os.cpu_count()} CPU(s), torch threads "
+        f"{torch.get_num_threads()}, load average at end {os.getloadavg()[0]:.1f}",
+        "",
+    ]
+    if rows:
+        lines += ["| audio (min) | input (MiB) | wall (s) | RTF | peak RSS (MiB) | exit | length ok |",
+                  "|---:|---:|---:|---:|---:|---:|:---:|"]
+        lines += [f"| {row['minutes']:g} | {row['input_mib']:.1f} | {row['wall_seconds']:.1f} | "
+                  f"{row['real_time_factor']:.3f} | {row['peak_rss_mib']:.0f} | {row['exit_code']} | "
+                  f"{'yes' if row['output_frames_match'] else 'NO'} |" for row in rows]
+        lines.append("")
+    if macs:
+        lines += ["| input (s) | GMACs | GMACs per second of audio |", "|---:|---:|---:|"]
+        lines += [f"| {entry['input_seconds']:g} | {entry['macs'] / 1e9:.2f} | {entry['gmacs_per_second']:.2f} |"
+                  for entry in macs]
+        lines.append("")
+    text = "\n".join(lines)
+    args.results.with_suffix(".md").write_text(text)
+    print(text)
+    print(f"wrote {args.results} and {args.results.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

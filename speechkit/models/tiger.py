@@ -218,6 +218,14 @@ class TIGER(SpeechModel):
             ),
         )
 
+    def checkpoint_modules(self) -> list[nn.Module]:
+        """Modules whose activations training recomputes in the backward pass: the two FFI paths.
+
+        Each of their ``2 * iterations`` calls is then stored as its input only (training memory
+        grows with the iterations by a few feature maps instead of every block's activations).
+        """
+        return [self.separator.freq_path, self.separator.frame_path]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T] -> [B, num_sources, C, T]`` (channels separated one by one)."""
         batch, channels, length = x.shape

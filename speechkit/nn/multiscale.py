@@ -38,12 +38,17 @@ GLOBAL_NORM_EPS = 1e-8
 DEPTHWISE_KERNEL = 5
 
 
-def adaptive_average_pool(x: torch.Tensor, length: torch.Tensor | int) -> torch.Tensor:
+def adaptive_average_pool(x: torch.Tensor, length: torch.Tensor | int, exportable: bool | None = None) -> torch.Tensor:
     """``adaptive_avg_pool1d(x, length)`` for ``x [..., L]`` -> ``[..., length]``, ONNX-exportable.
 
     Output ``i`` averages inputs ``floor(i L / length) .. ceil((i + 1) L / length) - 1`` (PyTorch's
-    bins, also when ``length`` does not divide ``L``), taken as differences of a cumulative sum.
+    bins, also when ``length`` does not divide ``L``). Eager mode calls PyTorch's own kernel; while
+    tracing for ONNX (where that operator cannot export with such sizes) the bins are taken as
+    differences of a cumulative sum, equal to float rounding. ``exportable`` forces one path
+    (default: the exportable one exactly while tracing).
     """
+    if not (torch.jit.is_tracing() if exportable is None else exportable):
+        return F.adaptive_avg_pool1d(x, int(length))
     size = x.shape[-1]
     index = torch.arange(length, device=x.device)  # [length]
     start = torch.div(index * size, length, rounding_mode="floor")  # [length]
@@ -53,12 +58,16 @@ def adaptive_average_pool(x: torch.Tensor, length: torch.Tensor | int) -> torch.
     return total / (end - start).to(x.dtype)
 
 
-def nearest_resize(x: torch.Tensor, length: torch.Tensor | int) -> torch.Tensor:
+def nearest_resize(x: torch.Tensor, length: torch.Tensor | int, exportable: bool | None = None) -> torch.Tensor:
     """``F.interpolate(x, length, mode="nearest")`` for ``x [B, C, L]`` -> ``[B, C, length]``, ONNX-exportable.
 
-    Output ``i`` is input ``floor(i L / length)``, computed in integers (PyTorch's float scale
-    gives the same indices for every length this block produces).
+    Output ``i`` is input ``floor(i L / length)``. Eager mode calls PyTorch's own kernel; while
+    tracing for ONNX the indices are computed in integers and gathered (the same indices for every
+    length this block produces, where PyTorch's float scale never lands next to an integer).
+    ``exportable`` forces one path (default: the exportable one exactly while tracing).
     """
+    if not (torch.jit.is_tracing() if exportable is None else exportable):
+        return F.interpolate(x, size=int(length), mode="nearest")
     size = x.shape[-1]
     index = torch.div(torch.arange(length, device=x.device) * size, length, rounding_mode="floor")  # [length]
     return x.index_select(-1, index)  # [B, C, length]
