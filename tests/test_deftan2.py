@@ -83,6 +83,53 @@ def test_causal_variant_never_looks_ahead_but_the_offline_model_does() -> None:
         assert (difference > 1e-4) == looks_ahead, (preset, difference)
 
 
+def test_several_hops_per_step_equal_one_hop_steps() -> None:
+    torch.manual_seed(7)
+    model = DeFTAN2.from_preset("tiny_causal").eval()
+    x = 0.3 * torch.randn(1, 4, 32 * 24)
+    outputs = []
+    with torch.no_grad():
+        for hops in (1, 3):
+            state, pieces = model.initial_state(1), []
+            for start in range(0, x.shape[-1], hops * 32):
+                y, state = model.forward_step(x[..., start : start + hops * 32], state)
+                pieces.append(y)
+            outputs.append(torch.cat(pieces, dim=-1))
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny_causal"])
+def test_silence_gives_finite_silence(preset: str) -> None:
+    model = DeFTAN2.from_preset(preset).eval()
+    with torch.no_grad():
+        y = model(torch.zeros(1, 4, 1600))
+    assert torch.isfinite(y).all() and float(y.abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny_causal"])
+def test_pcm_objective_trains_both_variants(preset: str) -> None:
+    """A few Adam steps on one batch lower the reference PCM loss (gradients reach every block)."""
+    from recipes.training.objectives import build_objective
+
+    torch.manual_seed(8)
+    model = DeFTAN2.from_preset(preset).train()
+    objective = build_objective({"name": "complex_spectral_mapping", "n_fft": 64, "hop_length": 32,
+                                 "magnitude_weight": 0.0})
+    clean = torch.from_numpy(speech_like(0.25, 16000, channels=1, seed=9))[None]  # [1, 1, T]
+    mixture = clean.repeat(2, 4, 1) + 0.05 * torch.randn(2, 4, clean.shape[-1])  # [2, 4, T]
+    batch = {"mixture": mixture, "targets": clean.repeat(2, 1, 1)[:, None]}  # targets [2, 1, 1, T]
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(20):
+        optimiser.zero_grad()
+        loss = objective.training_loss(model, batch)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses)) and losses[-1] < 0.8 * losses[0]
+    assert all(parameter.grad is not None for parameter in model.parameters())
+
+
 def test_causal_latency_is_one_window() -> None:
     model = DeFTAN2.from_preset("small_causal")
     assert model.algorithmic_latency == 512 and model.block_size == 256
