@@ -209,6 +209,14 @@ def test_converter_accepts_state_dicts_and_wrappers(tmp_path, wrapping: str) -> 
         assert torch.equal(loaded(x), model(x))
 
 
+@pytest.mark.parametrize("preset", ["base", "large_8mic"])
+def test_converter_infers_the_paper_configurations(tmp_path, preset: str) -> None:
+    config = DeFTAN2.presets[preset]
+    source = tmp_path / f"{preset}.pt"
+    torch.save({"state_dict": _official_state(config)}, source)
+    assert convert_deftan2_checkpoint(source).config == config
+
+
 @pytest.mark.parametrize(("change", "message"), [("extra", "1 unexpected: blocks.0.F_att.fn.extra"),
                                                 ("missing", "1 missing: blocks.1.T_linear.bias"),
                                                 ("stranger", "unexpected entr")])
