@@ -221,9 +221,10 @@ def simulate_array_room(
     rooms = {}
     for name, reflection_order, sources in (("full", int(min(order, config.max_order)), [talker, *noise_positions]),
                                             ("direct", 0, [talker])):
-        ray_tracing = bool(config.ray_tracing and name == "full")
+        ray_tracing = bool(config.ray_tracing and name == "full")  # the direct path has no late tail
         room = pyroomacoustics.ShoeBox(size, fs=sample_rate, materials=pyroomacoustics.Material(float(absorption)),
-                                       max_order=reflection_order, ray_tracing=ray_tracing, air_absorption=ray_tracing)
+                                       max_order=reflection_order, ray_tracing=ray_tracing,
+                                       air_absorption=bool(config.ray_tracing))  # same air on both paths
         for position in sources:
             room.add_source(position)
         room.add_microphone_array(mics)
