@@ -45,6 +45,96 @@ def test_unfold_matches_torch_unfold_order() -> None:
     assert torch.equal(ours, reference)
 
 
+def _reference_forward(model: DeFTAN2, x: torch.Tensor) -> torch.Tensor:
+    """The published DeFTAN-II forward pass written with plain torch ops on ``model``'s weights.
+
+    torch.stft/istft, F.unfold, padded convs, F.group_norm over all frames, F.glu, F.prelu: an
+    independent formulation of the signal flow (no streaming caches, no split modules).
+    """
+    config, weights = model.config, model.state_dict()
+    hop, window_size, kernel = config.hop_length, config.n_fft, config.unfold_kernel
+    length = x.shape[-1]
+    rest = window_size - (hop + length % window_size) % window_size
+    padded = torch.cat([x.new_zeros(*x.shape[:2], hop), x, x.new_zeros(*x.shape[:2], rest + hop)], dim=-1)
+    level = torch.std(padded, dim=(1, 2), keepdim=True)
+    batch, mics, samples = padded.shape
+    window = torch.hann_window(window_size)
+    spectrum = torch.stft((padded / level).reshape(batch * mics, samples), window_size, hop, window=window,
+                          return_complex=True)  # [B*M, F, T]
+    freqs, frames = spectrum.shape[-2:]
+    features = torch.view_as_real(spectrum).reshape(batch, mics, freqs, frames, 2)
+    features = features.permute(0, 1, 4, 3, 2).reshape(batch, 2 * mics, frames, freqs)  # [B, 2M, T, F]
+
+    def w(name: str) -> torch.Tensor:
+        return weights[name]
+
+    def dense(h: torch.Tensor, prefix: str, groups: int) -> torch.Tensor:
+        conv = F.conv1d if h.dim() == 3 else F.conv2d
+        source = h[:, 0::groups]
+        for index in range(groups):
+            out = conv(source, w(f"{prefix}.blocks.{index}.0.weight"), w(f"{prefix}.blocks.{index}.0.bias"), padding=1)
+            out = F.group_norm(out, 1, w(f"{prefix}.blocks.{index}.1.weight"), w(f"{prefix}.blocks.{index}.1.bias"))
+            out = F.prelu(out, w(f"{prefix}.blocks.{index}.2.weight"))
+            source = torch.cat([out, h[:, index + 1 :: groups]], dim=1)
+        return out
+
+    def attention(z: torch.Tensor, prefix: str) -> torch.Tensor:
+        heads = config.num_heads
+        local = F.glu(F.conv1d(z.transpose(1, 2), w(f"{prefix}.cv_qk.0.weight"), padding=1), dim=1).transpose(1, 2)
+        split = [F.linear(source, w(f"{prefix}.to_{name}.weight")).unflatten(-1, (heads, -1)).transpose(1, 2)
+                 for name, source in (("q", local), ("k", local), ("v", z))]
+        summary = F.softmax(split[1], dim=2).transpose(-1, -2) @ split[2] * config.attention_dim**-0.5
+        merged = (F.softmax(split[0], dim=3) @ summary).transpose(1, 2).flatten(2)
+        return F.linear(merged, w(f"{prefix}.to_out.0.weight"), w(f"{prefix}.to_out.0.bias"))
+
+    def feedforward(z: torch.Tensor, prefix: str, dilation: int) -> torch.Tensor:
+        first = F.gelu(F.linear(z, w(f"{prefix}.PW1.0.weight"), w(f"{prefix}.PW1.0.bias")))
+        second = F.gelu(F.linear(z, w(f"{prefix}.PW2.0.weight"), w(f"{prefix}.PW2.0.bias"))).transpose(1, 2)
+        second = F.conv1d(second, w(f"{prefix}.DW_Conv.0.weight"), w(f"{prefix}.DW_Conv.0.bias"), dilation=dilation,
+                          padding="same")
+        second = F.group_norm(second, 1, w(f"{prefix}.DW_Conv.1.weight"), w(f"{prefix}.DW_Conv.1.bias"))
+        second = F.prelu(second, w(f"{prefix}.DW_Conv.2.weight")).transpose(1, 2)
+        return F.linear(torch.cat([first, second], dim=2), w(f"{prefix}.PW3.0.weight"), w(f"{prefix}.PW3.0.bias"))
+
+    def path(h: torch.Tensor, prefix: str, dilation: int, along_time: bool) -> torch.Tensor:
+        b, c, t, f = h.shape
+        mean, var = h.mean(dim=1, keepdim=True), h.var(dim=1, unbiased=False, keepdim=True)
+        normed = (h - mean) / torch.sqrt(var + config.eps) * w(f"{prefix}_norm.gamma") + w(f"{prefix}_norm.beta")
+        seq = normed.permute(0, 3, 1, 2).reshape(b * f, c, t) if along_time else normed.transpose(1, 2).reshape(
+            b * t, c, f)
+        z = dense(F.unfold(seq[..., None], (kernel, 1)), f"{prefix}_inv", kernel).transpose(1, 2)
+        z = attention(F.layer_norm(z, (c,), w(f"{prefix}_att.norm.weight"), w(f"{prefix}_att.norm.bias")),
+                      f"{prefix}_att.fn") + z
+        z = feedforward(F.layer_norm(z, (c,), w(f"{prefix}_ffw.norm.weight"), w(f"{prefix}_ffw.norm.bias")),
+                        f"{prefix}_ffw.fn", dilation) + z
+        out = F.conv_transpose1d(z.transpose(1, 2), w(f"{prefix}_linear.weight"), w(f"{prefix}_linear.bias"))
+        out = out.reshape(b, f, c, t).permute(0, 2, 3, 1) if along_time else out.reshape(b, t, c, f).transpose(1, 2)
+        return out + h
+
+    hidden = F.conv2d(features, w("up_conv.0.weight"), w("up_conv.0.bias"), padding=1)
+    hidden = dense(F.group_norm(hidden, 1, w("up_conv.1.weight"), w("up_conv.1.bias")), "up_conv.2", config.num_heads)
+    for layer in range(config.num_layers):
+        hidden = path(hidden, f"blocks.{layer}.F", 2**layer, along_time=False)
+        hidden = path(hidden, f"blocks.{layer}.T", 2**layer, along_time=True)
+    output = dense(F.conv2d(hidden, w("down_conv.0.weight"), w("down_conv.0.bias"), padding=1), "down_conv.1",
+                   config.num_heads)  # [B, 2, T, F]
+    estimate = torch.complex(output[:, 0], output[:, 1]).transpose(1, 2)  # [B, F, T]
+    signal = torch.istft(estimate, window_size, hop, window=window)  # [B, samples]
+    return signal[:, hop : hop + length] * level[:, 0]  # [B, T]
+
+
+def test_model_equals_the_plain_formulation_of_the_published_forward_pass() -> None:
+    torch.manual_seed(10)
+    model = DeFTAN2.from_preset("tiny").eval()
+    with torch.no_grad():
+        for parameter in model.parameters():  # non-trivial norms and activations
+            parameter.add_(0.1 * torch.randn_like(parameter))
+        x = torch.from_numpy(speech_like(0.3, 16000, channels=4, seed=11))[None]
+        ours, reference = model(x)[:, 0, 0], _reference_forward(model, x)
+    assert ours.shape == reference.shape
+    assert float((ours - reference).abs().max()) < 1e-5 * max(1.0, float(reference.abs().max()))
+
+
 def test_offline_output_is_scale_equivariant_and_shaped() -> None:
     torch.manual_seed(0)
     model = DeFTAN2.from_preset("tiny").eval()
