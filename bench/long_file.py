@@ -40,6 +40,7 @@ import torch
 
 from speechkit.checkpoint import save_checkpoint
 from speechkit.models import build_model
+from speechkit.models.spec import parse_option_strings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "long_file.json"
 RATE = 16000
@@ -62,7 +63,8 @@ def synthesize(path: Path, seconds: float, seed: int = 0) -> None:
 
 
 def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: float,
-                overlap_seconds: float | None = None, command_name: str = "enhance") -> tuple[float, float, int]:
+                overlap_seconds: float | None = None, command_name: str = "enhance",
+                options: list[str] | None = None) -> tuple[float, float, int]:
     """Run the CLI (``enhance`` or ``separate``) in a subprocess; returns (wall seconds, peak RSS MiB, exit code)."""
     command = [
         sys.executable, "-c", "from speechkit.cli import run; run()", command_name, str(source), "-o", str(output),
@@ -70,6 +72,8 @@ def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: flo
     ]
     if overlap_seconds is not None:
         command += ["--overlap-seconds", str(overlap_seconds)]
+    for option in options or []:
+        command += ["--option", option]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
@@ -81,15 +85,20 @@ def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: flo
     return wall, usage.ru_maxrss / 1024.0, process.returncode
 
 
-def measure_macs(model: torch.nn.Module, seconds: float, sample_rate: int) -> float:
-    """Multiply-accumulates of one forward pass over ``seconds`` of audio (conv + matmul FLOPs / 2)."""
+def measure_macs(model: torch.nn.Module, seconds: float, sample_rate: int) -> tuple[float, float]:
+    """Multiply-accumulates of one forward pass over ``seconds`` of audio (conv + matmul FLOPs / 2),
+    and the wall time of a second, uncounted pass (one process, the current torch threads)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     x = 0.1 * torch.randn(1, int(getattr(model, "num_input_channels", 1)), int(round(seconds * sample_rate)))
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
         model(x)
-    return counter.get_total_flops() / 2
+    with torch.inference_mode():
+        started = time.perf_counter()
+        model(x)
+        wall = time.perf_counter() - started
+    return counter.get_total_flops() / 2, wall
 
 
 def _bench_model(name: str, preset: str) -> torch.nn.Module:
@@ -110,6 +119,8 @@ def main() -> None:
                         help="chunk length (default: the model's declared chunk, else 10 s)")
     parser.add_argument("--overlap-seconds", type=float, default=None,
                         help="chunk overlap (default: the model's declared overlap, else the CLI default)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="model inference option (e.g. iterations=2), for the MACs count and the CLI run")
     parser.add_argument("--macs", type=float, nargs="*", default=[], metavar="SECONDS",
                         help="also count MACs per second of audio for inputs of these lengths")
     parser.add_argument("--workdir", type=Path, default=None, help="where the big files go (default: a temp dir)")
@@ -117,6 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = _bench_model(args.model, args.preset)
+    model.set_options(parse_option_strings(args.option))
     if model.sample_rate != RATE:
         parser.error(f"{args.model}/{args.preset} runs at {model.sample_rate} Hz; this benchmark writes {RATE} Hz files")
     spec = model.inference_spec
@@ -127,8 +139,9 @@ def main() -> None:
     command_name = "separate" if model.task == "separation" else "enhance"
     macs = []
     for seconds in args.macs:
-        total = measure_macs(model, seconds, model.sample_rate)
-        macs.append({"input_seconds": seconds, "macs": total, "gmacs_per_second": total / seconds / 1e9})
+        total, wall = measure_macs(model, seconds, model.sample_rate)
+        macs.append({"input_seconds": seconds, "macs": total, "gmacs_per_second": total / seconds / 1e9,
+                     "forward_seconds": wall, "forward_rtf": wall / seconds})
 
     rows = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
@@ -138,7 +151,8 @@ def main() -> None:
             source = scratch / f"long_{minutes:g}min.wav"
             synthesize(source, minutes * 60)
             output = scratch / ("out.wav" if command_name == "enhance" else "out_{source}.wav")  # separate: a pattern
-            wall, peak_mib, code = run_enhance(source, output, checkpoint, chunk_seconds, overlap_seconds, command_name)
+            wall, peak_mib, code = run_enhance(source, output, checkpoint, chunk_seconds, overlap_seconds, command_name,
+                                               args.option)
             written = sorted(scratch.glob("out*.wav"))
             output_frames = soundfile.info(str(written[0])).frames if code == 0 and written else 0
             rows.append({
@@ -159,6 +173,7 @@ def main() -> None:
         "benchmark": "long_file",
         "model": f"{args.model}/{args.preset} at {RATE} Hz (random weights)",
         "command": command_name,
+        "options": dict(model.options),
         "parameters": model.num_parameters(),
         "chunk_seconds": chunk_seconds,
         "overlap_seconds": overlap_seconds,
@@ -173,8 +188,9 @@ def main() -> None:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(report, indent=2) + "\n")
     overlap_text = "" if overlap_seconds is None else f", overlap {overlap_seconds:g} s"
+    options_text = "".join(f", {key}={value}" for key, value in model.options.items())
     lines = [
-        f"{args.model}/{args.preset} (random weights, {model.num_parameters() / 1e6:.4f} M params), speechkit "
+        f"{args.model}/{args.preset}{options_text} (random weights, {model.num_parameters() / 1e6:.4f} M params), speechkit "
         f"{command_name}, chunk {chunk_seconds:g} s{overlap_text}, {os.cpu_count()} CPU(s), torch threads "
         f"{torch.get_num_threads()}, load average at end {os.getloadavg()[0]:.1f}",
         "",
@@ -187,9 +203,10 @@ def main() -> None:
                   f"{'yes' if row['output_frames_match'] else 'NO'} |" for row in rows]
         lines.append("")
     if macs:
-        lines += ["| input (s) | GMACs | GMACs per second of audio |", "|---:|---:|---:|"]
-        lines += [f"| {entry['input_seconds']:g} | {entry['macs'] / 1e9:.2f} | {entry['gmacs_per_second']:.2f} |"
-                  for entry in macs]
+        lines += ["| input (s) | GMACs | GMACs per second of audio | one forward (s) | its RTF |",
+                  "|---:|---:|---:|---:|---:|"]
+        lines += [f"| {entry['input_seconds']:g} | {entry['macs'] / 1e9:.2f} | {entry['gmacs_per_second']:.2f} | "
+                  f"{entry['forward_seconds']:.2f} | {entry['forward_rtf']:.2f} |" for entry in macs]
         lines.append("")
     text = "\n".join(lines)
     args.results.with_suffix(".md").write_text(text)
