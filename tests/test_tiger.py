@@ -52,6 +52,11 @@ def test_speech_band_table_gives_67_bands() -> None:
     widths = [end - start for start, end in bands]
     assert widths == [1] * 40 + [4] * 10 + [10] * 8 + [20] * 8 + [1]
     assert len(bands_from_width_table(SPEECH_BAND_TABLE[:3], 8000, 320)) == 59  # speech_8k preset
+    with torch.device("meta"):
+        eight_khz, dnr = TIGER.from_preset("speech_8k"), TIGER.from_preset("dnr")
+    assert (len(eight_khz.bands), eight_khz.frontend_spec.n_fft, eight_khz.sample_rate) == (59, 320, 8000)
+    # DnR: the same rule at 44.1 kHz / 2048 leaves one 673-bin band above 6.9 kHz (table not verified)
+    assert (len(dnr.bands), dnr.bands[-1][1] - dnr.bands[-1][0], dnr.num_sources) == (67, 673, 3)
     with pytest.raises(ConfigError, match="needs 640 bins"):  # the 16 kHz table at 8 kHz with a 640 window
         TIGERConfig(sample_rate=8000, win_length=640)
     with pytest.raises(ConfigError, match="0 bins"):
@@ -231,3 +236,31 @@ def test_realtime_chunk_mode_runs_the_export_with_its_window_latency(tmp_path, c
     engine = Engine(chunk_model, 1000)
     assert engine.latency.algorithmic == window
     assert engine.summary()["metrics"]["algorithmic_latency_samples"] == window
+
+
+def test_band_split_sequence_norm_and_prelu_merge_head_are_the_reference_layers() -> None:
+    """BandSplit(norm="sequence") = GroupNorm(1, 2w) over all frames + 1x1 conv; BandMerge(head="prelu") =
+    PReLU + grouped 1x1 conv, output viewed as [out_channels, width] per band."""
+    from speechkit.frontend.bandsplit import BandMerge, BandSplit, bands_from_widths
+
+    torch.manual_seed(0)
+    bands = bands_from_widths([1, 2, 3], 6)
+    split = BandSplit(bands, 6, features=4, norm="sequence", eps=1e-7)
+    merge = BandMerge(bands, 6, features=4, out_channels=8, head="prelu", groups=2)
+    spec = torch.randn(2, 2, 6, 9)  # [B, 2, F, T]
+    features = split(spec)  # [B, 4, 3, T]
+    for index, (start, end) in enumerate(bands):
+        band = spec[:, :, start:end].reshape(2, 2 * (end - start), 9)
+        normed = F.group_norm(band, 1, split.norms[index].weight, split.norms[index].bias, eps=1e-7)
+        expected = F.conv1d(normed, split.projections[index].weight[..., None], split.projections[index].bias)
+        torch.testing.assert_close(features[:, :, index], expected)
+    output = merge(features)  # [B, 8, F, T]
+    assert output.shape == (2, 8, 6, 9)
+    start, end = bands[2]
+    raw = merge.projections[2](F.prelu(features[:, :, 2], merge.activations[2].weight))  # [B, 8*3, T]
+    torch.testing.assert_close(output[:, :, start:end], raw.reshape(2, 8, 3, 9))
+    assert merge.projections[2].weight.shape == (24, 2, 1)  # groups=2: half the features per group
+    with pytest.raises(ConfigError, match="unknown BandSplit norm"):
+        BandSplit(bands, 6, 4, norm="batch")
+    with pytest.raises(ConfigError, match="groups 3 must divide"):
+        BandMerge(bands, 6, 4, out_channels=8, head="prelu", groups=3)
