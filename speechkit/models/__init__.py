@@ -24,6 +24,7 @@ MODEL_CLASSES: Mapping[str, str] = MappingProxyType(
         "tiger": "speechkit.models.tiger:TIGER",
         "deftan2": "speechkit.models.deftan2:DeFTAN2",
         "mossformer2": "speechkit.models.mossformer2:MossFormer2",
+        "sgmse": "speechkit.models.sgmse:SGMSE",
     }
 )
 
