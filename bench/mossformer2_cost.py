@@ -5,9 +5,13 @@ For each preset (random weights; cost does not depend on the values), on a synth
 * MACs per second of audio: ``torch.utils.flop_counter.FlopCounterMode`` (conv and matmul; MACs =
   FLOPs / 2) over one pass of ``--mac-seconds`` of audio;
 * real-time factor (wall time / audio duration) of one offline pass over ``--seconds`` of audio,
-  fp32 on 1 and 2 torch threads, and bf16 (weights and activations in bfloat16) on the same threads;
-* bf16 accuracy: SI-SDR of the bf16 output against the fp32 output (per source, worst reported);
-* peak RSS of a fresh subprocess running one 4 s chunk (the model's chunk: what file inference holds).
+  fp32 on 1 and 2 torch threads, and bf16 (weights and activations in bfloat16) on the same threads,
+  with the process CPU seconds per audio second beside it (robust to other load on the machine);
+* bf16 accuracy: SI-SDR of the bf16 output against the fp32 output (per source, worst reported), for
+  the whole model cast to bfloat16 and for CPU autocast (convolutions and matrix products in bfloat16,
+  norms and reductions in float32; timed on the first thread count);
+* peak RSS of a fresh one-thread subprocess running one chunk: the model's declared 4 s chunk, and
+  the file pipeline's 10 s default (what file inference holds at a time).
 
     .venv/bin/python -m bench.mossformer2_cost                   # paper and small, 2 s of audio
     .venv/bin/python -m bench.mossformer2_cost --presets tiny --seconds 0.5 --no-rss
@@ -53,16 +57,20 @@ def macs_per_second(model: torch.nn.Module, seconds: float, rate: int) -> float:
     return counter.get_total_flops() / 2 / seconds
 
 
-def timed_pass(model: torch.nn.Module, x: torch.Tensor, threads: int) -> tuple[float, torch.Tensor]:
-    """Wall seconds of one pass on ``threads`` threads (after one warm-up pass on a short input)."""
+def timed_pass(model: torch.nn.Module, x: torch.Tensor, threads: int) -> tuple[float, float, torch.Tensor]:
+    """Wall and process CPU seconds of one pass on ``threads`` threads (after a warm-up pass on a short input).
+
+    On a shared machine the wall time grows with the other load; the CPU time (all threads of this
+    process) does much less, and on one thread it is what the pass costs on an idle core.
+    """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.no_grad():
             model(x[..., : x.shape[-1] // 4])
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             output = model(x)
-            return time.perf_counter() - start, output
+            return time.perf_counter() - start, time.process_time() - start_cpu, output
     finally:
         torch.set_num_threads(previous)
 
@@ -100,29 +108,41 @@ def measure(preset: str, seconds: float, mac_seconds: float, threads: list[int],
                  "gmacs_per_second": macs_per_second(model, mac_seconds, rate) / 1e9}
     reference = None
     for count in threads:
-        wall, output = timed_pass(model, x, count)
+        wall, cpu, output = timed_pass(model, x, count)
         row[f"rtf_fp32_{count}t"] = wall / seconds
+        row[f"cpu_s_per_s_fp32_{count}t"] = cpu / seconds
         reference = output if reference is None else reference
     half = build_model("mossformer2", preset).eval()
     half.load_state_dict(model.state_dict())
     half = half.to(torch.bfloat16)
     for count in threads:
-        wall, output = timed_pass(half, x.to(torch.bfloat16), count)
+        wall, cpu, output = timed_pass(half, x.to(torch.bfloat16), count)
         row[f"rtf_bf16_{count}t"] = wall / seconds
+        row[f"cpu_s_per_s_bf16_{count}t"] = cpu / seconds
     ours, theirs = output.float()[0, :, 0].numpy(), reference[0, :, 0].numpy()
     row["bf16_vs_fp32_si_sdr_db_worst"] = min(si_sdr(ours[index], theirs[index]) for index in range(ours.shape[0]))
-    if rss:
-        chunk = float(model.inference_spec.chunk_seconds or 4.0)
-        row["chunk_seconds"] = chunk
-        row["chunk_peak_rss_mb"] = chunk_peak_rss_mb(preset, chunk)
+    # autocast: convolutions and matrix products in bfloat16, norms and reductions in float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        wall, cpu, output = timed_pass(model, x, threads[0])
+    row[f"rtf_autocast_{threads[0]}t"] = wall / seconds
+    row[f"cpu_s_per_s_autocast_{threads[0]}t"] = cpu / seconds
+    ours = output.float()[0, :, 0].numpy()
+    row["autocast_vs_fp32_si_sdr_db_worst"] = min(si_sdr(ours[index], theirs[index]) for index in range(ours.shape[0]))
+    if rss:  # the model's declared chunk, and the 10 s default chunk of the file pipeline
+        row["chunk_seconds"] = float(model.inference_spec.chunk_seconds or 4.0)
+        row["chunk_peak_rss_mb"] = chunk_peak_rss_mb(preset, row["chunk_seconds"])
+        row["chunk10s_peak_rss_mb"] = chunk_peak_rss_mb(preset, 10.0)
     return row
 
 
 def markdown(rows: list[dict], threads: list[int]) -> str:
     """The results as one Markdown table."""
     columns = ["preset", "parameters", "frames_per_second", "gmacs_per_second"]
-    columns += [f"rtf_fp32_{count}t" for count in threads] + [f"rtf_bf16_{count}t" for count in threads]
-    columns += ["bf16_vs_fp32_si_sdr_db_worst", "chunk_peak_rss_mb"]
+    for precision in ("fp32", "bf16"):
+        columns += [f"{kind}_{precision}_{count}t" for count in threads for kind in ("rtf", "cpu_s_per_s")]
+    columns += [f"rtf_autocast_{threads[0]}t", f"cpu_s_per_s_autocast_{threads[0]}t"]
+    columns += ["bf16_vs_fp32_si_sdr_db_worst", "autocast_vs_fp32_si_sdr_db_worst", "chunk_peak_rss_mb",
+                "chunk10s_peak_rss_mb"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []

@@ -31,7 +31,7 @@ from ..nn.fsmn import GatedFSMNBlock
 from ..nn.mossformer import MossFormerAttention, RotaryEmbedding, ScaledSinusoidalEmbedding
 from ..tasks import Task
 from .base import SpeechModel
-from .spec import FrontendSpec, InferenceSpec
+from .spec import FrontendSpec, InferenceSpec, OptionSpec
 
 #: GroupNorm eps of the mask network's two global norms (the official value)
 GROUP_NORM_EPS = 1e-8
@@ -220,14 +220,22 @@ class MossFormer2(SpeechModel):
         """Cross-faded 4 s chunks overlapping by 1 s: bounded memory, speakers re-aligned at each join."""
         return InferenceSpec(
             mode="chunk", chunk_seconds=4.0, overlap_seconds=1.0,
+            options=(OptionSpec("bf16", bool, False, help="run convolutions and matrix products in bfloat16 "
+                                "(CPU/CUDA autocast; about 1.5x faster on a CPU with bf16 support)"),),
             exemptions=(("chunk_equals_whole", "global linear attention, segment-wide norms and symmetric FSMN "
                          "kernels see the whole chunk, so cross-faded chunks approximate one pass"),),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [B, C, T] -> [B, S, C, T]``."""
+        """``x [B, C, T] -> [B, S, C, T]`` (in ``x``'s dtype; option ``bf16``: computed under bfloat16 autocast)."""
         if x.dim() != 3:
             raise ConfigError(f"MossFormer2 expects input [batch, channels, time], got shape {tuple(x.shape)}")
+        if self.options["bf16"] and not torch.jit.is_tracing():
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return self._separate(x).to(x.dtype)
+        return self._separate(x)
+
+    def _separate(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, length = x.shape
         features = self.encoder(x.reshape(batch * channels, length))  # [B*C, N, F]
         masks = self.mask_net(features)  # [B*C, S, N, F]
