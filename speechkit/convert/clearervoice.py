@@ -88,7 +88,9 @@ def read_clearervoice_state(path: str | os.PathLike) -> tuple[dict[str, torch.Te
             "speechkit allows no extra classes in ClearerVoice files"
         ) from error
     if not isinstance(package, Mapping):
-        raise CheckpointError(f"{path} is not a ClearerVoice checkpoint (expected a dict, got {type(package).__name__})")
+        raise CheckpointError(
+            f"{path} is not a ClearerVoice checkpoint (expected a dict, got {type(package).__name__})"
+        )
     state = package["model"] if "model" in package else package
     other_entries = sorted(str(key) for key in package if key != "model") if "model" in package else []
     if not isinstance(state, Mapping) or not state:
@@ -120,7 +122,8 @@ def clearervoice_config(state: Mapping[str, torch.Tensor], sample_rate: int = 16
     layer = LAYER_PREFIX + "layers.0."
     fsmn = LAYER_PREFIX + "fsmn.0."
     num_layers = len({key.split(".")[5] for key in state if key.startswith(LAYER_PREFIX + "layers.")})
-    fsmn_depth = len({key for key in state if re.match(re.escape(fsmn) + r"gated_fsmn\.fsmn\.conv\.conv\d+\.weight$", key)})
+    memory_conv = re.compile(re.escape(fsmn) + r"gated_fsmn\.fsmn\.conv\.conv\d+\.weight$")
+    fsmn_depth = len([key for key in state if memory_conv.match(key)])
     rotary_key = layer + "rotary_pos_emb.freqs"
     try:
         return MossFormer2Config(

@@ -67,7 +67,9 @@ class MossFormer2Config:
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"MossFormer2Config.{name} must be positive, got {getattr(self, name)}")
         if self.encoder_kernel_size % 2:
-            raise ConfigError(f"MossFormer2Config.encoder_kernel_size must be even (hop = L/2), got {self.encoder_kernel_size}")
+            raise ConfigError(
+                f"MossFormer2Config.encoder_kernel_size must be even (hop = L/2), got {self.encoder_kernel_size}"
+            )
         if self.model_dim % 2 or self.rotary_dim % 2:
             raise ConfigError("MossFormer2Config.model_dim and rotary_dim must be even (sinusoidal/rotary pairs)")
         if self.rotary_dim > self.query_key_dim:
@@ -76,7 +78,9 @@ class MossFormer2Config:
         if hidden <= 0 or hidden % 2:
             raise ConfigError(f"expansion_factor * model_dim must be a positive even number, got {hidden}")
         if self.conv_kernel_size % 2 == 0:
-            raise ConfigError(f"MossFormer2Config.conv_kernel_size must be odd ('same' padding), got {self.conv_kernel_size}")
+            raise ConfigError(
+                f"MossFormer2Config.conv_kernel_size must be odd ('same' padding), got {self.conv_kernel_size}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"MossFormer2Config.dropout must be in [0, 1), got {self.dropout}")
 

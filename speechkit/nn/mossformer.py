@@ -92,7 +92,8 @@ class FFConvM(nn.Module):
         super().__init__()
         norm_layer = ScaleNorm(dim_in) if norm == "scalenorm" else nn.LayerNorm(dim_in)
         self.mdl = nn.Sequential(
-            norm_layer, nn.Linear(dim_in, dim_out), nn.SiLU(), ConvModule(dim_out, conv_kernel_size), nn.Dropout(dropout)
+            norm_layer, nn.Linear(dim_in, dim_out), nn.SiLU(), ConvModule(dim_out, conv_kernel_size),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
