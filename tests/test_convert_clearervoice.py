@@ -218,3 +218,17 @@ def test_rotary_dim_follows_the_query_key_size() -> None:
     """min(32, qk): the full model rotates 32 of 128 features; the small file all 8."""
     assert math.isclose(official_state(qk=128, layers=1)[
         "mask_net.mdl.intra_mdl.mossformerM.layers.0.rotary_pos_emb.freqs"].numel(), 16)
+
+
+def test_one_memory_mapped_weights_only_load(tmp_path, monkeypatch) -> None:
+    """The file is read once, memory-mapped, so the optimizer state beside the weights is never paged in."""
+    calls: list[dict[str, Any]] = []
+    original = torch.load
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    convert_clearervoice_checkpoint(_write(tmp_path / "last_best_checkpoint.pt", official_state(**SMALL)))
+    assert calls == [{"map_location": "cpu", "weights_only": True, "mmap": True}]
