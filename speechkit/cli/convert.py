@@ -19,7 +19,7 @@ from . import EXIT_OK
 
 #: source formats offered on the command line (the keys of speechkit.convert.CONVERTERS;
 #: repeated so that building the parser does not import torch)
-SOURCES = ("asteroid", "clearervoice", "deftan2", "tiger")
+SOURCES = ("asteroid", "clearervoice", "deftan2", "sgmse", "tiger")
 CHECKPOINT_SUFFIX = ".safetensors"
 
 
@@ -45,6 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sample-rate", type=int, default=None, metavar="HZ",
         help="clearervoice checkpoints only: the model's rate, which the file does not record (default 16000, "
         "MossFormer2_SS_16K; 8000 for the 8 kHz model)",
+    )
+    parser.add_argument(
+        "--weights", choices=("ema", "raw"), default=None,
+        help="sgmse checkpoints only: ema (default) takes the exponential-moving-average weights the official "
+        "code enhances with; raw takes the non-EMA training weights",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output")
     parser.set_defaults(func=run)
@@ -72,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         if args.source != "clearervoice":
             raise ConfigError(f"--sample-rate applies to clearervoice checkpoints only, not {args.source}")
         options["sample_rate"] = args.sample_rate
+    if getattr(args, "weights", None) is not None:
+        if args.source != "sgmse":
+            raise ConfigError(f"--weights applies to sgmse checkpoints only, not {args.source}")
+        options["weights"] = args.weights
     model = convert_checkpoint(args.source, source, out_path=output, overwrite=args.force, **options)
     summary = model.describe()
     streaming = (

@@ -9,6 +9,7 @@ Each importer lives in its own module and reads the original file with
   (``last_best_checkpoint.pt``) -> ``mossformer2``.
 - :mod:`speechkit.convert.tiger`: official TIGER (Hugging Face folder with ``config.json``, or a
   ``.safetensors`` / ``.bin`` / ``.pth`` beside it) -> ``tiger``.
+- :mod:`speechkit.convert.sgmse`: official SGMSE+ Lightning ``.ckpt`` (EMA weights) -> ``sgmse``.
 
 Use :func:`convert_checkpoint` to dispatch by source name.
 """
@@ -29,6 +30,7 @@ CONVERTERS: Mapping[str, str] = MappingProxyType(
         "tiger": "speechkit.convert.tiger:convert_tiger_checkpoint",
         "deftan2": "speechkit.convert.deftan2:convert_deftan2_checkpoint",
         "clearervoice": "speechkit.convert.clearervoice:convert_clearervoice_checkpoint",
+        "sgmse": "speechkit.convert.sgmse:convert_sgmse_checkpoint",
     }
 )
 
