@@ -19,6 +19,15 @@ score-based enhancement, or zeros) and at every time ``t_i``:
 
 The result is the last ``x_mean`` (no noise added at the end). Noise draws are used in that order:
 one for the start, then per time ``corrector_steps`` draws and one for the predictor.
+
+``sde = "ouve"`` (SGMSE+, Richter et al., IEEE/ACM TASLP 2023): the Ornstein-Uhlenbeck SDE
+``dx = theta (y - x) dt + g(t) dw`` with ``g(t) = sigma(t) sqrt(2 ln(sigma_max / sigma_min))``,
+marginal std ``std(t)`` in closed form (:meth:`Schedule.marginal_std`). The start is
+``condition + std(1) z``; the predictor is Euler-Maruyama on the reverse SDE with ``dt`` the gap to
+the next time (``t_eps`` for the last one): ``x_mean = x - theta (y - x) dt + g(t)^2 dt s``,
+``x = x_mean + g(t) sqrt(dt) z``. ``corrector = "annealed"`` uses the step
+``e = 2 (snr std(t)) ** 2`` instead of the norm ratio. ``noise_std`` scales the draws of
+:func:`draw_noise` (``sqrt(1/2)``: complex standard Gaussian noise in real/imag parts).
 """
 from __future__ import annotations
 
@@ -34,7 +43,9 @@ from .errors import RealtimeError
 #: a score function: ``(x [C, T], condition [C, T], t) -> score [C, T]``
 ScoreFunction = Callable[[np.ndarray, np.ndarray, float], np.ndarray]
 #: supported SDEs
-SDES = ("ve",)
+SDES = ("ve", "ouve")
+#: Langevin corrector step rules: the norm ratio, or annealed by the marginal std
+CORRECTORS = ("langevin", "annealed")
 #: where the sampler starts: the condition (noisy input) or zeros
 STARTS = ("condition", "zero")
 
@@ -52,8 +63,15 @@ class Schedule:
     start: str = "condition"
     sde: str = "ve"
     seed: int = 0
+    theta: float = 0.0
+    corrector: str = "langevin"
+    noise_std: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.corrector not in CORRECTORS or not self.noise_std > 0 or self.theta < 0:
+            raise RealtimeError(
+                f"a sampler schedule needs a corrector in {', '.join(CORRECTORS)}, noise_std > 0 and theta >= 0"
+            )
         if self.sde not in SDES:
             raise RealtimeError(f"unknown sampler SDE {self.sde!r} (known: {', '.join(SDES)})")
         if self.start not in STARTS:
@@ -92,10 +110,24 @@ class Schedule:
         """Noise level at time ``t``."""
         return float(self.sigma_min * (self.sigma_max / self.sigma_min) ** t)
 
+    def marginal_std(self, t: float) -> float:
+        """Std of the forward SDE's marginal at ``t`` (VE: ``sigma(t)``; OUVE: the closed form)."""
+        if self.sde == "ve":
+            return self.sigma(t)
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        rate = self.theta + log_ratio
+        variance = self.sigma_min**2 * math.exp(-2.0 * self.theta * t) * math.expm1(2.0 * rate * t)
+        return math.sqrt(variance * log_ratio / rate)
+
+    def diffusion(self, t: float) -> float:
+        """``g(t)`` of the OUVE SDE."""
+        return self.sigma(t) * math.sqrt(2.0 * math.log(self.sigma_max / self.sigma_min))
+
 
 def draw_noise(schedule: Schedule, shape: tuple[int, ...], generator: np.random.Generator) -> np.ndarray:
     """Every noise array of one run, ``[num_draws, *shape]`` float32 standard normal."""
-    return generator.standard_normal((schedule.num_draws, *shape)).astype(np.float32)
+    draws = generator.standard_normal((schedule.num_draws, *shape))
+    return (draws * schedule.noise_std if schedule.noise_std != 1.0 else draws).astype(np.float32)
 
 
 def pc_sample(score: ScoreFunction, condition: np.ndarray, schedule: Schedule, noise: np.ndarray) -> np.ndarray:
@@ -114,7 +146,7 @@ def pc_sample(score: ScoreFunction, condition: np.ndarray, schedule: Schedule, n
         )
     times = schedule.times()
     start = condition if schedule.start == "condition" else np.zeros_like(condition)
-    x = start + np.float32(schedule.sigma(float(times[0]))) * noise[0]  # [C, T]
+    x = start + np.float32(schedule.marginal_std(float(times[0]))) * noise[0]  # [C, T]
     x_mean = x
     draw = 1
     for index, time in enumerate(times):
@@ -123,9 +155,20 @@ def pc_sample(score: ScoreFunction, condition: np.ndarray, schedule: Schedule, n
             gradient = score(x, condition, t)
             z = noise[draw]
             draw += 1
-            ratio = schedule.snr * float(np.linalg.norm(z)) / max(float(np.linalg.norm(gradient)), 1e-12)
+            if schedule.corrector == "annealed":
+                ratio = schedule.snr * schedule.marginal_std(t)
+            else:
+                ratio = schedule.snr * float(np.linalg.norm(z)) / max(float(np.linalg.norm(gradient)), 1e-12)
             step = 2.0 * ratio * ratio
             x = x + np.float32(step) * gradient + np.float32(math.sqrt(2.0 * step)) * z
+        if schedule.sde == "ouve":
+            dt = float(times[index] - times[index + 1]) if index + 1 < len(times) else float(times[-1])
+            diffusion = schedule.diffusion(t)
+            drift = np.float32(schedule.theta * dt) * (condition - x)
+            x_mean = x - drift + np.float32(diffusion * diffusion * dt) * score(x, condition, t)
+            x = x_mean + np.float32(diffusion * math.sqrt(dt)) * noise[draw]
+            draw += 1
+            continue
         sigma_next = schedule.sigma(float(times[index + 1])) if index + 1 < len(times) else 0.0
         variance = schedule.sigma(t) ** 2 - sigma_next**2
         x_mean = x + np.float32(variance) * score(x, condition, t)

@@ -23,8 +23,9 @@ an iterative stochastic model, ``"sampler"``. A sampler export's graph is the sc
 ``(x[1, C, T], condition[1, C, T], t[1]) -> score[1, C, T]`` with the diffusion time ``t`` an
 explicit input and no random operation inside; the sampler loop (``realtime.sampler``) draws the
 noise outside the graph and reads its schedule from the ``schedule`` metadata entry
-(:data:`SAMPLER_SCHEDULE_KEYS`). No bundled model is a sampler yet, so :func:`export_onnx` only
-writes ``"stream"`` and ``"chunk"`` graphs; :func:`write_onnx_metadata` stamps any graph.
+(:data:`SAMPLER_SCHEDULE_KEYS`). :func:`export_onnx` writes ``"stream"`` and ``"chunk"`` graphs;
+:func:`export_score_network` writes the score network of a sampler model (e.g. SGMSE+, whose
+network works on compressed spectra); :func:`write_onnx_metadata` stamps any graph.
 
 The legacy TorchScript exporter is used (``torch.onnx.export(dynamo=False)``, opset 17). After
 export, ONNX Runtime is run against PyTorch on random input (several consecutive steps for
@@ -98,7 +99,8 @@ DEFAULT_REALTIME_CHUNK_SECONDS = 1.0
 #: default overlap of consecutive realtime windows, as a fraction of the window
 DEFAULT_REALTIME_OVERLAP_FRACTION = 0.25
 #: entries of the ``schedule`` metadata of a ``mode = "sampler"`` export (see ``realtime.sampler``)
-SAMPLER_SCHEDULE_KEYS = ("sde", "sigma_min", "sigma_max", "num_steps", "corrector_steps", "snr", "t_eps", "start", "seed")
+SAMPLER_SCHEDULE_KEYS = ("sde", "sigma_min", "sigma_max", "num_steps", "corrector_steps", "snr", "t_eps", "start", "seed",
+                         "theta", "corrector", "noise_std")
 
 
 class ExportError(SpeechkitError):
@@ -362,6 +364,91 @@ def export_onnx(
             os.unlink(tmp_name)
     np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
     return ExportResult(path, golden_path, streaming, metadata, error, tolerance)
+
+
+def export_score_network(
+    model: SpeechModel,
+    path: str | os.PathLike,
+    *,
+    frames: Sequence[int] | None = None,
+    tolerance: float = 1e-4,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> ExportResult:
+    """Export the score network of a ``mode = "sampler"`` model, verified with ONNX Runtime.
+
+    The model provides ``score_network()`` (a module ``(x, condition, t) -> score`` with real
+    inputs, ``t [1]`` explicit and no random op), ``score_network_inputs(frames, generator)``
+    (example inputs with ``frames`` on the last, dynamic axis) and ``sampler_schedule()`` (the
+    :mod:`realtime.sampler` schedule of its current options). The graph is compared with PyTorch at
+    each length of ``frames`` (default: the model's ``score_network_frames``); metadata:
+    ``mode = "sampler"``, ``graph_kind = "score"``, the ``schedule`` and ``score_domain`` (what
+    ``x`` is, e.g. a compressed spectrum, so that a runtime applies the right transform).
+    """
+    require("onnx", "onnx", "ONNX export")
+    path = Path(path)
+    golden_path = path.with_name(path.stem + ".golden.npz")
+    for target in (path, golden_path):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    if inference_mode(model) != "sampler" or not callable(getattr(model, "score_network", None)):
+        raise ExportError(f"{model.name} is not a sampler model with a score network")
+    model.eval()
+    network = model.score_network().eval()
+    lengths = list(frames or model.score_network_frames)
+    generator = torch.Generator().manual_seed(seed)
+    names, output_names = ["x", "condition", "t"], ["score"]
+    example = model.score_network_inputs(lengths[0], generator)
+    last = example[0].dim() - 1
+    dynamic = {name: {last: "frames"} for name in ("x", "condition", "score")}
+    metadata = {
+        "speechkit_format": "speechkit-onnx/1", "speechkit_version": __version__, "model_name": model.name,
+        "task": model.task, "graph_kind": "score", "mode": "sampler", "chunk_length": None, "overlap_length": None,
+        "schedule": model.sampler_schedule(), "sample_rate": model.sample_rate,
+        "frontend": model.frontend_spec.to_dict(), "input_layout": model.input_layout.to_dict(),
+        "inference": model.inference_spec.to_dict(), "input_names": names, "output_names": output_names,
+        "input_shape": [*example[0].shape[:-1], "frames"], "output_shape": [*example[0].shape[:-1], "frames"],
+        "num_input_channels": model.num_input_channels, "num_sources": model.num_sources,
+        "num_output_channels": model.num_output_channels, "config": config_to_dict(model.config),
+        "ort_graph_optimization": model.onnx_graph_optimization, "score_domain": model.score_domain,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = temporary_sibling(path)
+    try:
+        with torch.no_grad():
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, on purpose
+                warnings.filterwarnings("ignore", message="Constant folding")
+                try:
+                    torch.onnx.export(network, example, tmp_name, dynamo=False, opset_version=OPSET,
+                                      input_names=names, output_names=output_names, dynamic_axes=dynamic,
+                                      do_constant_folding=True)
+                except (RuntimeError, TypeError, ValueError) as error:
+                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                    raise ExportError(f"torch.onnx cannot export the score network of {model.name}: {first_line}") from error
+            session = _session(tmp_name)
+            worst, golden = 0.0, {}
+            for index, length in enumerate(lengths):
+                inputs = example if index == 0 else model.score_network_inputs(length, generator)
+                reference = network(*inputs).numpy()
+                (output,) = session.run(None, {name: tensor.numpy() for name, tensor in zip(names, inputs)})
+                worst = max(worst, _relative_error(output, reference))
+                golden.update({f"{name}_{index}": tensor.numpy() for name, tensor in zip(names, inputs)})
+                golden[f"score_{index}"] = reference
+        if worst > tolerance:
+            raise ExportVerificationError(
+                f"ONNX Runtime differs from PyTorch by {worst:.3g} (relative max), above the tolerance "
+                f"{tolerance:.3g}; the score network export of {model.name} is not faithful"
+            )
+        metadata["verification"] = {"max_abs_error": worst, "tolerance": tolerance, "seed": seed, "frames": lengths}
+        write_onnx_metadata(tmp_name, metadata)
+        publish(tmp_name, path)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
+    return ExportResult(path, golden_path, False, metadata, worst, tolerance)
 
 
 def write_onnx_metadata(path: str | os.PathLike, metadata: dict[str, Any]) -> None:

@@ -26,11 +26,12 @@ from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..errors import ConfigError
 from ..frontend.compression import compress_spectrum, decompress_spectrum
 from ..frontend.stft import stft_pair
-from ..nn.diffusion import OUVESDE, generator_noise, list_noise, ode_sample, pc_sample
+from ..nn.diffusion import COMPLEX_NOISE_STD, OUVESDE, generator_noise, list_noise, ode_sample, pc_sample
 from ..nn.ncsnpp import NCSNppUNet
 from ..tasks import Task
 from .base import SpeechModel
@@ -255,6 +256,37 @@ class SGMSE(SpeechModel):
         return pc_sample(self.network_score, condition, self.sde, source, options["steps"],
                          options["corrector_steps"], options["snr"], self.config.t_eps)
 
+    # ------------------------------------------------------------------ export
+    #: what the exported score network's ``x`` and ``condition`` are
+    score_domain = "compressed_stft"
+
+    @property
+    def score_network_frames(self) -> tuple[int, int]:
+        """Frame counts the score-network export is verified at (multiples of ``frame_multiple``)."""
+        return (self.config.frame_multiple, 2 * self.config.frame_multiple)
+
+    def score_network(self) -> nn.Module:
+        """The score network with real I/O: ``(x, condition [B, 2, F, N], t [B]) -> score [B, 2, F, N]``."""
+        return _ScoreNetwork(self)
+
+    def score_network_inputs(self, frames: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Random example inputs of the score network with ``frames`` frames."""
+        shape = (1, 2, self.config.num_freqs, int(frames))
+        state = 0.3 * torch.randn(shape, generator=generator)
+        condition = 0.3 * torch.randn(shape, generator=generator)
+        return state, condition, torch.rand(1, generator=generator) * (1.0 - self.config.t_eps) + self.config.t_eps
+
+    def sampler_schedule(self) -> dict:
+        """The ``realtime.sampler`` schedule of the current options (predictor-corrector)."""
+        options = self.options
+        return {
+            "sde": "ouve", "theta": self.config.theta, "sigma_min": self.config.sigma_min,
+            "sigma_max": self.config.sigma_max, "num_steps": int(options["steps"]),
+            "corrector_steps": int(options["corrector_steps"]), "snr": float(options["snr"]),
+            "t_eps": self.config.t_eps, "start": "condition", "seed": int(options["seed"]),
+            "corrector": "annealed", "noise_std": COMPLEX_NOISE_STD,
+        }
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, 1, T] -> [B, 1, 1, T]``: the enhanced signal (one sampler run per item)."""
         length = x.shape[-1]
@@ -263,3 +295,15 @@ class SGMSE(SpeechModel):
         frames = condition.shape[-1]
         estimate = self.sample(self.pad_frames(condition))[..., :frames]  # [B, 1, 2, F, N'] -> [B, 1, 2, F, N]
         return (self.waveform(estimate, length) * peak).unsqueeze(1)  # [B, 1, T] -> [B, 1, 1, T]
+
+
+class _ScoreNetwork(nn.Module):
+    """:meth:`SGMSE.network_score` on ``[B, 2, F, N]`` spectra (no channel axis): what the export traces."""
+
+    def __init__(self, model: SGMSE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, state: torch.Tensor, condition: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """``state, condition [B, 2, F, N]``, ``time [B]`` -> ``[B, 2, F, N]``."""
+        return self.model.network_score(state.unsqueeze(1), condition.unsqueeze(1), time)[:, 0]

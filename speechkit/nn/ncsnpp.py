@@ -49,9 +49,10 @@ def group_norm(channels: int) -> nn.GroupNorm:
 
 
 def _depthwise(x: torch.Tensor, kernel: torch.Tensor, stride: int) -> torch.Tensor:
-    channels = x.shape[1]
-    weight = kernel.flip(0, 1).to(x.dtype)[None, None].expand(channels, 1, *kernel.shape)  # [C, 1, K, K]
-    return F.conv2d(x, weight, stride=stride, groups=channels)
+    """The same 2-D filter on every channel (channels folded into the batch: a fixed kernel shape exports)."""
+    weight = kernel.flip(0, 1).to(x.dtype)[None, None]  # [1, 1, K, K]
+    filtered = F.conv2d(x.flatten(0, 1).unsqueeze(1), weight, stride=stride)  # [B*C, 1, H', W']
+    return filtered.reshape(x.shape[0], x.shape[1], filtered.shape[-2], filtered.shape[-1])  # [B, C, H', W']
 
 
 def fir_downsample(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
