@@ -23,9 +23,9 @@ an iterative stochastic model, ``"sampler"``. A sampler export's graph is the sc
 ``(x[1, C, T], condition[1, C, T], t[1]) -> score[1, C, T]`` with the diffusion time ``t`` an
 explicit input and no random operation inside; the sampler loop (``realtime.sampler``) draws the
 noise outside the graph and reads its schedule from the ``schedule`` metadata entry
-(:data:`SAMPLER_SCHEDULE_KEYS`). :func:`export_onnx` writes ``"stream"`` and ``"chunk"`` graphs;
-:func:`export_score_network` writes the score network of a sampler model (e.g. SGMSE+, whose
-network works on compressed spectra); :func:`write_onnx_metadata` stamps any graph.
+(:data:`SAMPLER_SCHEDULE_KEYS`). :func:`export_onnx` writes ``"stream"`` and ``"chunk"`` graphs,
+and for a sampler model that provides a score network (e.g. SGMSE+, whose network works on
+compressed spectra) :func:`export_score_network`'s graph; :func:`write_onnx_metadata` stamps any graph.
 
 The legacy TorchScript exporter is used (``torch.onnx.export(dynamo=False)``, opset 17). After
 export, ONNX Runtime is run against PyTorch on random input (several consecutive steps for
@@ -312,6 +312,8 @@ def export_onnx(
         if target.exists() and not overwrite:
             raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
     mode = inference_mode(model)
+    if mode == "sampler" and callable(getattr(model, "score_network", None)) and not streaming:
+        return export_score_network(model, path, tolerance=tolerance, seed=seed, overwrite=overwrite)
     if mode == "sampler":
         raise ExportError(
             f"{model.name} is an iterative sampler; export its score network and stamp it with "

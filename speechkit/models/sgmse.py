@@ -170,8 +170,6 @@ class SGMSE(SpeechModel):
             ),
             exemptions=(
                 ("chunk_equals_whole", "a stochastic sampler: each chunk draws its own noise"),
-                ("onnx_export", "an iterative sampler: its score network is exported and run by the realtime sampler "
-                                "loop (tests/test_sgmse.py)"),
             ),
         )
 
