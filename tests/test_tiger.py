@@ -264,3 +264,24 @@ def test_band_split_sequence_norm_and_prelu_merge_head_are_the_reference_layers(
         BandSplit(bands, 6, 4, norm="batch")
     with pytest.raises(ConfigError, match="groups 3 must divide"):
         BandMerge(bands, 6, 4, out_channels=8, head="prelu", groups=3)
+
+
+def test_axis_attention_equals_the_per_head_reference() -> None:
+    """Batched projections = the reference's per-head Conv2d + PReLU + norm, softmax(q k^T / sqrt(E Q)) v."""
+    from speechkit.nn.axis_attention import AxisSelfAttention
+
+    torch.manual_seed(0)
+    attention = AxisSelfAttention(16, num_heads=4, key_channels=4).eval()
+    with torch.no_grad():
+        for parameter in attention.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    x = torch.randn(2, 16, 7, 11)  # attention across 7 tokens, embeddings over 11 positions
+    heads = []
+    for queries, keys, values in zip(attention.Queries, attention.Keys, attention.Values):
+        query, key = queries(x).transpose(1, 2).flatten(2), keys(x).transpose(1, 2).flatten(2)  # [B, L, E*Q]
+        value = values(x)  # [B, C/H, L, Q]
+        weights = torch.softmax(query @ key.transpose(1, 2) / (query.shape[-1] ** 0.5), dim=-1)
+        heads.append((weights @ value.transpose(1, 2).flatten(2)).reshape(2, 7, 4, 11).transpose(1, 2))
+    with torch.no_grad():
+        expected = attention.attn_concat_proj(torch.cat(heads, dim=1)) + x
+        torch.testing.assert_close(attention(x), expected, rtol=1e-5, atol=1e-5)
