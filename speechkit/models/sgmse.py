@@ -126,6 +126,9 @@ class SGMSE(SpeechModel):
         }
     )
 
+    #: validation of a training run: the sampler on a small fixed subset (the seed is the validation's)
+    validation_defaults = MappingProxyType({"subset": 8})
+
     def __init__(self, config: SGMSEConfig) -> None:
         super().__init__(config)
         self.stft, self.istft = stft_pair(config.n_fft, config.hop_length, window="hann", padding="center")
