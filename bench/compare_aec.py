@@ -2,7 +2,8 @@
 
 One command runs speechkit's ``complex_d3net_aec`` (``--model PATH`` to a checkpoint, or
 ``--model untrained:paper`` for a clearly labelled random network that only validates the pipeline
-and measures speed) and every installed peer (Speex AEC through ``speexdsp-aec``, WebRTC AEC3 alone
+and measures speed), speechkit's linear stage alone (the bundled adaptive filter ``linear_aec_16k``,
+as ``speechkit aec --linear-only`` runs it; ``--no-linear`` leaves it out) and every installed peer (Speex AEC through ``speexdsp-aec``, WebRTC AEC3 alone
 and with WebRTC noise suppression through ``pywebrtc-audio``; see ``bench/aec_peers/``) on a fixed
 held-out set of echo scenarios:
 
@@ -304,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also run every peer with the reference pre-aligned by speechkit's GCC-PHAT estimate")
     parser.add_argument("--no-aecmos", action="store_true", help="skip AECMOS")
     parser.add_argument("--label", default=None, help="table label of the speechkit model")
+    parser.add_argument("--cache-root", type=Path, default=None,
+                        help="where the fixed held-out sets are read or generated (default: the data cache)")
+    parser.add_argument("--no-linear", action="store_true",
+                        help="leave out the row of speechkit's linear stage alone (linear_aec_16k)")
     args = parser.parse_args(argv)
 
     import torch
@@ -333,6 +338,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes.append(f"{label}: the network records no training (random weights); its quality numbers are "
                              "meaningless, only its RTF and latency are the architecture's.")
             systems.append((label, speechkit_system, False))
+        if not args.no_linear:
+            from speechkit.pretrained import LINEAR_ECHO_CANCELLER
+
+            systems.append((f"speechkit linear stage ({LINEAR_ECHO_CANCELLER})",
+                            SpeechkitEchoCanceller(LINEAR_ECHO_CANCELLER), False))
         for name in args.peers:
             available, reason = PEERS[name].is_available()
             if not available:
@@ -353,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as error:  # speechmos/librosa missing or its ONNX model failing: skip AECMOS, say why
                 with_aecmos = False
                 skipped["AECMOS"] = f"{type(error).__name__}: {error}"
-        items = held_out_set(args.items)
+        items = held_out_set(args.items, args.cache_root)
     except SpeechkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -367,6 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Pre-aligned rows (if any) get a reference aligned by speechkit.delay (GCC-PHAT, not timed); Speex then "
         f"models {ALIGNED_SPEEX_TAIL_MS} ms."
     )
+    if not args.no_linear:
+        notes.append(
+            "speechkit linear stage: the partitioned-block frequency-domain Kalman filter alone (no network, no "
+            "learned weights: it learns each item's echo path from scratch while it runs), 320 ms echo tail after "
+            "GCC-PHAT alignment minus a 5 ms margin; it removes linear echo only (no residual-echo or noise suppression)."
+        )
     notes.append(
         "RTF = block-processing seconds / audio seconds on one thread (state creation excluded); latency = block "
         "+ declared output delay; output delays were found by cross-correlating near-end estimates with the clean "

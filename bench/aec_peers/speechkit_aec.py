@@ -61,7 +61,8 @@ class SpeechkitEchoCanceller(EchoCanceller):
         self.network = self.processor.model
         self.model_reference = reference
         self.align = align
-        self.trained = is_trained(self.provenance)
+        # an adaptive filter without learned weights (linear_aec) needs no training to be meaningful
+        self.trained = is_trained(self.provenance) or self.network.num_parameters() == 0
         self.native_rate = self.network.sample_rate  # type: ignore[misc]
         self.block_size = 1  # type: ignore[misc]
         self.stream_delay = 0  # type: ignore[misc]

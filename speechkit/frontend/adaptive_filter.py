@@ -35,9 +35,13 @@ everything the filter cannot model (near-end talk, noise: ``Phi``). Both are tra
 * a **shadow filter** (the two-filter scheme of practical echo cancellers) adapts beside it with
   a fixed normalised step and no double-talk protection, so it re-converges after a path change
   as fast as from scratch; its echo path replaces the main one when its smoothed error energy
-  falls below ``adopt_ratio`` times the main filter's, and it restarts from the main filter when
-  near-end talk drives its error above ``reset_ratio`` times the main one's. The output is
-  always the main (Kalman) filter's.
+  falls below ``adopt_ratio`` times the main filter's (and below the microphone's), and it
+  restarts from the main filter when near-end talk drives its error above ``reset_ratio`` times
+  the main one's. Its normalisation includes the Kalman filter's observation noise, so it is
+  fast after a path change (the leaked echo is not counted as noise) and slow in double talk.
+  The output is always the main (Kalman) filter's; when its smoothed error energy exceeds
+  ``divergence_ratio`` times the microphone's, both filters restart from zero (a filter must not
+  add echo).
 
 Why a Kalman gain and not a fixed-step NLMS: the gain is an optimal step size per bin and
 partition from two powers that NLMS would need a double-talk detector and a convergence
@@ -95,7 +99,10 @@ class KalmanFilterConfig:
         adopt_ratio: the shadow's echo path replaces the main one when its smoothed error energy
             is below this fraction of the main filter's.
         reset_ratio: the shadow restarts from the main filter when its error energy is above this
-            multiple of the main filter's (it adapted to near-end talk).
+            multiple of the main filter's or of the microphone's (it adapted to near-end talk).
+        divergence_ratio: both filters restart from zero when the main filter's smoothed error
+            energy exceeds this multiple of the microphone's (the filter adds echo instead of
+            removing it: strongly nonlinear echo, a wrong alignment).
         power_floor: smallest observation-noise power (keeps the gain finite in digital silence).
     """
 
@@ -107,13 +114,14 @@ class KalmanFilterConfig:
     uncertainty_decay_db: float = 2.0
     leakage_smoothing: float = 0.95
     max_leakage: float = 4.0
-    leakage_uncertainty_gain: float = 0.5
+    leakage_uncertainty_gain: float = 0.1
     uncertainty_floor: float = 0.1
     shadow_step: float = 1.5
     shadow_regularization: float = 1e-6
     comparison_smoothing: float = 0.8
     adopt_ratio: float = 0.7
     reset_ratio: float = 4.0
+    divergence_ratio: float = 2.0
     power_floor: float = 1e-10
 
     def __post_init__(self) -> None:
@@ -135,6 +143,8 @@ class KalmanFilterConfig:
             raise ConfigError("uncertainty_floor and shadow_step must not be negative, shadow_regularization positive")
         if not 0.0 <= self.comparison_smoothing < 1.0 or not 0.0 < self.adopt_ratio < 1.0 < self.reset_ratio:
             raise ConfigError("comparison_smoothing must be in [0, 1), adopt_ratio in (0, 1), reset_ratio above 1")
+        if self.divergence_ratio <= 1.0:
+            raise ConfigError(f"divergence_ratio must be above 1, got {self.divergence_ratio}")
 
     @property
     def num_freqs(self) -> int:
@@ -203,7 +213,7 @@ class PartitionedKalmanFilter(nn.Module):
             ("covariance", (batch_size, freqs)),
             ("echo_variance", (batch_size, freqs)),
             ("shadow_weights", (batch_size, partitions, 2, freqs)),
-            ("error_energies", (batch_size, 2)),
+            ("error_energies", (batch_size, 3)),
         ]
 
     def initial_state(
@@ -274,22 +284,32 @@ class PartitionedKalmanFilter(nn.Module):
             weights.pow(2).sum(dim=_COMPLEX) + config.uncertainty_floor * prior
         )  # [B, P, F]
 
-        # shadow filter: no double-talk protection, fast; its echo path is adopted when it cancels better
+        # shadow filter: the prior's fixed gain, fast; its echo path is adopted when it cancels better
         shadow_error = mic_block - self._echo(far_spectra, shadow_weights)  # [B, L]
-        shadow_gain = config.shadow_step * prior / ((prior * far_power).sum(dim=1) + config.shadow_regularization).unsqueeze(1)
+        shadow_norm = (prior * far_power).sum(dim=1) + 2.0 * noise_power + config.shadow_regularization  # [B, F]
+        shadow_gain = config.shadow_step * prior / shadow_norm.unsqueeze(1)  # [B, P, F]
         shadow_weights = shadow_weights + self._constrained_update(
             far_spectra, self._tail_spectrum(shadow_error), shadow_gain
         )  # [B, P, 2, F]
         beta = config.comparison_smoothing
-        energies = torch.stack([error.pow(2).sum(dim=-1), shadow_error.pow(2).sum(dim=-1)], dim=-1)  # [B, 2]
-        error_energies = beta * error_energies + (1.0 - beta) * energies  # [B, 2]
-        adopt = (error_energies[:, 1] < config.adopt_ratio * error_energies[:, 0]).to(weights.dtype)  # [B]
-        reset = (error_energies[:, 1] > config.reset_ratio * error_energies[:, 0]).to(weights.dtype)  # [B]
+        energies = torch.stack(
+            [error.pow(2).sum(dim=-1), shadow_error.pow(2).sum(dim=-1), mic_block.pow(2).sum(dim=-1)], dim=-1
+        )  # [B, 3]: main error, shadow error, microphone
+        error_energies = beta * error_energies + (1.0 - beta) * energies  # [B, 3]
+        main, shadow, mic = error_energies.unbind(dim=-1)  # [B] each
+        adopt = ((shadow < config.adopt_ratio * main) & (shadow < mic)).to(weights.dtype)  # [B]
+        reset = ((shadow > config.reset_ratio * main) | (shadow > config.reset_ratio * mic)).to(weights.dtype)  # [B]
         weights = torch.lerp(weights, shadow_weights, adopt[:, None, None, None])  # [B, P, 2, F]
         shadow_weights = torch.lerp(shadow_weights, weights, reset[:, None, None, None])  # [B, P, 2, F]
+        # a filter that makes the microphone louder has diverged (nonlinear echo, a wrong alignment): restart
+        keep = (main <= config.divergence_ratio * mic).to(weights.dtype)[:, None, None, None]  # [B, 1, 1, 1]
+        weights, shadow_weights = weights * keep, shadow_weights * keep  # [B, P, 2, F]
         switched = torch.clamp(adopt + reset, max=1.0)[:, None]  # [B, 1]
-        lowest = error_energies.min(dim=-1, keepdim=True).values.expand_as(error_energies)  # [B, 2]
-        error_energies = torch.lerp(error_energies, lowest, switched)  # [B, 2]
+        lowest = torch.minimum(main, shadow)[:, None]  # [B, 1]
+        compared = torch.cat([lowest, lowest, mic[:, None]], dim=-1)  # [B, 3]
+        error_energies = torch.lerp(error_energies, compared, switched)  # [B, 3]
+        restarted = 1.0 - keep[:, :, 0, 0]  # [B, 1]
+        error_energies = torch.lerp(error_energies, mic[:, None].expand_as(error_energies), restarted)  # [B, 3]
 
         uncertainty_change = uncertainty - prior  # [B, P, F]
         return error, echo, [

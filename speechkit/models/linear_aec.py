@@ -45,7 +45,7 @@ class LinearAECConfig:
     num_partitions: int = 20  # echo tail = num_partitions * block_length samples
     transition: float = 0.9995  # Markov factor A of the echo path per block
     noise_smoothing: float = 0.5
-    leakage_uncertainty_gain: float = 0.5  # re-convergence push after an echo-path change
+    leakage_uncertainty_gain: float = 0.1  # uncertainty pushed back in while the echo leaks
     alignment_margin_ms: float = 5.0  # reference aligned this much early (covers late delay estimates)
     sample_rate: int = 16000
 
