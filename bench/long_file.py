@@ -64,8 +64,12 @@ def synthesize(path: Path, seconds: float, seed: int = 0) -> None:
 
 def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: float,
                 overlap_seconds: float | None = None, command_name: str = "enhance",
-                options: list[str] | None = None) -> tuple[float, float, int]:
-    """Run the CLI (``enhance`` or ``separate``) in a subprocess; returns (wall seconds, peak RSS MiB, exit code)."""
+                options: list[str] | None = None) -> tuple[float, float, int, float]:
+    """Run the CLI (``enhance`` or ``separate``) in a subprocess.
+
+    Returns (wall seconds, peak RSS MiB, exit code, CPU seconds (user + system) of the subprocess):
+    on a shared machine the CPU time shows the cost the wall time hides behind other jobs.
+    """
     command = [
         sys.executable, "-c", "from speechkit.cli import run; run()", command_name, str(source), "-o", str(output),
         "--model", str(checkpoint), "--force", "--no-progress", "--chunk-seconds", str(chunk_seconds),
@@ -82,7 +86,7 @@ def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: flo
     if process.returncode != 0:
         sys.stderr.write(process.stderr.read().decode())
     process.stderr.close()
-    return wall, usage.ru_maxrss / 1024.0, process.returncode
+    return wall, usage.ru_maxrss / 1024.0, process.returncode, usage.ru_utime + usage.ru_stime
 
 
 def measure_macs(model: torch.nn.Module, seconds: float, sample_rate: int) -> tuple[float, float]:
@@ -151,7 +155,7 @@ def main() -> None:
             source = scratch / f"long_{minutes:g}min.wav"
             synthesize(source, minutes * 60)
             output = scratch / ("out.wav" if command_name == "enhance" else "out_{source}.wav")  # separate: a pattern
-            wall, peak_mib, code = run_enhance(source, output, checkpoint, chunk_seconds, overlap_seconds, command_name,
+            wall, peak_mib, code, cpu = run_enhance(source, output, checkpoint, chunk_seconds, overlap_seconds, command_name,
                                                args.option)
             written = sorted(scratch.glob("out*.wav"))
             output_frames = soundfile.info(str(written[0])).frames if code == 0 and written else 0
@@ -160,6 +164,8 @@ def main() -> None:
                 "input_mib": source.stat().st_size / 2**20,
                 "wall_seconds": wall,
                 "real_time_factor": wall / (minutes * 60),
+                "cpu_seconds": cpu,
+                "cpu_real_time_factor": cpu / (minutes * 60),
                 "peak_rss_mib": peak_mib,
                 "exit_code": code,
                 "output_frames_match": output_frames == int(minutes * 60 * RATE),
@@ -196,10 +202,11 @@ def main() -> None:
         "",
     ]
     if rows:
-        lines += ["| audio (min) | input (MiB) | wall (s) | RTF | peak RSS (MiB) | exit | length ok |",
-                  "|---:|---:|---:|---:|---:|---:|:---:|"]
+        lines += ["| audio (min) | input (MiB) | wall (s) | RTF | CPU (s) | CPU RTF | peak RSS (MiB) | exit | length ok |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
         lines += [f"| {row['minutes']:g} | {row['input_mib']:.1f} | {row['wall_seconds']:.1f} | "
-                  f"{row['real_time_factor']:.3f} | {row['peak_rss_mib']:.0f} | {row['exit_code']} | "
+                  f"{row['real_time_factor']:.3f} | {row['cpu_seconds']:.1f} | {row['cpu_real_time_factor']:.3f} | "
+                  f"{row['peak_rss_mib']:.0f} | {row['exit_code']} | "
                   f"{'yes' if row['output_frames_match'] else 'NO'} |" for row in rows]
         lines.append("")
     if macs:
