@@ -1,0 +1,125 @@
+"""The linear stage wired in: complex_d3net_aec's linear_stage field, the echo pipeline's alignment margin,
+the bundled linear_aec_16k and ``speechkit aec --linear-only``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from scipy.signal import fftconvolve
+
+from speechkit.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from speechkit.cli import EXIT_OK, EXIT_USAGE, main
+from speechkit.models import build_model, get_model_class
+
+RATE = 16000
+
+
+def _far_and_echo(seconds: float, delay: int, seed: int = 0, tail: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """White far end and its echo through a decaying response of ``tail`` seconds after ``delay`` samples."""
+    rng = np.random.default_rng(seed)
+    far_end = (0.05 * rng.standard_normal(int(seconds * RATE))).astype(np.float32)
+    taps = np.arange(int(tail * RATE))
+    response = rng.standard_normal(taps.size) * np.exp(-6.9 * taps / (tail * RATE))
+    response[0] = 3.0
+    response = 0.5 * response / np.sqrt(np.sum(response**2))
+    echo = np.zeros_like(far_end)
+    echo[delay:] = fftconvolve(far_end, response)[: far_end.size - delay]
+    return far_end, echo.astype(np.float32)
+
+
+def test_paper_presets_keep_their_size_and_the_linear_stage_adds_only_input_channels() -> None:
+    model_class = get_model_class("complex_d3net_aec")
+    with torch.device("meta"):
+        paper, linear = model_class.from_preset("paper"), model_class.from_preset("paper_linear")
+    assert not paper.config.linear_stage and paper.num_parameters() == 353_188
+    # two more complex input channels of the 3x3 input conv to 24 channels: 2 x 24 x 9 x 2 real weights
+    assert linear.num_parameters() == 353_188 + 2 * 24 * 9 * 2
+    assert linear.input_layout == paper.input_layout  # still (microphone, far end) from outside
+    assert paper.reference_lead == 0 and linear.reference_lead == 80  # 5 ms at 16 kHz
+
+
+def test_checkpoints_without_the_linear_fields_load_unchanged(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny").eval()
+    path = save_checkpoint(model, tmp_path / "new.safetensors")
+    metadata = read_metadata(path)
+    for field in [key for key in metadata["config"] if key.startswith("linear_")]:
+        del metadata["config"][field]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata={"speechkit": json.dumps(metadata)})
+    loaded = load_checkpoint(old).eval()
+    assert loaded.config.linear_stage is False and loaded.linear_filter is None
+    x = 0.1 * torch.randn(1, 2, 1024)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_the_network_reads_the_linear_error_and_echo_estimate() -> None:
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny_linear").eval()
+    far_end, echo = _far_and_echo(1.0, delay=0, tail=0.01)  # the tiny preset models 16 ms
+    x = torch.from_numpy(np.stack([echo, far_end]))[None]  # [1, 2, T]
+    with torch.no_grad():
+        spec = model._input_spectrum(x)  # [1, 4, 2, F, N]
+        error, linear_echo = model.linear_filter(x[:, 0], x[:, 1])  # [1, T]
+        for head in (model.echo_mask_head,):  # no residual echo: the echo estimate is the linear one
+            for parameter in head.parameters():
+                parameter.zero_()
+        _, echo_estimate = model.forward_with_echo(x)  # [1, 1, 1, T]
+    power = spec.pow(2).sum(dim=(2, 3))[0]  # [4, N] per channel and frame
+    late = power[:, power.shape[-1] // 2 :].sum(dim=-1)  # second half: the filter has converged
+    assert late[1] < 1e-2 * late[0]  # the error channel holds far less than the microphone (20 dB)
+    assert torch.allclose(late[2], late[0], rtol=0.1)  # the echo estimate holds about the microphone's
+    assert float((echo_estimate[0, 0, 0] - linear_echo[0]).abs().max()) < 1e-4
+
+
+def test_the_echo_pipeline_aligns_the_reference_a_margin_early() -> None:
+    from speechkit.api import load_echo_canceller
+
+    processor = load_echo_canceller("linear_aec_16k")
+    delay = int(0.1 * RATE)
+    far_end, echo = _far_and_echo(2.0, delay=delay)
+    # the imposed bulk delay is 3 ms late: without the 5 ms margin the direct path would fall before the filter
+    output = processor.cancel_echo(echo, far_end, RATE, delay_seconds=(delay + 48) / RATE)
+    tail = slice(RATE, 2 * RATE)
+    assert 10 * np.log10(np.sum(echo[tail] ** 2) / np.sum(output[tail] ** 2)) > 25.0
+
+
+def test_bundled_linear_canceller_is_configuration_only() -> None:
+    from speechkit.pretrained import LINEAR_ECHO_CANCELLER, bundled_model
+
+    bundled = bundled_model(LINEAR_ECHO_CANCELLER)
+    assert bundled.card is not None and "ERLE" in bundled.card.read_text(encoding="utf-8")
+    metadata = read_metadata(bundled.path)
+    assert metadata["model"] == "linear_aec" and metadata["config"] == {
+        key: value for key, value in json.loads(json.dumps(vars(get_model_class("linear_aec").presets["16k"]))).items()
+    }
+    model = load_checkpoint(bundled.path)
+    assert model.num_parameters() == 0 and model.algorithmic_latency == 256
+
+
+def test_cli_linear_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    far_end, echo = _far_and_echo(2.0, delay=1600)
+    near_end = np.zeros_like(echo)
+    near_end[RATE + RATE // 2 :] = 0.02 * np.sin(2 * np.pi * 440 * np.arange(RATE // 2) / RATE)
+    soundfile.write(tmp_path / "mic.wav", echo + near_end, RATE, subtype="FLOAT")
+    soundfile.write(tmp_path / "far.wav", far_end, RATE, subtype="FLOAT")
+    out = tmp_path / "out.wav"
+    args = ["aec", "--mic", str(tmp_path / "mic.wav"), "--ref", str(tmp_path / "far.wav"), "-o", str(out)]
+    assert main([*args, "--linear-only"]) == EXIT_OK
+    assert "delay 100.0 ms" in capsys.readouterr().err
+    output, rate = soundfile.read(out, dtype="float32")
+    assert rate == RATE and output.shape == echo.shape
+    converged = slice(RATE, RATE + RATE // 2)  # far-end single talk after one second
+    assert 10 * np.log10(np.sum(echo[converged] ** 2) / np.sum(output[converged] ** 2)) > 25.0
+    talk = slice(RATE + RATE // 2, 2 * RATE)  # the near end is kept (the filter does not cancel it)
+    assert 10 * np.log10(np.sum((output[talk] - near_end[talk]) ** 2) / np.sum(near_end[talk] ** 2)) < -15.0
+    with pytest.raises(SystemExit) as usage:
+        main([*args, "--linear-only", "--model", "x.safetensors", "--force"])
+    assert usage.value.code == EXIT_USAGE
