@@ -142,6 +142,7 @@ def config_from_hyper_parameters(
             "t_eps", "N", "ch_mult", "num_res_blocks", "attn_resolutions", "nf", "centered"}
     ignored = sorted(str(key) for key in hparams if key not in used)
     notes["ignored_hyper_parameters"] = ignored
+    notes["unrecognised_hyper_parameters"] = [key for key in ignored if key not in TRAINING_KEYS]
     try:
         config = SGMSEConfig(**{**_field_values(base), **values})
     except (ConfigError, TypeError, ValueError) as error:
