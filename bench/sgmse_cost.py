@@ -6,7 +6,9 @@ For each preset (random weights; cost does not depend on their values):
   bmm; MACs = FLOPs / 2), counted on the meta device (no weights allocated) over ``--frames``
   frames (128 frames of hop 128 at 16 kHz = 1.024 s), and per second of audio for a sampler run:
   ``N (1 + corrector_steps)`` evaluations for the predictor-corrector sampler, ``N`` for the ODE;
-* the wall and process-CPU time of one evaluation on one thread (median of ``--repeats``);
+* the wall and process-CPU time of one evaluation on one thread (median of ``--repeats``); on a
+  shared machine the wall time grows with the other load, the CPU time much less (on one thread it
+  is what the work costs on an idle core);
 * real-time factors (wall time / audio duration) on one thread: extrapolated from one evaluation
   for every step count (the sampler's own arithmetic is negligible beside the network), and for
   presets in ``--full-presets`` also measured as whole ``forward`` calls (normalisation, STFT,
@@ -99,7 +101,8 @@ def measure(preset: str, frames: int, repeats: int, full: bool, full_seconds: fl
     for sampler, steps in SETTINGS:
         count = evaluations(sampler, steps)
         setting = {"preset": preset, "sampler": sampler, "steps": steps, "evaluations": count,
-                   "gmacs_per_second": count * macs / 1e9 / seconds, "rtf_extrapolated": count * wall / seconds}
+                   "gmacs_per_second": count * macs / 1e9 / seconds, "rtf_extrapolated": count * wall / seconds,
+                   "cpu_s_per_s_extrapolated": count * cpu / seconds}
         if x is not None:
             model.set_options({"sampler": sampler, "steps": steps})
             with torch.no_grad():
