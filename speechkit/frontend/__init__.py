@@ -7,6 +7,8 @@
   the one real mask activation (:func:`bounded_real_mask`).
 * :mod:`speechkit.frontend.compression`: power-law magnitude compression and its exact inverse.
 * :mod:`speechkit.frontend.bandsplit`: band split / band merge of a spectrum (TIGER, BSRNN).
+* :mod:`speechkit.frontend.adaptive_filter`: the partitioned-block frequency-domain Kalman filter
+  (linear echo cancellation; streaming, explicit states, exportable).
 """
 from __future__ import annotations
 
