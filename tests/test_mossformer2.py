@@ -212,3 +212,20 @@ def test_bf16_option_runs_under_autocast_close_to_float32() -> None:
     assert fast.dtype == torch.float32 and not torch.equal(fast, reference)
     error = (fast - reference).pow(2).sum() / reference.pow(2).sum()
     assert 10 * torch.log10(error) < -20.0  # within 20 dB of the float32 output (35.8 dB for the paper preset)
+
+
+def test_activation_checkpointing_recomputes_every_layer_with_equal_gradients() -> None:
+    import copy
+
+    from recipes.training.step import enable_activation_checkpointing
+
+    torch.manual_seed(0)
+    model = MossFormer2.from_preset("tiny", dropout=0.0).train()
+    checkpointed = copy.deepcopy(model)
+    wrapped = enable_activation_checkpointing(checkpointed)
+    assert len(wrapped) == 2 * model.config.num_layers and all("mossformerM" in name for name in wrapped)
+    x = 0.3 * torch.randn(2, 1, 3000, generator=torch.Generator().manual_seed(5))
+    for network in (model, checkpointed):
+        network(x).pow(2).mean().backward()
+    for (name, plain), (_, recomputed) in zip(model.named_parameters(), checkpointed.named_parameters()):
+        torch.testing.assert_close(recomputed.grad, plain.grad, msg=name)

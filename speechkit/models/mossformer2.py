@@ -230,6 +230,11 @@ class MossFormer2(SpeechModel):
                          "kernels see the whole chunk, so cross-faded chunks approximate one pass"),),
         )
 
+    def checkpoint_modules(self) -> list[nn.Module]:
+        """Every attention and gated-FSMN layer: what training with activation checkpointing recomputes."""
+        layers = self.mask_net.mdl.intra_mdl.mossformerM
+        return [*layers.layers, *layers.fsmn]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T] -> [B, S, C, T]`` (in ``x``'s dtype; option ``bf16``: computed under bfloat16 autocast)."""
         if x.dim() != 3:
