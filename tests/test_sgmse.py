@@ -208,3 +208,24 @@ def test_score_network_onnx_export_and_realtime_loop(tmp_path):
         reference = model.sample(condition, noise=[torch.from_numpy(draw)[None, None] for draw in noise])
     error = np.abs(sample - reference[0, 0].numpy()).max() / float(reference.abs().max())
     assert error < 1e-4, error
+
+
+def test_cli_enhance_with_sampler_options_and_export(tmp_path, capsys):
+    soundfile = pytest.importorskip("soundfile")
+    pytest.importorskip("onnxruntime")
+    from speechkit.checkpoint import save_checkpoint
+    from speechkit.cli import EXIT_OK, main
+
+    checkpoint = save_checkpoint(_tiny(), tmp_path / "tiny.safetensors")
+    soundfile.write(tmp_path / "noisy.wav", _noisy(0.5)[0, 0].numpy(), 16000)
+    outputs = []
+    for name in ("a.wav", "b.wav"):
+        code = main(["enhance", "--model", str(checkpoint), "--option", "steps=2", "--option", "seed=4", "--no-progress",
+                     "-o", str(tmp_path / name), str(tmp_path / "noisy.wav")])
+        assert code == EXIT_OK
+        outputs.append(soundfile.read(tmp_path / name)[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])  # same seed, same file: same output
+    assert main(["enhance", "--model", str(checkpoint), "--option", "steps=0", "-o", str(tmp_path / "c.wav"),
+                 str(tmp_path / "noisy.wav")]) != EXIT_OK
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "score.onnx")]) == EXIT_OK
+    assert "score network" in capsys.readouterr().out

@@ -78,10 +78,17 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.force, chunk_seconds=chunk or None, overlap_seconds=args.overlap,
     )
     meta = result.metadata
-    kind = "streaming step graph" if result.streaming else "whole-chunk graph"
+    score = meta.get("graph_kind") == "score"
+    kind = "streaming step graph" if result.streaming else "score network" if score else "whole-chunk graph"
     print(f"wrote {result.onnx_path} ({kind}, {meta['model_name']}, {meta['sample_rate']} Hz)")
     rate = meta["sample_rate"]
-    if not result.streaming:
+    if score:
+        schedule = meta["schedule"]
+        print(
+            f"inputs {', '.join(meta['input_names'])} ({meta['score_domain']}, shape {meta['input_shape']}); "
+            f"sampler {schedule['sde']}, {schedule['num_steps']} steps, seed {schedule['seed']} (run by realtime.sampler)"
+        )
+    elif not result.streaming:
         print(
             f"realtime window {meta['chunk_length']} samples, overlap {meta['overlap_length']}, hop "
             f"{meta['hop_length']}: algorithmic latency {meta['algorithmic_latency']} samples "
