@@ -261,3 +261,112 @@ def test_cli_convert_sgmse(tmp_path, data_module_class, capsys):
     assert "sgmse" in capsys.readouterr().out
     assert torch.equal(load_checkpoint(out).state_dict()["backbone.input_conv.weight"], state["dnn.all_modules.3.weight"])
     assert main(["convert", "asteroid", str(path), "-o", str(tmp_path / "x.safetensors"), "--weights", "ema"]) != EXIT_OK
+
+
+def _upfirdn(x: torch.Tensor, taps: list[float], up: int, down: int, pad: tuple[int, int], gain: float) -> torch.Tensor:
+    """The reference's native upfirdn2d: zero-stuff by ``up``, pad, convolve with the flipped kernel, keep every ``down``."""
+    kernel = torch.outer(torch.tensor(taps), torch.tensor(taps))
+    kernel = kernel / kernel.sum() * gain
+    batch, channels, height, width = x.shape
+    out = x.reshape(-1, height, 1, width, 1)
+    out = torch.nn.functional.pad(out, [0, up - 1, 0, 0, 0, up - 1]).reshape(-1, 1, height * up, width * up)
+    out = torch.nn.functional.pad(out, [pad[0], pad[1], pad[0], pad[1]])
+    out = torch.nn.functional.conv2d(out, torch.flip(kernel, [0, 1])[None, None])
+    out = out[:, :, ::down, ::down]
+    return out.reshape(batch, channels, out.shape[-2], out.shape[-1])
+
+
+def reference_forward(p: dict[str, torch.Tensor], x: torch.Tensor, t: torch.Tensor, hp: dict[str, Any]) -> torch.Tensor:
+    """The reference network's forward pass in plain ops on its own keys (``-dnn(x, t)``, real/imag stacked)."""
+    F = torch.nn.functional
+    taps, act = [1.0, 3.0, 3.0, 1.0], F.silu
+    down = lambda h: _upfirdn(h, taps, 1, 2, (1, 1), 1.0)  # noqa: E731
+    upsample = lambda h: _upfirdn(h, taps, 2, 1, (2, 1), 4.0)  # noqa: E731
+    index = 0
+
+    def get(name: str) -> torch.Tensor:
+        return p[f"dnn.all_modules.{index}.{name}"]
+
+    def norm(h: torch.Tensor, prefix: str = "") -> torch.Tensor:
+        return F.group_norm(h, min(h.shape[1] // 4, 32), get(prefix + "weight"), get(prefix + "bias"), eps=1e-6)
+
+    def resnet(h: torch.Tensor, temb: torch.Tensor, mode: str = "") -> torch.Tensor:
+        nonlocal index
+        skip, inner = h, act(norm(h, "GroupNorm_0."))
+        if mode:
+            inner, skip = (upsample(inner), upsample(skip)) if mode == "up" else (down(inner), down(skip))
+        inner = F.conv2d(inner, get("Conv_0.weight"), get("Conv_0.bias"), padding=1)
+        inner = inner + F.linear(act(temb), get("Dense_0.weight"), get("Dense_0.bias"))[:, :, None, None]
+        inner = F.conv2d(act(norm(inner, "GroupNorm_1.")), get("Conv_1.weight"), get("Conv_1.bias"), padding=1)
+        if f"dnn.all_modules.{index}.Conv_2.weight" in p:
+            skip = F.conv2d(skip, get("Conv_2.weight"), get("Conv_2.bias"))
+        index += 1
+        return (skip + inner) / 2**0.5
+
+    def attention(h: torch.Tensor) -> torch.Tensor:
+        nonlocal index
+        b, c, hh, ww = h.shape
+        normed = norm(h, "GroupNorm_0.")
+        nin = lambda k, v: torch.einsum("bchw,co->bohw", v, get(f"NIN_{k}.W")) + get(f"NIN_{k}.b")[None, :, None, None]  # noqa: E731
+        q, k, v = nin(0, normed), nin(1, normed), nin(2, normed)
+        w = torch.einsum("bchw,bcij->bhwij", q, k) * c**-0.5
+        w = torch.softmax(w.reshape(b, hh, ww, hh * ww), dim=-1).reshape(b, hh, ww, hh, ww)
+        out = (h + nin(3, torch.einsum("bhwij,bcij->bchw", w, v))) / 2**0.5
+        index += 1
+        return out
+
+    phase = torch.log(t)[:, None] * get("W")[None] * 2 * torch.pi
+    temb = torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)
+    index += 1
+    temb = F.linear(temb, get("weight"), get("bias"))
+    index += 1
+    temb = F.linear(act(temb), get("weight"), get("bias"))
+    index += 1
+    pyramid_in = x
+    hs = [F.conv2d(x, get("weight"), get("bias"), padding=1)]
+    index += 1
+    levels = len(hp["ch_mult"])
+    for level in range(levels):
+        for _ in range(hp["num_res_blocks"]):
+            h = resnet(hs[-1], temb)
+            if h.shape[-2] in hp["attn_resolutions"]:
+                h = attention(h)
+            hs.append(h)
+        if level != levels - 1:
+            h = resnet(hs[-1], temb, "down")
+            pyramid_in = down(pyramid_in)
+            h = F.conv2d(pyramid_in, get("Conv_0.weight"), get("Conv_0.bias")) + h
+            index += 1
+            hs.append(h)
+    h = resnet(attention(resnet(hs[-1], temb)), temb)
+    pyramid = None
+    for level in reversed(range(levels)):
+        for _ in range(hp["num_res_blocks"] + 1):
+            h = resnet(torch.cat([h, hs.pop()], dim=1), temb)
+        if h.shape[-2] in hp["attn_resolutions"]:
+            h = attention(h)
+        level_out = act(norm(h))
+        index += 1
+        level_out = F.conv2d(level_out, get("weight"), get("bias"), padding=1)
+        index += 1
+        pyramid = level_out if pyramid is None else upsample(pyramid) + level_out
+        if level != 0:
+            h = resnet(h, temb, "up")
+    out = F.conv2d(pyramid / t[:, None, None, None], p["dnn.output_layer.weight"], p["dnn.output_layer.bias"])
+    return -out
+
+
+def test_converted_model_equals_the_reference_forward_pass(tmp_path, data_module_class):
+    """The converted score network == the reference forward written in plain ops on the file's EMA tensors."""
+    path, state, shadow = lightning_file(tmp_path / "ref.ckpt", data_module_class)
+    model = convert_sgmse_checkpoint(path)
+    ema = dict(zip(state, shadow))
+    generator = torch.Generator().manual_seed(5)
+    x_t, y = (0.3 * torch.randn(2, 1, 2, 32, 8, generator=generator) for _ in range(2))
+    t = torch.tensor([0.9, 0.05])
+    features = torch.cat([x_t[:, 0], y[:, 0]], dim=1)  # Re x, Im x, Re y, Im y
+    with torch.no_grad():
+        expected = reference_forward(ema, features, t, TINY_HPARAMS)
+        actual = model.network_score(x_t, y, t)[:, 0]  # no frame padding (8 frames suit the 3-level U-Net)
+    assert float(expected.abs().max()) > 1e-3
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
