@@ -222,25 +222,32 @@ class PartitionedKalmanFilter(nn.Module):
         """Starting states: all zeros (the uncertainty state is stored relative to its prior)."""
         return [torch.zeros(shape, dtype=dtype, device=device) for _, shape in self.state_shapes(batch_size)]
 
-    def _echo(self, far_spectra: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Echo estimate of the current block: ``[B, P, 2, F]`` twice -> ``[B, L]`` (overlap-save tail)."""
-        batch = far_spectra.shape[0]
-        spectrum = complex_multiply(far_spectra, weights, _COMPLEX).sum(dim=1)  # [B, 2, F]
-        return torch.matmul(spectrum.reshape(batch, 2 * self.config.num_freqs), self.tail_idft)  # [B, L]
+    def _echoes(self, far_spectra: torch.Tensor, both_weights: torch.Tensor) -> torch.Tensor:
+        """Echo estimates of the current block for the main and shadow filters.
 
-    def _tail_spectrum(self, block: torch.Tensor) -> torch.Tensor:
-        """``DFT([0_L, block])``: ``[B, L] -> [B, 1, 2, F]``."""
-        return torch.matmul(block, self.error_dft).reshape(block.shape[0], 1, 2, self.config.num_freqs)
+        ``far_spectra [B, P, 2, F]``, ``both_weights [2, B, P, 2, F]`` -> ``[2, B, L]`` (overlap-save tail).
+        """
+        spectrum = complex_multiply(far_spectra, both_weights, _COMPLEX).sum(dim=2)  # [2, B, 2, F]
+        return torch.matmul(spectrum.flatten(start_dim=2), self.tail_idft)  # [2, B, L]
 
-    def _constrained_update(
-        self, far_spectra: torch.Tensor, error_spectrum: torch.Tensor, gain: torch.Tensor
+    def _tail_spectra(self, blocks: torch.Tensor) -> torch.Tensor:
+        """``DFT([0_L, block])`` of each block: ``[K, B, L] -> [K, B, 1, 2, F]``."""
+        spectra = torch.matmul(blocks, self.error_dft)  # [K, B, 2F]
+        return spectra.reshape(blocks.shape[0], blocks.shape[1], 1, 2, self.config.num_freqs)  # [K, B, 1, 2, F]
+
+    def _constrained_updates(
+        self, far_spectra: torch.Tensor, error_spectra: torch.Tensor, gains: torch.Tensor
     ) -> torch.Tensor:
-        """``G(gain * conj(X_p) * E)``: the update of every partition kept to ``L`` causal taps, ``[B, P, 2, F]``."""
+        """``G(gain * conj(X_p) * E)`` of both filters: every partition's update kept to ``L`` causal taps.
+
+        ``far_spectra [B, P, 2, F]``, ``error_spectra [2, B, 1, 2, F]``, ``gains [2, B, P, F]`` ->
+        ``[2, B, P, 2, F]``.
+        """
         config = self.config
-        gradient = complex_multiply(complex_conjugate(far_spectra, _COMPLEX), error_spectrum, _COMPLEX)  # [B, P, 2, F]
-        gradient = gradient * gain.unsqueeze(2)  # [B, P, 2, F]
-        flat = gradient.reshape(far_spectra.shape[0] * config.num_partitions, 2 * config.num_freqs)  # [B*P, 2F]
-        return torch.matmul(torch.matmul(flat, self.head_idft), self.head_dft).reshape(far_spectra.shape)  # [B, P, 2, F]
+        conjugate = complex_conjugate(far_spectra, _COMPLEX)  # [B, P, 2, F]
+        gradient = complex_multiply(conjugate, error_spectra, _COMPLEX) * gains.unsqueeze(3)  # [2, B, P, 2, F]
+        flat = gradient.reshape(-1, 2 * config.num_freqs)  # [2*B*P, 2F]
+        return torch.matmul(torch.matmul(flat, self.head_idft), self.head_dft).reshape(gradient.shape)  # [2, B, P, 2, F]
 
     def step(
         self, mic_block: torch.Tensor, far_block: torch.Tensor, states: Sequence[torch.Tensor]
@@ -255,11 +262,13 @@ class PartitionedKalmanFilter(nn.Module):
         newest, far_buffer = self.far_stft.forward_step(far_block.unsqueeze(1), far_buffer)  # [B, 1, 2, F, 1]
         far_spectra = torch.cat([newest.reshape(batch, 1, 2, freqs), far_spectra[:, :-1]], dim=1)  # [B, P, 2, F]
         far_power = far_spectra.pow(2).sum(dim=_COMPLEX)  # [B, P, F]
-        echo = self._echo(far_spectra, weights)  # [B, L]
-        error = mic_block - echo  # [B, L]
-        error_spectrum = self._tail_spectrum(error)  # [B, 1, 2, F]
-        error_power = error_spectrum[:, 0].pow(2).sum(dim=_COMPLEX)  # [B, F]
-        echo_power = self._tail_spectrum(echo)[:, 0].pow(2).sum(dim=_COMPLEX)  # [B, F]
+        echoes = self._echoes(far_spectra, torch.stack([weights, shadow_weights]))  # [2, B, L]: main, shadow
+        errors = mic_block - echoes  # [2, B, L]
+        echo, error, shadow_error = echoes[0], errors[0], errors[1]  # [B, L] each
+        spectra = self._tail_spectra(torch.cat([errors, echoes[:1]]))  # [3, B, 1, 2, F]
+        error_spectra = spectra[:2]  # [2, B, 1, 2, F]: main, shadow
+        error_power = spectra[0, :, 0].pow(2).sum(dim=_COMPLEX)  # [B, F]
+        echo_power = spectra[2, :, 0].pow(2).sum(dim=_COMPLEX)  # [B, F]
 
         # leakage: regression of the error's power fluctuations on the echo estimate's (residual echo share)
         alpha = config.leakage_smoothing
@@ -277,20 +286,20 @@ class PartitionedKalmanFilter(nn.Module):
         noise_power = smoothing * noise_power + (1.0 - smoothing) * observed  # [B, F]
         denominator = (uncertainty * far_power).sum(dim=1) + 2.0 * noise_power  # [B, F]
         gain = uncertainty / (denominator.unsqueeze(1) + config.power_floor)  # [B, P, F]
+        # shadow filter: the prior's fixed gain, normalised with the same observation noise (fast after a
+        # path change, where the leaked echo is not counted as noise; slow in double talk)
+        shadow_norm = (prior * far_power).sum(dim=1) + 2.0 * noise_power + config.shadow_regularization  # [B, F]
+        shadow_gain = config.shadow_step * prior / shadow_norm.unsqueeze(1)  # [B, P, F]
+        updates = self._constrained_updates(far_spectra, error_spectra, torch.stack([gain, shadow_gain]))
         transition = config.transition
-        weights = transition * (weights + self._constrained_update(far_spectra, error_spectrum, gain))  # [B, P, 2, F]
+        weights = transition * (weights + updates[0])  # [B, P, 2, F]
+        shadow_weights = shadow_weights + updates[1]  # [B, P, 2, F]
         process = (1.0 - transition**2) + config.leakage_uncertainty_gain * leakage.clamp(max=1.0)  # [B, 1]
         uncertainty = transition**2 * (1.0 - 0.5 * gain * far_power) * uncertainty + process.unsqueeze(-1) * (
             weights.pow(2).sum(dim=_COMPLEX) + config.uncertainty_floor * prior
         )  # [B, P, F]
 
-        # shadow filter: the prior's fixed gain, fast; its echo path is adopted when it cancels better
-        shadow_error = mic_block - self._echo(far_spectra, shadow_weights)  # [B, L]
-        shadow_norm = (prior * far_power).sum(dim=1) + 2.0 * noise_power + config.shadow_regularization  # [B, F]
-        shadow_gain = config.shadow_step * prior / shadow_norm.unsqueeze(1)  # [B, P, F]
-        shadow_weights = shadow_weights + self._constrained_update(
-            far_spectra, self._tail_spectrum(shadow_error), shadow_gain
-        )  # [B, P, 2, F]
+        # the shadow's echo path is adopted when it cancels better; a diverged main filter restarts
         beta = config.comparison_smoothing
         energies = torch.stack(
             [error.pow(2).sum(dim=-1), shadow_error.pow(2).sum(dim=-1), mic_block.pow(2).sum(dim=-1)], dim=-1
