@@ -92,8 +92,8 @@ class KalmanFilterConfig:
         leakage_uncertainty_gain: uncertainty added per block, times ``min(leakage, 1) |W|^2``.
         uncertainty_floor: the process noise also acts on this fraction of the prior, so taps
             that hold no echo yet (a late reflection, a new path) keep some uncertainty.
-        shadow_step: step size of the shadow filter (a normalised update with the prior's
-            partition weighting; 2 is the fastest stable step of the halved overlap-save gradient).
+        shadow_step: step size of the shadow filter (a normalised update weighted across
+            partitions by the prior uncertainty).
         shadow_regularization: added to the shadow's normalisation (silence).
         comparison_smoothing: recursive smoothing of the two filters' error energies per block.
         adopt_ratio: the shadow's echo path replaces the main one when its smoothed error energy
@@ -161,8 +161,8 @@ class PartitionedKalmanFilter(nn.Module):
 
     Offline: ``forward(mic [B, T], far_end [B, T]) -> (error [B, T], echo [B, T])``. Streaming:
     ``step(mic_block [B, L], far_block [B, L], states) -> (error [B, L], echo [B, L], states)``
-    with the states of :meth:`state_shapes` (:meth:`initial_state` gives the starting values:
-    zero filter, ``initial_uncertainty``, zero noise power). The output of block ``t`` depends on
+    with the states of :meth:`state_shapes` (:meth:`initial_state`: all zeros, i.e. zero echo
+    paths, the prior uncertainty, zero powers). The output of block ``t`` depends on
     input blocks ``<= t`` only (no delay, latency one block). The far end must lead the echo (the
     bulk delay removed, with a small margin).
     """
