@@ -126,7 +126,8 @@ def table(rows: list[dict]) -> list[str]:
         cells = []
         for key in keys:
             value = row.get(key, "")
-            cells.append(f"{value:,}" if isinstance(value, int) else f"{value:.3g}" if isinstance(value, float) else str(value))
+            text = f"{value:,}" if isinstance(value, int) else f"{value:.3g}" if isinstance(value, float) else str(value)
+            cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

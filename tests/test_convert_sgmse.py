@@ -307,7 +307,9 @@ def reference_forward(p: dict[str, torch.Tensor], x: torch.Tensor, t: torch.Tens
         nonlocal index
         b, c, hh, ww = h.shape
         normed = norm(h, "GroupNorm_0.")
-        nin = lambda k, v: torch.einsum("bchw,co->bohw", v, get(f"NIN_{k}.W")) + get(f"NIN_{k}.b")[None, :, None, None]  # noqa: E731
+        def nin(k: int, v: torch.Tensor) -> torch.Tensor:
+            return torch.einsum("bchw,co->bohw", v, get(f"NIN_{k}.W")) + get(f"NIN_{k}.b")[None, :, None, None]
+
         q, k, v = nin(0, normed), nin(1, normed), nin(2, normed)
         w = torch.einsum("bchw,bcij->bhwij", q, k) * c**-0.5
         w = torch.softmax(w.reshape(b, hh, ww, hh * ww), dim=-1).reshape(b, hh, ww, hh, ww)

@@ -90,7 +90,8 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"{path} refers to the class {found.group(1)}, which an SGMSE+ checkpoint does not hold "
                 f"(only {'.'.join(DATA_MODULE_REFERENCE)} is accepted); refusing to unpickle it"
             ) from error
-        raise CheckpointError(f"{path} is not a checkpoint loadable with weights_only=True ({_load_error_cause(error)})") from error
+        cause = _load_error_cause(error)
+        raise CheckpointError(f"{path} is not a checkpoint loadable with weights_only=True ({cause})") from error
     if not isinstance(package, dict) or not isinstance(package.get("state_dict"), Mapping) or not isinstance(
         package.get("hyper_parameters"), Mapping
     ):
@@ -105,7 +106,8 @@ def config_from_hyper_parameters(
     def refuse(key: str, allowed: tuple[Any, ...], default: Any) -> None:
         value = hparams.get(key, default)
         if value not in allowed:
-            raise CheckpointError(f"SGMSE+ checkpoint has {key}={value!r}; only {', '.join(map(repr, allowed))} is implemented")
+            accepted = ", ".join(map(repr, allowed))
+            raise CheckpointError(f"SGMSE+ checkpoint has {key}={value!r}; only {accepted} is implemented")
 
     refuse("backbone", BACKBONES, "ncsnpp")
     refuse("sde", ("ouve", "ouvesde"), "ouve")
