@@ -35,6 +35,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -58,13 +59,13 @@ TRAINING_KEYS = frozenset({
     "no_wandb", "nolog", "log_dir", "wandb_name", "ckpt", "max_epochs", "return_time", "pad_mode",
 })
 #: submodule names of our blocks -> the reference's, per block type
-_NAMES: dict[type, dict[str, str]] = {
+_NAMES: Mapping[type, Mapping[str, str]] = MappingProxyType({
     BigGANResBlock: {"norm_in": "GroupNorm_0", "conv_in": "Conv_0", "embedding_proj": "Dense_0",
                      "norm_out": "GroupNorm_1", "conv_out": "Conv_1", "skip": "Conv_2"},
     PositionAttention: {"norm": "GroupNorm_0", "query": "NIN_0", "key": "NIN_1", "value": "NIN_2", "output": "NIN_3"},
     PyramidCombine: {"proj": "Conv_0"},
-}
-_NIN = {"weight": "W", "bias": "b"}
+})
+_NIN: Mapping[str, str] = MappingProxyType({"weight": "W", "bias": "b"})
 
 
 class SpecsDataModuleReference:
