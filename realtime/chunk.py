@@ -22,7 +22,8 @@ Runtime's float rounding. Windows of digital silence are not computed (zeros out
 
 ``mode = "sampler"`` exports run the same way, with each window processed by the
 predictor-corrector loop of :mod:`realtime.sampler` over the score network (noise drawn from the
-schedule's seed, reset with the stream, so a run is reproducible).
+schedule's seed, reset with the stream, so a run is reproducible); a network over compressed
+spectra (``score_domain = "compressed_stft"``, SGMSE+) runs through :mod:`realtime.spectral`.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import numpy as np
 from .errors import RealtimeError
 from .model import HopModel, graph_mode, open_session
 from .sampler import OnnxScore, Schedule, draw_noise, pc_sample
+from .spectral import SpectralSampler
 
 
 class ChunkModel(HopModel):
@@ -87,9 +89,12 @@ class ChunkModel(HopModel):
         self.joiner = CrossfadeJoiner(self.overlap_length, self.num_sources, align_sources)
         self.nonfinite_outputs = 0
         self._schedule: Schedule | None = None
+        self._spectral: SpectralSampler | None = None
         if self.mode == "sampler":
             self._schedule = Schedule.from_metadata(self.metadata.get("schedule"))
             self._score = OnnxScore(self.session, self.input_names)
+            if self.metadata.get("score_domain") == "compressed_stft":  # SGMSE+: the loop runs on spectra
+                self._spectral = SpectralSampler(self.metadata.get("config") or {}, self._schedule, self._score)
             if self.num_sources != 1 or self.channels_per_source != self.num_input_channels:
                 raise RealtimeError(f"{path}: a sampler export must output one source shaped like its input")
         else:
@@ -133,7 +138,9 @@ class ChunkModel(HopModel):
         shape = (self.num_sources, self.channels_per_source, self.window_length)
         if not self._window.any():
             return np.zeros(shape, dtype=np.float32)
-        if self._schedule is not None:
+        if self._spectral is not None:
+            output = self._spectral.process(self._window, self._generator)[None]  # [1, C, N]
+        elif self._schedule is not None:
             condition = self._window.copy()  # [C_in, N]
             noise = draw_noise(self._schedule, condition.shape, self._generator)  # [draws, C_in, N]
             output = pc_sample(self._score, condition, self._schedule, noise)[None]  # [1, C, N]

@@ -313,7 +313,8 @@ def export_onnx(
             raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
     mode = inference_mode(model)
     if mode == "sampler" and callable(getattr(model, "score_network", None)) and not streaming:
-        return export_score_network(model, path, tolerance=tolerance, seed=seed, overwrite=overwrite)
+        return export_score_network(model, path, tolerance=tolerance, seed=seed, overwrite=overwrite,
+                                    chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
     if mode == "sampler":
         raise ExportError(
             f"{model.name} is an iterative sampler; export its score network and stamp it with "
@@ -376,6 +377,8 @@ def export_score_network(
     tolerance: float = 1e-4,
     seed: int = 0,
     overwrite: bool = False,
+    chunk_seconds: float | None = None,
+    overlap_seconds: float | None = None,
 ) -> ExportResult:
     """Export the score network of a ``mode = "sampler"`` model, verified with ONNX Runtime.
 
@@ -385,7 +388,9 @@ def export_score_network(
     :mod:`realtime.sampler` schedule of its current options). The graph is compared with PyTorch at
     each length of ``frames`` (default: the model's ``score_network_frames``); metadata:
     ``mode = "sampler"``, ``graph_kind = "score"``, the ``schedule`` and ``score_domain`` (what
-    ``x`` is, e.g. a compressed spectrum, so that a runtime applies the right transform).
+    ``x`` is, e.g. a compressed spectrum, so that a runtime applies the right transform), and the
+    realtime window (``chunk_seconds`` / ``overlap_seconds``, default the model's declared chunks)
+    on which ``realtime.chunk`` runs the sampler live.
     """
     require("onnx", "onnx", "ONNX export")
     path = Path(path)
@@ -405,7 +410,7 @@ def export_score_network(
     dynamic = {name: {last: "frames"} for name in ("x", "condition", "score")}
     metadata = {
         "speechkit_format": "speechkit-onnx/1", "speechkit_version": __version__, "model_name": model.name,
-        "task": model.task, "graph_kind": "score", "mode": "sampler", "chunk_length": None, "overlap_length": None,
+        "task": model.task, "graph_kind": "score", "mode": "sampler",
         "schedule": model.sampler_schedule(), "sample_rate": model.sample_rate,
         "frontend": model.frontend_spec.to_dict(), "input_layout": model.input_layout.to_dict(),
         "inference": model.inference_spec.to_dict(), "input_names": names, "output_names": output_names,
@@ -414,6 +419,12 @@ def export_score_network(
         "num_output_channels": model.num_output_channels, "config": config_to_dict(model.config),
         "ort_graph_optimization": model.onnx_graph_optimization, "score_domain": model.score_domain,
     }
+    spec = model.inference_spec
+    chunk_length, overlap_length = chunk_window(model.sample_rate, chunk_seconds or spec.chunk_seconds,
+                                                overlap_seconds if overlap_seconds is not None else spec.overlap_seconds)
+    metadata.update({"chunk_length": chunk_length, "overlap_length": overlap_length,
+                     "hop_length": chunk_length - overlap_length, "stream_delay": overlap_length,
+                     "lookahead": overlap_length, "algorithmic_latency": chunk_length})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = temporary_sibling(path)
     try:

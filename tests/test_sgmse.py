@@ -229,3 +229,31 @@ def test_cli_enhance_with_sampler_options_and_export(tmp_path, capsys):
                  str(tmp_path / "noisy.wav")]) != EXIT_OK
     assert main(["export", str(checkpoint), "-o", str(tmp_path / "score.onnx")]) == EXIT_OK
     assert "score network" in capsys.readouterr().out
+
+
+def test_realtime_engine_runs_the_spectral_sampler_like_pytorch(tmp_path):
+    """realtime.chunk runs an SGMSE+ export live: its first window equals the PyTorch model with the same noise."""
+    pytest.importorskip("onnxruntime")
+    from realtime.model import load_model
+    from realtime.sampler import draw_noise
+    from speechkit.export import export_onnx
+
+    model = _tiny()
+    model.set_options({"steps": 2, "seed": 7})
+    result = export_onnx(model, tmp_path / "sgmse.onnx", chunk_seconds=0.25, overlap_seconds=0.0625)
+    live = load_model(result.onnx_path)
+    assert (live.mode, live.window_length, live.hop_length) == ("sampler", 4000, 3000)
+    signal = _noisy(0.5, seed=9)[0].numpy()  # [1, 8000]
+    first = live.process(signal)
+    np.testing.assert_array_equal(first, live.process(signal))  # reproducible per stream
+    window = np.concatenate([np.zeros((1, 1000), np.float32), signal[:, :3000]], axis=-1)  # [-O, H)
+    peak = float(np.abs(window).max())
+    with torch.no_grad():
+        condition = model.pad_frames(model.spectrum(torch.from_numpy(window / peak)[None]))  # [1, 1, 2, F, N']
+        schedule = live._schedule
+        noise = draw_noise(schedule, tuple(condition.shape[2:]), np.random.default_rng(schedule.seed))
+        estimate = model.sample(condition, noise=[torch.from_numpy(draw)[None, None] for draw in noise])
+        frames = model.spectrum(torch.from_numpy(window)[None]).shape[-1]
+        expected = (model.waveform(estimate[..., :frames], window.shape[-1]) * peak)[0].numpy()  # [1, N]
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(first[:, :3000] - expected[:, :3000]).max() / scale < 1e-4
