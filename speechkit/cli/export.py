@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         schedule = meta["schedule"]
         print(
             f"inputs {', '.join(meta['input_names'])} ({meta['score_domain']}, shape {meta['input_shape']}); "
-            f"sampler {schedule['sde']}, {schedule['num_steps']} steps, seed {schedule['seed']} (run by realtime.sampler)"
+            f"sampler {schedule['sde']}, {schedule['num_steps']} steps, seed {schedule['seed']}; realtime window "
+            f"{meta['chunk_length']} samples, overlap {meta['overlap_length']} (run by realtime.chunk)"
         )
     elif not result.streaming:
         print(
