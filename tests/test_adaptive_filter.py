@@ -15,6 +15,8 @@ preset (16 ms blocks, 20 partitions = 320 ms):
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -145,17 +147,22 @@ def test_digital_silence_and_a_far_end_unrelated_to_the_microphone_stay_finite()
     assert abs(10 * np.log10(np.sum(error**2) / np.sum(unrelated_mic**2))) < 1.0
 
 
+#: the long-stream check's length: 1 minute in the suite; SPEECHKIT_LONG_TESTS=1 runs the full
+#: 10 minutes (two passes: 281 s on the loaded 2-core machine, passed 2026-12-04)
+LONG_STREAM_MINUTES = 10 if os.environ.get("SPEECHKIT_LONG_TESTS") == "1" else 1
+
+
 @pytest.mark.slow
-def test_ten_minute_stream_is_bit_stable() -> None:
-    """10 minutes with double talk and an echo-path change every 2 minutes (two passes: 281 s on the loaded 2-core machine).
+def test_long_stream_is_bit_stable() -> None:
+    """A long stream with double talk and echo-path changes (every 2 minutes; every 30 s in 1 minute).
 
     Bit-stable: streaming in 1-second steps equals the whole-signal pass exactly, every state
     stays finite and bounded, and the last minute cancels as well as the first one did.
     """
-    minutes = 10
+    minutes = LONG_STREAM_MINUTES
     far_end = speech_like(60.0 * minutes, seed=11)
     echo = np.zeros_like(far_end)
-    segment = 120 * RATE
+    segment = (120 if minutes > 1 else 30) * RATE  # echo path changes
     for index, start in enumerate(range(0, far_end.size, segment)):
         piece = echo_of(far_end[max(0, start - RATE) : start + segment], room_response(0.2, seed=20 + index))
         echo[start : start + segment] = piece[-min(segment, far_end.size - start) :]
