@@ -60,14 +60,32 @@ from .models.base import SpeechModel
 MAX_ARRAY_CHANNELS = 64
 
 
+def declared_chunking(
+    model: SpeechModel, chunk_seconds: float | None = None, overlap_seconds: float | None = None
+) -> tuple[float, float]:
+    """Chunk and overlap lengths for ``model``: the given ones, else what the model declares, else the defaults.
+
+    A chunk-mode model's ``inference_spec`` states the chunk its memory and attention were sized for
+    (e.g. 6 s for a model attending over every frame); streaming models take ``chunk_seconds`` as
+    input per step. An overlap that would not fit a user-chosen chunk is shrunk to half of it.
+    """
+    spec = model.inference_spec
+    chunk = float(chunk_seconds if chunk_seconds is not None else spec.chunk_seconds or DEFAULT_CHUNK_SECONDS)
+    if overlap_seconds is not None:
+        return chunk, float(overlap_seconds)
+    overlap = float(spec.overlap_seconds if spec.overlap_seconds is not None else DEFAULT_OVERLAP_SECONDS)
+    return chunk, overlap if overlap < chunk else chunk / 2
+
+
 class Processor:
     """A loaded model ready to process arrays and files.
 
     Args:
         model: the model (moved to ``device`` and put in eval mode).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        chunk_seconds: chunk length for long inputs (memory grows with it, not with input length).
-        overlap_seconds: cross-faded overlap between chunks.
+        chunk_seconds: chunk length for long inputs (memory grows with it, not with input length);
+            None: the length the model declares (``inference_spec.chunk_seconds``), else 10 s.
+        overlap_seconds: cross-faded overlap between chunks; None: the model's declared overlap, else 1 s.
         name: how to refer to the model in messages.
         streaming: None (default) runs streaming models step by step with their state carried
             through the whole input (equal to one offline pass) and other models in cross-faded
@@ -85,8 +103,8 @@ class Processor:
         self,
         model: SpeechModel,
         device: str | torch.device = "cpu",
-        chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-        overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+        chunk_seconds: float | None = None,
+        overlap_seconds: float | None = None,
         name: str | None = None,
         streaming: bool | None = None,
         attenuation_limit_db: float | None = None,
@@ -100,6 +118,7 @@ class Processor:
         self.attenuation_limit_db = attenuation_limit_db
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
+        chunk_seconds, overlap_seconds = declared_chunking(model, chunk_seconds, overlap_seconds)
         if not chunk_seconds > 0 or not 0 <= overlap_seconds < chunk_seconds:
             raise ConfigError(
                 f"need chunk_seconds > overlap_seconds >= 0 (got {chunk_seconds} and {overlap_seconds})"
@@ -292,8 +311,8 @@ class Processor:
 def load(
     name_or_path: str | os.PathLike | None = None,
     device: str = "cpu",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
-    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+    chunk_seconds: float | None = None,
+    overlap_seconds: float | None = None,
     streaming: bool | None = None,
     attenuation_limit_db: float | None = None,
     options: Mapping[str, Any] | None = None,
@@ -319,7 +338,7 @@ def load(
     )
 
 
-def _processor(model: "str | os.PathLike | Processor | None", device: str, chunk_seconds: float) -> Processor:
+def _processor(model: "str | os.PathLike | Processor | None", device: str, chunk_seconds: float | None) -> Processor:
     if isinstance(model, Processor):
         return model
     return load(model, device=device, chunk_seconds=chunk_seconds)
@@ -332,7 +351,7 @@ def enhance_file(
     force: bool = False,
     channels: str = ENHANCE_CHANNELS,
     device: str = "cpu",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    chunk_seconds: float | None = None,
     repair_nonfinite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> FileResult:
@@ -345,7 +364,7 @@ def enhance_file(
         force: overwrite an existing output.
         channels: ``"separate"`` (each channel on its own) or ``"mix"`` (average to mono first).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-        chunk_seconds: chunk length for long files.
+        chunk_seconds: chunk length for long files (None: the model's declared chunk, else 10 s).
         repair_nonfinite: replace NaN/Inf input samples by 0 instead of refusing the file.
         progress: called with the number of input frames after each block.
 
@@ -363,7 +382,7 @@ def separate_file(
     force: bool = False,
     channels: str = SEPARATE_CHANNELS,
     device: str = "cpu",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    chunk_seconds: float | None = None,
     repair_nonfinite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> FileResult:

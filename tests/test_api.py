@@ -374,3 +374,22 @@ def test_attenuation_limit_on_files_equals_arrays_and_bad_values_are_refused(
             speechkit.load(enhance_checkpoint, attenuation_limit_db=bad)
     with pytest.raises(ConfigError, match="one output source"):
         speechkit.load(separation_checkpoint, attenuation_limit_db=20.0)
+
+
+def test_processor_uses_the_chunk_the_model_declares() -> None:
+    """A chunk-mode model runs in the chunks it declares unless the caller chooses others."""
+    from speechkit.api import Processor
+    from speechkit.inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS
+    from speechkit.models import build_model
+
+    declared = build_model("mossformer2", "tiny")
+    spec = declared.inference_spec
+    assert spec.mode == "chunk" and spec.chunk_seconds != DEFAULT_CHUNK_SECONDS
+    processor = Processor(declared)
+    assert (processor.chunk_seconds, processor.overlap_seconds) == (spec.chunk_seconds, spec.overlap_seconds)
+    chosen = Processor(declared, chunk_seconds=20.0, overlap_seconds=2.0)
+    assert (chosen.chunk_seconds, chosen.overlap_seconds) == (20.0, 2.0)
+    short = Processor(declared, chunk_seconds=0.5)  # the declared overlap does not fit: half the chunk
+    assert (short.chunk_seconds, short.overlap_seconds) == (0.5, 0.25)
+    undeclared = Processor(build_model("conv_tasnet", "tiny"))
+    assert (undeclared.chunk_seconds, undeclared.overlap_seconds) == (DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS)

@@ -93,15 +93,19 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     parser.add_argument(
-        "--chunk-seconds", type=float, default=DEFAULT_CHUNK_SECONDS,
+        "--chunk-seconds", type=float, default=None,
         help=(
-            f"audio per model call for long files (default {DEFAULT_CHUNK_SECONDS:g} s); streaming (causal) "
-            "models carry their state across calls, so their result equals one pass over the whole file"
+            "audio per model call for long files (default: the chunk the model declares, else "
+            f"{DEFAULT_CHUNK_SECONDS:g} s); streaming (causal) models carry their state across calls, so their "
+            "result equals one pass over the whole file"
         ),
     )
     parser.add_argument(
-        "--overlap-seconds", type=float, default=DEFAULT_OVERLAP_SECONDS,
-        help=f"cross-faded overlap between chunks of non-streaming models (default {DEFAULT_OVERLAP_SECONDS:g} s)",
+        "--overlap-seconds", type=float, default=None,
+        help=(
+            "cross-faded overlap between chunks of non-streaming models (default: the model's declared overlap, "
+            f"else {DEFAULT_OVERLAP_SECONDS:g} s)"
+        ),
     )
     parser.add_argument(
         "--repair-nonfinite", action="store_true",
