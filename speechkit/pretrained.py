@@ -23,15 +23,16 @@ DEFAULT_MODEL = "conv_tasnet_enhance_16k"
 DEFAULT_SEPARATOR = "conv_tasnet_separate_2spk_8k"
 #: the bundled model each action uses when none is named
 DEFAULT_MODELS = {"enhance": DEFAULT_MODEL, "separate": DEFAULT_SEPARATOR}
-#: bundled echo canceller ``aec`` uses when none is named, once its file exists in MODELS_DIR (none
-#: is bundled yet: until then ``aec`` needs ``--model``)
+#: bundled echo canceller ``aec`` uses when none is named, once its file exists in MODELS_DIR (no
+#: trained network is bundled yet: until then ``aec`` falls back to :data:`LINEAR_ECHO_CANCELLER`)
 DEFAULT_ECHO_CANCELLER = "complex_d3net_aec_16k"
-#: the one-line explanation while no echo canceller is bundled
+#: the one-line explanation when no echo canceller at all is installed
 NO_BUNDLED_ECHO_CANCELLER = (
     "no echo canceller is bundled yet; pass --model FILE.safetensors (train one with recipes/echo_cancellation) "
     "or --linear-only for the linear adaptive filter alone"
 )
-#: the bundled linear echo canceller (the adaptive filter alone, no network): ``aec --linear-only``
+#: the bundled linear echo canceller (the adaptive filter alone, no network): ``aec --linear-only``, and
+#: ``aec``'s default while no trained network (:data:`DEFAULT_ECHO_CANCELLER`) is bundled
 LINEAR_ECHO_CANCELLER = "linear_aec_16k"
 CHECKPOINT_SUFFIX = ".safetensors"
 #: checkpoint files of other toolkits that must be converted before use
@@ -65,9 +66,13 @@ def bundled_models() -> list[BundledModel]:
 
 
 def bundled_echo_canceller() -> Path | None:
-    """The bundled :data:`DEFAULT_ECHO_CANCELLER` checkpoint, or None while none is bundled."""
-    path = MODELS_DIR / f"{DEFAULT_ECHO_CANCELLER}{CHECKPOINT_SUFFIX}"
-    return path if path.is_file() else None
+    """The echo canceller ``aec`` uses by default: the bundled :data:`DEFAULT_ECHO_CANCELLER` network,
+    else the bundled :data:`LINEAR_ECHO_CANCELLER` (adaptive filter alone), else None."""
+    for name in (DEFAULT_ECHO_CANCELLER, LINEAR_ECHO_CANCELLER):
+        path = MODELS_DIR / f"{name}{CHECKPOINT_SUFFIX}"
+        if path.is_file():
+            return path
+    return None
 
 
 def bundled_model_names() -> list[str]:

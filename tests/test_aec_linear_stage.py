@@ -123,3 +123,8 @@ def test_cli_linear_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as usage:
         main([*args, "--linear-only", "--model", "x.safetensors", "--force"])
     assert usage.value.code == EXIT_USAGE
+    # while no trained network is bundled, plain `speechkit aec` runs the same linear stage
+    default_out = tmp_path / "default.wav"
+    assert main(["aec", "--mic", str(tmp_path / "mic.wav"), "--ref", str(tmp_path / "far.wav"), "-o",
+                 str(default_out)]) == EXIT_OK
+    np.testing.assert_array_equal(soundfile.read(default_out, dtype="float32")[0], output)

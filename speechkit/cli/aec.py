@@ -42,8 +42,11 @@ DEFAULT_MAX_LENGTH_DIFFERENCE = 1.0
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``aec`` command."""
-    bundled = bundled_echo_canceller() is not None
-    model_note = f"default model: {DEFAULT_AEC_MODEL}" if bundled else NO_BUNDLED_ECHO_CANCELLER
+    bundled = bundled_echo_canceller()
+    model_note = NO_BUNDLED_ECHO_CANCELLER if bundled is None else f"default model: {bundled.stem}" + (
+        " (the linear adaptive filter alone: no trained network is bundled yet)" if bundled.stem == LINEAR_ECHO_CANCELLER
+        else ""
+    )
     parser = subparsers.add_parser(
         "aec",
         help="cancel acoustic echo (and noise) in microphone recordings",
@@ -68,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     choice.add_argument(
         "--model", default=None, metavar="NAME|PATH",
-        help=f"bundled model name or complex_d3net_aec checkpoint path (default: {DEFAULT_AEC_MODEL})"
+        help=f"bundled model name or complex_d3net_aec checkpoint path (default: {DEFAULT_AEC_MODEL}, "
+        f"else {LINEAR_ECHO_CANCELLER} while no trained network is bundled)"
         if bundled else "complex_d3net_aec checkpoint path (needed: no echo canceller is bundled yet; "
         "train one with recipes/echo_cancellation)",
     )
