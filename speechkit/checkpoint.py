@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +131,21 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
-def load_state_dict_strict(model: SpeechModel, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load ``state`` into ``model``, failing with a list of every missing, unexpected or mis-shaped key."""
-    expected = model.state_dict()
+def preview_keys(items: Iterable[str], limit: int = 8) -> str:
+    """``items`` joined by commas, at most ``limit`` of them, then ``... (N more)``."""
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def key_mismatches(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """How ``state`` differs from ``expected`` (a model's state dict), each list sorted.
+
+    Returns the keys ``state`` lacks, the keys it has beyond ``expected``, and
+    ``"key (shape) != (expected shape)"`` for each shared key whose shape differs.
+    """
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     mis_shaped = sorted(
@@ -140,13 +153,31 @@ def load_state_dict_strict(model: SpeechModel, state: dict[str, torch.Tensor], s
         for key in set(state) & set(expected)
         if tuple(state[key].shape) != tuple(expected[key].shape)
     )
+    return missing, unexpected, mis_shaped
+
+
+def mismatch_problems(
+    missing: Iterable[str] = (),
+    unexpected: Iterable[str] = (),
+    mis_shaped: Iterable[str] = (),
+    unexpected_label: str = "unexpected",
+) -> list[str]:
+    """One phrase per non-empty list, e.g. ``"2 missing tensor(s): a, b"`` (names sorted, see :func:`preview_keys`).
+
+    The phrases of a checkpoint or converter error that does not fit a model; ``unexpected_label``
+    names the surplus keys (a converter may call them ``"unconsumed"``).
+    """
     problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} tensor(s): {_preview(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} tensor(s): {_preview(unexpected)}")
-    if mis_shaped:
-        problems.append(f"wrong shape for {len(mis_shaped)} tensor(s): {_preview(mis_shaped)}")
+    for label, keys in (("missing", missing), (unexpected_label, unexpected), ("mis-shaped", mis_shaped)):
+        keys = sorted(keys)
+        if keys:
+            problems.append(f"{len(keys)} {label} tensor(s): {preview_keys(keys)}")
+    return problems
+
+
+def load_state_dict_strict(model: SpeechModel, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``, failing with a list of every missing, unexpected or mis-shaped key."""
+    problems = mismatch_problems(*key_mismatches(state, model.state_dict()))
     if problems:
         raise CheckpointError(f"{source} does not fit {model.name}: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
@@ -198,8 +229,3 @@ def _stored(tensor: torch.Tensor, storage_dtype: str | None) -> torch.Tensor:
     if storage_dtype is None or not tensor.is_floating_point():
         return tensor
     return tensor.to(getattr(torch, storage_dtype))
-
-
-def _preview(items: list[str], limit: int = 5) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

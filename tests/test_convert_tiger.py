@@ -144,8 +144,8 @@ def test_missing_and_unexpected_keys_are_one_line_errors(tmp_path) -> None:
         convert_checkpoint("tiger", folder)
     message = str(error.value)
     assert "\n" not in message
-    assert "1 missing: separator.frame_path.0.loc_glo_fus.2.global_act.norm.bias" in message
-    assert "1 unexpected: separator.surprise.weight" in message
+    assert "1 missing tensor(s): separator.frame_path.0.loc_glo_fus.2.global_act.norm.bias" in message
+    assert "1 unexpected tensor(s): separator.surprise.weight" in message
 
 
 def test_wrong_sample_rate_window_and_band_count_are_refused_with_the_reason(tmp_path) -> None:

@@ -307,8 +307,8 @@ def test_converter_infers_the_paper_configurations(tmp_path, preset: str) -> Non
     assert convert_deftan2_checkpoint(source).config == config
 
 
-@pytest.mark.parametrize(("change", "message"), [("extra", "1 unexpected: blocks.0.F_att.fn.extra"),
-                                                ("missing", "1 missing: blocks.1.T_linear.bias"),
+@pytest.mark.parametrize(("change", "message"), [("extra", r"1 unexpected tensor\(s\): blocks.0.F_att.fn.extra"),
+                                                ("missing", r"1 missing tensor\(s\): blocks.1.T_linear.bias"),
                                                 ("stranger", "unexpected entr")])
 def test_converter_refuses_keys_it_cannot_place(tmp_path, change: str, message: str) -> None:
     state = _official_state(SMALL_OFFICIAL)

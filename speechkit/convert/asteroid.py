@@ -31,9 +31,11 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import key_mismatches, mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..frontend.framing import check_framing
 from ..models.conv_tasnet import MASK_ACTIVATIONS, ConvTasNet, ConvTasNetConfig
+from .common import load_weights_only
 
 #: asteroid norm_type -> speechkit norm_type
 ASTEROID_NORMS: Mapping[str, str] = MappingProxyType({"gLN": "gLN", "cLN": "chanLN", "cgLN": "cLN"})
@@ -59,28 +61,12 @@ def _weights_only_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _load_error_cause(error: Exception) -> str:
-    """The line of a torch.load error that says what went wrong (not torch's generic preamble)."""
-    text = str(error)
-    for line in text.splitlines():
-        if "WeightsUnpickler error:" in line:
-            cause = line.split("WeightsUnpickler error:", 1)[1].strip()
-            return cause.split(" Please use ", 1)[0].split(" Check the documentation", 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def read_asteroid_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load an asteroid checkpoint dict safely (``weights_only=True``) and check its layout."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"asteroid checkpoint {path} does not exist")
-    try:
-        package = _weights_only_load(path)
-    except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-        raise CheckpointError(
-            f"{path} is not a torch checkpoint loadable with weights_only=True ({_load_error_cause(error)})"
-        ) from error
+    package = load_weights_only(path, _weights_only_load)
     if not isinstance(package, dict) or "state_dict" not in package or "model_args" not in package:
         raise CheckpointError(
             f"{path} is not an asteroid model file (expected a dict with 'state_dict' and 'model_args')"
@@ -175,19 +161,8 @@ def convert_asteroid_state_dict(
             converted[target] = tensor.detach().to(torch.float32)
         else:
             leftovers.append(key)
-    problems = []
-    if leftovers:
-        problems.append(f"{len(leftovers)} unconsumed tensor(s): {', '.join(sorted(leftovers)[:8])}")
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:8])}")
-    mis_shaped = [
-        f"{key} {tuple(converted[key].shape)} != {tuple(expected[key].shape)}"
-        for key in sorted(converted)
-        if converted[key].shape != expected[key].shape
-    ]
-    if mis_shaped:
-        problems.append(f"{len(mis_shaped)} mis-shaped tensor(s): {', '.join(mis_shaped[:8])}")
+    missing, _, mis_shaped = key_mismatches(converted, expected)  # converted holds only expected keys
+    problems = mismatch_problems(missing, leftovers, mis_shaped, unexpected_label="unconsumed")
     if problems:
         raise CheckpointError(f"{source} does not match its model_args: " + "; ".join(problems))
     return converted

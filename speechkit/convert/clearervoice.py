@@ -32,9 +32,11 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import key_mismatches, mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..models.mossformer2 import MossFormer2, MossFormer2Config
 from ..nn.mossformer import rotary_frequencies
+from .common import load_weights_only
 
 #: official key -> speechkit key for the two filterbanks
 FILTERBANK_KEYS = {"enc.conv1d.weight": "encoder.filterbank._filters", "dec.weight": "decoder.filterbank._filters"}
@@ -48,17 +50,6 @@ LAYER_PREFIX = "mask_net.mdl.intra_mdl.mossformerM."
 DDP_PREFIX = "module."
 #: relative tolerance when checking the constant frequency tensors
 CONSTANT_RTOL = 1e-5
-
-
-def _load_error_cause(error: Exception) -> str:
-    """The line of a ``torch.load`` error that names the problem (e.g. the refused class)."""
-    text = str(error)
-    marker = "WeightsUnpickler error:"
-    if marker in text:
-        cause = " ".join(text.split(marker, 1)[1].split())  # the cause may start on the next line
-        return cause.split(" Please use ", 1)[0].split(" Check the documentation", 1)[0]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _weights_only_load(path: Path) -> Any:
@@ -80,13 +71,9 @@ def read_clearervoice_state(path: str | os.PathLike) -> tuple[dict[str, torch.Te
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"ClearerVoice checkpoint {path} does not exist")
-    try:
-        package = _weights_only_load(path)
-    except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-        raise CheckpointError(
-            f"{path} is not a torch checkpoint loadable with weights_only=True ({_load_error_cause(error)}); "
-            "speechkit allows no extra classes in ClearerVoice files"
-        ) from error
+    package = load_weights_only(
+        path, _weights_only_load, hint="; speechkit allows no extra classes in ClearerVoice files"
+    )
     if not isinstance(package, Mapping):
         raise CheckpointError(
             f"{path} is not a ClearerVoice checkpoint (expected a dict, got {type(package).__name__})"
@@ -165,21 +152,10 @@ def convert_clearervoice_state_dict(
             unexpected.append(key)
             continue
         converted[target] = tensor.detach().to(torch.float32)
-    problems = []
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensor(s): {', '.join(sorted(unexpected)[:8])}")
-    missing = sorted(set(expected) - set(converted))
-    if missing:
-        problems.append(f"{len(missing)} missing tensor(s): {', '.join(missing[:8])}")
+    missing, _, mis_shaped = key_mismatches(converted, expected)  # converted holds only expected keys
+    problems = mismatch_problems(missing, unexpected, mis_shaped)
     if POSITION_FREQS_KEY not in state:
         problems.append(f"missing tensor {POSITION_FREQS_KEY}")
-    mis_shaped = [
-        f"{key} {tuple(converted[key].shape)} != {tuple(expected[key].shape)}"
-        for key in sorted(converted)
-        if converted[key].shape != expected[key].shape
-    ]
-    if mis_shaped:
-        problems.append(f"{len(mis_shaped)} mis-shaped tensor(s): {', '.join(mis_shaped[:8])}")
     if wrong_constants:
         problems.append(
             f"{len(wrong_constants)} position-frequency tensor(s) differ from the fixed base-10000 code "

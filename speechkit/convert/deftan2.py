@@ -25,9 +25,10 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import key_mismatches, mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..models.deftan2 import DeFTAN2, DeFTAN2Config
-from .asteroid import _load_error_cause
+from .common import load_weights_only
 
 #: the key that identifies a DeFTAN-II state dict
 ANCHOR_KEY = "up_conv.0.weight"
@@ -56,12 +57,7 @@ def read_deftan2_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Te
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"DeFTAN-II checkpoint {path} does not exist")
-    try:
-        package = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-        raise CheckpointError(
-            f"{path} is not a torch checkpoint loadable with weights_only=True ({_load_error_cause(error)})"
-        ) from error
+    package = load_weights_only(path)
     found = _find_state_dict(package)
     if found is None:
         raise CheckpointError(f"{path} holds no DeFTAN-II state dict (no {ANCHOR_KEY!r} key at any level)")
@@ -157,18 +153,7 @@ def convert_deftan2_checkpoint(
     state, notes = read_deftan2_state_dict(path)
     config = infer_config(state, source, **overrides)
     model = DeFTAN2(config)
-    expected = model.state_dict()
-    problems = []
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        problems.append(f"{len(missing)} missing: {', '.join(missing[:6])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {', '.join(unexpected[:6])}")
-    mis_shaped = [f"{key} {tuple(state[key].shape)} != {tuple(expected[key].shape)}"
-                  for key in sorted(set(state) & set(expected)) if state[key].shape != expected[key].shape]
-    if mis_shaped:
-        problems.append(f"{len(mis_shaped)} mis-shaped: {', '.join(mis_shaped[:4])}")
+    problems = mismatch_problems(*key_mismatches(state, model.state_dict()))
     if problems:
         raise CheckpointError(f"{source} does not match the DeFTAN-II its shapes imply: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)

@@ -40,11 +40,11 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import mismatch_problems, preview_keys, save_checkpoint
 from ..errors import CheckpointError, ConfigError
 from ..models.sgmse import SGMSE, SGMSEConfig
 from ..nn.ncsnpp import BigGANResBlock, GaussianFourierEmbedding, PositionAttention, PyramidCombine
-from .asteroid import _load_error_cause
+from .common import load_error_cause
 
 #: the one class reference a real checkpoint holds (in ``hyper_parameters["data_module_cls"]``)
 DATA_MODULE_REFERENCE = ("sgmse.data_module", "SpecsDataModule")
@@ -91,7 +91,7 @@ def read_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 f"{path} refers to the class {found.group(1)}, which an SGMSE+ checkpoint does not hold "
                 f"(only {'.'.join(DATA_MODULE_REFERENCE)} is accepted); refusing to unpickle it"
             ) from error
-        cause = _load_error_cause(error)
+        cause = load_error_cause(error)
         raise CheckpointError(f"{path} is not a checkpoint loadable with weights_only=True ({cause})") from error
     if not isinstance(package, dict) or not isinstance(package.get("state_dict"), Mapping) or not isinstance(
         package.get("hyper_parameters"), Mapping
@@ -187,11 +187,6 @@ def _reference_shape(target: torch.Tensor, matrix: bool) -> tuple[int, ...]:
     return (target.shape[1], target.shape[0]) if matrix else tuple(target.shape)
 
 
-def _fail(what: str, keys: list[str]) -> str:
-    shown = ", ".join(keys[:6]) + (f" (+{len(keys) - 6} more)" if len(keys) > 6 else "")
-    return f"{what}: {shown}"
-
-
 def convert_sgmse_checkpoint(
     path: str | os.PathLike,
     out_path: str | os.PathLike | None = None,
@@ -216,14 +211,11 @@ def convert_sgmse_checkpoint(
         shapes = SGMSE(config).state_dict()
     mapping = reference_key_map_for(config)
     state = package["state_dict"]
-    errors = []
     missing = [key for key in mapping if key not in state]
     unexpected = [str(key) for key in state if key not in mapping]
     misshaped = [key for key, (ours, matrix) in mapping.items() if key in state and isinstance(state[key], torch.Tensor)
                  and tuple(state[key].shape) != _reference_shape(shapes[ours], matrix)]
-    for what, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if keys:
-            errors.append(_fail(what, keys))
+    errors = mismatch_problems(missing, unexpected, misshaped)
     if errors:
         raise CheckpointError(f"{Path(path).name} does not fit sgmse ({config.n_fft // 2 + 1} bins): " + "; ".join(errors))
     tensors = {key: state[key] for key in mapping}
@@ -258,7 +250,7 @@ def _ema_tensors(package: Mapping[str, Any], mapping: Mapping[str, tuple[str, bo
         raise CheckpointError("the checkpoint has no EMA weights ('ema' with a 'shadow_params' list); use weights='raw'")
     unknown = sorted(str(key) for key in ema if key not in EMA_KEYS)
     if unknown:
-        raise CheckpointError(_fail("unexpected EMA entries", unknown))
+        raise CheckpointError(f"unexpected EMA entries: {preview_keys(unknown)}")
     shadow = list(ema["shadow_params"])
     keys = list(mapping)
     if len(shadow) == len(keys) - 1:  # an EMA of the trainable parameters only: no Fourier frequencies
@@ -271,7 +263,7 @@ def _ema_tensors(package: Mapping[str, Any], mapping: Mapping[str, tuple[str, bo
     bad = [key for key, tensor in zip(keys, shadow)
            if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != tuple(raw[key].shape)]
     if bad:
-        raise CheckpointError(_fail("the EMA list does not follow the backbone's parameter order at", bad))
+        raise CheckpointError(f"the EMA list does not follow the backbone's parameter order at: {preview_keys(bad)}")
     return {**raw, **dict(zip(keys, shadow))}
 
 

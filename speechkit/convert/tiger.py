@@ -37,9 +37,10 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..models.tiger import SPEECH_BAND_TABLE, TIGER, TIGERConfig
-from .asteroid import _load_error_cause
+from .common import load_weights_only
 
 #: reference constructor argument -> TIGERConfig field
 CONFIG_FIELDS: Mapping[str, str] = MappingProxyType(
@@ -143,12 +144,7 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         except Exception as error:  # safetensors raises its own error types
             raise CheckpointError(f"{path} is not a readable safetensors file ({type(error).__name__})") from error
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many types (UnpicklingError, RuntimeError, ...)
-            raise CheckpointError(
-                f"{path} is not a torch checkpoint loadable with weights_only=True ({_load_error_cause(error)})"
-            ) from error
+        state = load_weights_only(path)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # best_model.pth (serialize()) or a Lightning checkpoint
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
@@ -218,12 +214,7 @@ def convert_tiger_state_dict(state: Mapping[str, torch.Tensor], model: TIGER, so
             f"its band widths differ from those of sample_rate {model.config.sample_rate} with win "
             f"{model.config.win_length} (wrong sample_rate or win in the config)"
         )
-    if missing:
-        problems.append(f"{len(missing)} missing: {', '.join(missing[:8])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected: {', '.join(sorted(unexpected)[:8])}")
-    if mis_shaped:
-        problems.append(f"{len(mis_shaped)} mis-shaped: {', '.join(mis_shaped[:8])}")
+    problems.extend(mismatch_problems(missing, unexpected, mis_shaped))
     if problems:
         raise CheckpointError(f"{source} does not match a TIGER of its config: " + "; ".join(problems))
     return converted
