@@ -87,7 +87,7 @@ def _echo_config(sample_rate: int, segment_seconds: float, echo_options: Mapping
     unknown = sorted(set(echo_options) - known)
     if unknown:
         raise ConfigError(f"unknown echo_options {unknown}; known: {', '.join(sorted(known))}")
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in echo_options.items()}
+    values = _tuples(echo_options)
     return EchoConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds), **values)
 
 
@@ -200,6 +200,38 @@ def _fixed_set(root: str, build: Callable[[Path], None], limit: int | None) -> D
     return dataset
 
 
+def _fixed_generated_set(
+    root: str,
+    limit: int | None,
+    generator: str,
+    factory: Callable[..., Dataset],
+    corpus_root: str,
+    split: str,
+    count: int,
+    seed: int | None,
+    kwargs: Mapping[str, Any],
+) -> Dataset:
+    """:func:`_fixed_set` of ``count`` items of ``factory(corpus_root, split, length=count, seed=..., **kwargs)``.
+
+    ``seed`` defaults to the split's entry of :data:`recipes.data.fixedset.DEFAULT_SPLIT_SEEDS` (0 for
+    another split); ``generator`` names the dataset class in the set's ``source`` record.
+    """
+    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, write_fixed_set
+
+    def build(folder: Path) -> None:
+        set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
+        dataset = factory(corpus_root, split, length=int(count), seed=set_seed, **kwargs)
+        source = {"generator": generator, "split": split, "seed": set_seed, **kwargs}
+        write_fixed_set(dataset, folder, int(dataset.config.sample_rate), int(count), source)
+
+    return _fixed_set(root, build, limit)
+
+
+def _tuples(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with each list turned into a tuple (config fields from YAML are lists)."""
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+
+
 def _realworld_config(
     sample_rate: int, segment_seconds: float, overrides: Mapping[str, Any] | None, reverb_source: str = "both"
 ) -> Any:
@@ -209,11 +241,10 @@ def _realworld_config(
     from recipes.data.realworld import RealWorldConfig
 
     values = dict(overrides or {})
-    conditions = ConditionConfig(**{key: tuple(value) if isinstance(value, list) else value
-                                    for key, value in dict(values.pop("conditions", {})).items()})
+    conditions = ConditionConfig(**_tuples(dict(values.pop("conditions", {}))))
     reverb = ReverbConfig(**{"probability": 0.3, "source": reverb_source, "target": "early",
                              **dict(values.pop("reverb", {}))})
-    values = {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
+    values = _tuples(values)
     return RealWorldConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
                            reverb=reverb, conditions=conditions, **values)
 
@@ -334,7 +365,7 @@ def realworld_separation(
         reverb=ReverbConfig(probability=float(reverb_probability), source="both", target="early"),
     )
     channel = {"clipping_probability": 0.0, "dc_offset_probability": 0.0, "silence_probability": 0.0}
-    channel.update({key: tuple(value) if isinstance(value, list) else value for key, value in (conditions or {}).items()})
+    channel.update(_tuples(conditions or {}))
     return RealWorldSeparationDataset(speech, corpora.select("noise", split), config, int(length), int(seed),
                                       corpora.select("rir", split), conditions=ConditionConfig(**channel))
 
@@ -349,15 +380,8 @@ def fixed_realworld_separation(
     **kwargs: Any,
 ) -> Dataset:
     """A fixed separation validation/test set of :func:`realworld_separation` in ``root``, built if missing."""
-    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, write_fixed_set
-
-    def build(folder: Path) -> None:
-        set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
-        dataset = realworld_separation(corpus_root, split, length=int(count), seed=set_seed, **kwargs)
-        source = {"generator": "RealWorldSeparationDataset", "split": split, "seed": set_seed, **kwargs}
-        write_fixed_set(dataset, folder, int(dataset.config.sample_rate), int(count), source)
-
-    return _fixed_set(root, build, limit)
+    return _fixed_generated_set(root, limit, "RealWorldSeparationDataset", realworld_separation,
+                                corpus_root, split, count, seed, kwargs)
 
 
 def array_enhancement(
@@ -387,13 +411,10 @@ def array_enhancement(
     from recipes.data.multichannel_datasets import ArrayRoomDataset, ArrayRoomMixingConfig
     from recipes.data.rooms import ArrayRoomConfig
 
-    def tuples(values: Mapping[str, Any]) -> dict[str, Any]:
-        return {key: tuple(value) if isinstance(value, list) else value for key, value in values.items()}
-
     values = dict(mixing or {})
-    room = ArrayRoomConfig(**tuples(dict(values.pop("room", {}))))
+    room = ArrayRoomConfig(**_tuples(dict(values.pop("room", {}))))
     config = ArrayRoomMixingConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
-                                   mic_count=int(mic_count), room=room, **tuples(values))
+                                   mic_count=int(mic_count), room=room, **_tuples(values))
     corpora = load_corpora(corpus_root)
     speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
     rirs = None
@@ -419,15 +440,8 @@ def fixed_array_enhancement(
     **kwargs: Any,
 ) -> Dataset:
     """A fixed array validation/test set of :func:`array_enhancement` in ``root``, built if missing."""
-    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, write_fixed_set
-
-    def build(folder: Path) -> None:
-        set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
-        dataset = array_enhancement(corpus_root, split, length=int(count), seed=set_seed, **kwargs)
-        source = {"generator": "ArrayRoomDataset", "split": split, "seed": set_seed, **kwargs}
-        write_fixed_set(dataset, folder, int(dataset.config.sample_rate), int(count), source)
-
-    return _fixed_set(root, build, limit)
+    return _fixed_generated_set(root, limit, "ArrayRoomDataset", array_enhancement,
+                                corpus_root, split, count, seed, kwargs)
 
 
 def synthetic(**kwargs: Any) -> Dataset:
