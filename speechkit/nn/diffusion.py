@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -111,6 +111,40 @@ def _column(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return value.reshape(-1, *([1] * (like.dim() - 1)))  # [B] -> [B, 1, ...]
 
 
+def _start(condition: torch.Tensor, sde: OUVESDE, noise: NoiseFn) -> torch.Tensor:
+    """The first state ``y + std(1) z`` (noise draw 0), ``[B, ...]`` like ``condition``."""
+    ones = torch.ones(condition.shape[0], dtype=condition.dtype)
+    return condition + _column(sde.std(ones), condition) * noise(0, condition)
+
+
+def _schedule(steps: int, t_eps: float, condition: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per sampling time (:func:`times`): ``t`` expanded to ``[B]`` and the gap ``dt`` to the next time.
+
+    The last time's ``dt`` is ``t_eps`` itself.
+    """
+    grid = times(steps, t_eps, condition)
+    for index in range(steps):
+        step = grid[index] - grid[index + 1] if index + 1 < steps else grid[-1]
+        yield grid[index].expand(condition.shape[0]), step
+
+
+def _reverse_euler(
+    state: torch.Tensor,
+    condition: torch.Tensor,
+    sde: OUVESDE,
+    diffusion: torch.Tensor,
+    step: torch.Tensor,
+    gradient: torch.Tensor,
+    weight: float,
+) -> torch.Tensor:
+    """One Euler step back in time: ``x - theta (y - x) dt + weight g^2 dt s``.
+
+    ``weight`` is 1 for the reverse SDE's mean (:func:`pc_sample`) and 0.5 for the
+    probability-flow ODE (:func:`ode_sample`); ``diffusion`` is ``g(t)`` shaped ``[B, 1, ...]``.
+    """
+    return state - sde.theta * (condition - state) * step + weight * diffusion**2 * step * gradient
+
+
 def pc_sample(
     score: ScoreFn,
     condition: torch.Tensor,
@@ -122,13 +156,9 @@ def pc_sample(
     t_eps: float = 0.03,
 ) -> torch.Tensor:
     """Predictor-corrector sampling (reverse diffusion + annealed Langevin); ``condition [B, ...]``."""
-    batch = condition.shape[0]
-    grid = times(steps, t_eps, condition)
-    start = condition + _column(sde.std(torch.ones(batch, dtype=condition.dtype)), condition) * noise(0, condition)
+    start = _start(condition, sde, noise)
     state, state_mean, draw = start, start, 1
-    for index in range(steps):
-        t = grid[index].expand(batch)  # [B]
-        step = grid[index] - grid[index + 1] if index + 1 < steps else grid[-1]
+    for t, step in _schedule(steps, t_eps, condition):  # t [B]
         langevin = 2.0 * (snr * _column(sde.std(t), state)) ** 2
         for _ in range(corrector_steps):
             gradient = score(state, condition, t)
@@ -136,7 +166,7 @@ def pc_sample(
             draw += 1
         diffusion = _column(sde.diffusion(t), state)
         gradient = score(state, condition, t)
-        state_mean = state - sde.theta * (condition - state) * step + diffusion**2 * step * gradient
+        state_mean = _reverse_euler(state, condition, sde, diffusion, step, gradient, 1.0)
         state = state_mean + diffusion * torch.sqrt(step) * noise(draw, state)
         draw += 1
     return state_mean
@@ -151,15 +181,11 @@ def ode_sample(
     t_eps: float = 0.03,
 ) -> torch.Tensor:
     """Euler steps of the probability-flow ODE (deterministic after the start draw)."""
-    batch = condition.shape[0]
-    grid = times(steps, t_eps, condition)
-    state = condition + _column(sde.std(torch.ones(batch, dtype=condition.dtype)), condition) * noise(0, condition)
-    for index in range(steps):
-        t = grid[index].expand(batch)  # [B]
-        step = grid[index] - grid[index + 1] if index + 1 < steps else grid[-1]
+    state = _start(condition, sde, noise)
+    for t, step in _schedule(steps, t_eps, condition):  # t [B]
         diffusion = _column(sde.diffusion(t), state)
         gradient = score(state, condition, t)
-        state = state - sde.theta * (condition - state) * step + 0.5 * diffusion**2 * step * gradient
+        state = _reverse_euler(state, condition, sde, diffusion, step, gradient, 0.5)
     return state
 
 
