@@ -307,10 +307,7 @@ def export_onnx(
     """
     onnx = require("onnx", "onnx", "ONNX export")
     path = Path(path)
-    golden_path = path.with_name(path.stem + ".golden.npz")
-    for target in (path, golden_path):
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    golden_path = _golden_path(path, overwrite)
     mode = inference_mode(model)
     if mode == "sampler" and callable(getattr(model, "score_network", None)) and not streaming:
         return export_score_network(model, path, tolerance=tolerance, seed=seed, overwrite=overwrite,
@@ -332,39 +329,19 @@ def export_onnx(
         chunk_length, overlap_length = chunk_window(model.sample_rate, chunk_seconds, overlap_seconds)
     metadata = export_metadata(model, streaming, hops_per_step, chunk_length, overlap_length)
     generator = torch.Generator().manual_seed(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = temporary_sibling(path)
-    try:
+    with _staged(path) as tmp_name:
         with torch.no_grad(), exportable_stft(model):
-            try:
-                with warnings.catch_warnings():
-                    # tracing warnings about Python control flow on shapes: the numerical check below decides
-                    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-                    warnings.filterwarnings("ignore", message="Constant folding")
-                    warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, on purpose
-                    if streaming:
-                        _export_step_graph(model, tmp_name, metadata)
-                    else:
-                        _export_chunk_graph(model, tmp_name)
-            except (RuntimeError, TypeError, ValueError) as error:  # torch.onnx errors are RuntimeErrors
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise ExportError(f"torch.onnx cannot export {model.name}: {first_line}") from error
+            with _tracing(model.name):
+                if streaming:
+                    _export_step_graph(model, tmp_name, metadata)
+                else:
+                    _export_chunk_graph(model, tmp_name)
             if streaming:
                 golden, error = _verify_streaming(model, tmp_name, metadata, verify_steps, generator)
             else:
                 lengths = list(chunk_lengths or (metadata["chunk_length"], int(0.37 * model.sample_rate)))
                 golden, error = _verify_chunk(model, tmp_name, lengths, generator)
-        if error > tolerance:
-            raise ExportVerificationError(
-                f"ONNX Runtime differs from PyTorch by {error:.3g} (relative max), above the tolerance "
-                f"{tolerance:.3g}; the export of {model.name} is not faithful"
-            )
-        metadata["verification"] = {"max_abs_error": error, "tolerance": tolerance, "seed": seed}
-        write_onnx_metadata(tmp_name, metadata)
-        publish(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        _publish_verified(tmp_name, path, metadata, f"export of {model.name}", error, tolerance, seed=seed)
     np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
     return ExportResult(path, golden_path, streaming, metadata, error, tolerance)
 
@@ -394,10 +371,7 @@ def export_score_network(
     """
     require("onnx", "onnx", "ONNX export")
     path = Path(path)
-    golden_path = path.with_name(path.stem + ".golden.npz")
-    for target in (path, golden_path):
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    golden_path = _golden_path(path, overwrite)
     if inference_mode(model) != "sampler" or not callable(getattr(model, "score_network", None)):
         raise ExportError(f"{model.name} is not a sampler model with a score network")
     model.eval()
@@ -425,21 +399,12 @@ def export_score_network(
     metadata.update({"chunk_length": chunk_length, "overlap_length": overlap_length,
                      "hop_length": chunk_length - overlap_length, "stream_delay": overlap_length,
                      "lookahead": overlap_length, "algorithmic_latency": chunk_length})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = temporary_sibling(path)
-    try:
+    with _staged(path) as tmp_name:
         with torch.no_grad():
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-                warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, on purpose
-                warnings.filterwarnings("ignore", message="Constant folding")
-                try:
-                    torch.onnx.export(network, example, tmp_name, dynamo=False, opset_version=OPSET,
-                                      input_names=names, output_names=output_names, dynamic_axes=dynamic,
-                                      do_constant_folding=True)
-                except (RuntimeError, TypeError, ValueError) as error:
-                    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                    raise ExportError(f"torch.onnx cannot export the score network of {model.name}: {first_line}") from error
+            with _tracing(f"the score network of {model.name}"):
+                torch.onnx.export(network, example, tmp_name, dynamo=False, opset_version=OPSET,
+                                  input_names=names, output_names=output_names, dynamic_axes=dynamic,
+                                  do_constant_folding=True)
             session = _session(tmp_name)
             worst, golden = 0.0, {}
             for index, length in enumerate(lengths):
@@ -449,17 +414,8 @@ def export_score_network(
                 worst = max(worst, _relative_error(output, reference))
                 golden.update({f"{name}_{index}": tensor.numpy() for name, tensor in zip(names, inputs)})
                 golden[f"score_{index}"] = reference
-        if worst > tolerance:
-            raise ExportVerificationError(
-                f"ONNX Runtime differs from PyTorch by {worst:.3g} (relative max), above the tolerance "
-                f"{tolerance:.3g}; the score network export of {model.name} is not faithful"
-            )
-        metadata["verification"] = {"max_abs_error": worst, "tolerance": tolerance, "seed": seed, "frames": lengths}
-        write_onnx_metadata(tmp_name, metadata)
-        publish(tmp_name, path)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        _publish_verified(tmp_name, path, metadata, f"score network export of {model.name}", worst, tolerance,
+                          seed=seed, frames=lengths)
     np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
     return ExportResult(path, golden_path, False, metadata, worst, tolerance)
 
@@ -505,6 +461,59 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- internals
+def _golden_path(path: Path, overwrite: bool) -> Path:
+    """``<stem>.golden.npz`` beside ``path``; refuses when either file exists and not ``overwrite``."""
+    golden_path = path.with_name(path.stem + ".golden.npz")
+    for target in (path, golden_path):
+        if target.exists() and not overwrite:
+            raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
+    return golden_path
+
+
+@contextlib.contextmanager
+def _staged(path: Path) -> Iterator[str]:
+    """A temporary sibling of ``path`` (its folder created) to export into; removed unless published."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = temporary_sibling(path)
+    try:
+        yield tmp_name
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+@contextlib.contextmanager
+def _tracing(what: str) -> Iterator[None]:
+    """A ``torch.onnx.export`` of ``what`` without tracing warnings; its errors become one-line :class:`ExportError`."""
+    try:
+        with warnings.catch_warnings():
+            # tracing warnings about Python control flow on shapes: the numerical check afterwards decides
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, on purpose
+            yield
+    except (RuntimeError, TypeError, ValueError) as error:  # torch.onnx errors are RuntimeErrors
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(f"torch.onnx cannot export {what}: {first_line}") from error
+
+
+def _publish_verified(
+    tmp_name: str, path: Path, metadata: dict[str, Any], what: str, error: float, tolerance: float, **facts: Any
+) -> None:
+    """Refuse the ``what`` export if ``error > tolerance``, else record the verification and move it to ``path``.
+
+    ``metadata["verification"]`` holds ``max_abs_error``, ``tolerance`` and ``facts`` (e.g. the seed).
+    """
+    if error > tolerance:
+        raise ExportVerificationError(
+            f"ONNX Runtime differs from PyTorch by {error:.3g} (relative max), above the tolerance "
+            f"{tolerance:.3g}; the {what} is not faithful"
+        )
+    metadata["verification"] = {"max_abs_error": error, "tolerance": tolerance, **facts}
+    write_onnx_metadata(tmp_name, metadata)
+    publish(tmp_name, path)
+
+
 def _export_step_graph(model: SpeechModel, target: str, metadata: dict[str, Any]) -> None:
     x_block = torch.zeros(metadata["input_shape"])
     state = model.initial_state(1)
