@@ -189,6 +189,15 @@ class SpeechModel(nn.Module):
         device = reference.device if reference is not None else None
         return [torch.zeros(spec.shape, dtype=dtype, device=device) for spec in self.state_specs(batch_size)]
 
+    def check_step_length(self, x_block: torch.Tensor, unit: str = "block") -> None:
+        """Refuse a :meth:`forward_step` input that is not a whole, non-zero number of :attr:`block_size` samples.
+
+        ``unit`` names a block in the message (e.g. ``"hop"``).
+        """
+        size, samples = self.block_size, x_block.shape[-1]
+        if samples % size or samples == 0:
+            raise ConfigError(f"forward_step needs a whole number of {size}-sample {unit}s, got {samples} samples")
+
     def read_state(self, state: Sequence[torch.Tensor]) -> Iterator[torch.Tensor]:
         """Check that ``state`` holds :meth:`initial_state`'s tensor count; an iterator over them.
 

@@ -95,7 +95,6 @@ from ..errors import ConfigError
 from ..frontend.adaptive_filter import KalmanFilterConfig, PartitionedKalmanFilter
 from ..frontend.masks import COMPLEX_MASK_KINDS, apply_dual_mask, bounded_complex_mask
 from ..frontend.stft import WINDOWS, STFTConfig, stft_pair
-from ..tasks import InputLayout, Task
 from ..nn.complex import (
     COMPLEX_ACTIVATIONS,
     COMPLEX_NORMS,
@@ -105,8 +104,8 @@ from ..nn.complex import (
     make_complex_norm,
 )
 from ..nn.d3net import D3Block
-from .base import SpeechModel
-from .spec import FrontendSpec, InferenceSpec, StateSpec
+from .aec_base import StreamingEchoCanceller
+from .spec import FrontendSpec, StateSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +184,7 @@ class ComplexD3NetAECConfig:
         )
 
 
-class ComplexD3NetAEC(SpeechModel):
+class ComplexD3NetAEC(StreamingEchoCanceller):
     """Joint AEC + noise suppression: ``x [B, 2, T]`` (mic, far end) -> near-end ``[B, 1, 1, T]``.
 
     Causal; streams one hop (``hop_length`` samples of both channels) per :meth:`forward_step`,
@@ -193,7 +192,6 @@ class ComplexD3NetAEC(SpeechModel):
     """
 
     name = "complex_d3net_aec"
-    task = Task.AEC
     config_class = ComplexD3NetAECConfig
     paper = (
         "K. N. Watcharasupat, T. N. T. Nguyen, W.-S. Gan, S. Zhao, B. Ma, End-to-End Complex-Valued "
@@ -242,11 +240,6 @@ class ComplexD3NetAEC(SpeechModel):
 
     # ----------------------------------------------------------------- description
     @property
-    def input_layout(self) -> InputLayout:
-        """One microphone (channel 0), then the far-end reference (channel 1)."""
-        return InputLayout(num_microphones=1, far_end_channel=1)
-
-    @property
     def frontend_spec(self) -> FrontendSpec:
         """The causal STFT, with the power-law compression of the network input."""
         config = self.config
@@ -254,21 +247,6 @@ class ComplexD3NetAEC(SpeechModel):
             kind="stft", window=config.window, n_fft=config.n_fft, win_length=config.win_length,
             hop_length=config.hop_length, center=False, compression=float(config.input_compression),
         )
-
-    @property
-    def inference_spec(self) -> InferenceSpec:
-        """Streams one hop per step (files run through :meth:`forward_step` with the state carried)."""
-        return InferenceSpec(mode="stream")
-
-    @property
-    def causal(self) -> bool:
-        """Always causal."""
-        return True
-
-    @property
-    def supports_streaming(self) -> bool:
-        """Always streams."""
-        return True
 
     @property
     def block_size(self) -> int:
@@ -345,14 +323,6 @@ class ComplexD3NetAEC(SpeechModel):
                 (f"d3_{block_index}_{suffix}_history", shape) for suffix, shape in block.history_specs(batch_size, freqs)
             )
         return specs
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if torch.jit.is_tracing():
-            return
-        if x.dim() != 3 or x.shape[1] != 2:
-            raise ConfigError(
-                f"{self.name} expects x [batch, 2, time] (microphone, far end), got shape {tuple(x.shape)}"
-            )
 
     def _input_spectrum(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, 2, T]`` -> the network's input spectra ``[B, C, 2, F, N]``.
@@ -440,9 +410,8 @@ class ComplexD3NetAEC(SpeechModel):
         with the network run once over ``k`` frames (fewer, larger operations). Use in eval mode
         (batch norm then uses its running statistics, like the offline output).
         """
+        self.check_step_length(x_block, "hop")
         hop = self.block_size
-        if x_block.shape[-1] % hop or x_block.shape[-1] == 0:
-            raise ConfigError(f"forward_step needs a whole number of {hop}-sample hops, got {x_block.shape[-1]} samples")
         states = self.read_state(state)
         linear_states = None
         if self.linear_filter is not None:

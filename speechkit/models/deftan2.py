@@ -447,8 +447,8 @@ class DeFTAN2(SpeechModel):
                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``k`` hops ``x_block [B, M, k * hop]`` -> ``[B, 1, 1, k * hop]`` and the new states."""
         hop = self.block_size
-        if not torch.jit.is_tracing() and (x_block.shape[-1] % hop or x_block.shape[-1] == 0):
-            raise ConfigError(f"forward_step needs a whole number of {hop}-sample hops, got {x_block.shape[-1]}")
+        if not torch.jit.is_tracing():
+            self.check_step_length(x_block, "hop")
         states = self.read_state(state)
         stft_state, frames = next(states), []
         for start in range(0, x_block.shape[-1], hop):

@@ -32,9 +32,8 @@ import torch
 
 from ..errors import ConfigError
 from ..frontend.adaptive_filter import KalmanFilterConfig, PartitionedKalmanFilter
-from ..tasks import InputLayout, Task
-from .base import SpeechModel
-from .spec import FrontendSpec, InferenceSpec, StateSpec
+from .aec_base import StreamingEchoCanceller
+from .spec import FrontendSpec, StateSpec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +63,10 @@ class LinearAECConfig:
         )
 
 
-class LinearEchoCanceller(SpeechModel):
+class LinearEchoCanceller(StreamingEchoCanceller):
     """Linear AEC: ``x [B, 2, T]`` (microphone, far end) -> microphone minus linear echo ``[B, 1, 1, T]``."""
 
     name = "linear_aec"
-    task = Task.AEC
     config_class = LinearAECConfig
     paper = (
         "G. Enzner, P. Vary, Frequency-domain adaptive Kalman filter for acoustic echo control in hands-free "
@@ -90,31 +88,11 @@ class LinearEchoCanceller(SpeechModel):
 
     # ----------------------------------------------------------------- description
     @property
-    def input_layout(self) -> InputLayout:
-        """One microphone (channel 0), then the far-end reference (channel 1)."""
-        return InputLayout(num_microphones=1, far_end_channel=1)
-
-    @property
     def frontend_spec(self) -> FrontendSpec:
         """Overlap-save framing: a causal rectangular-window STFT of ``2 L`` samples, hop ``L``."""
         length = self.config.block_length
         return FrontendSpec(kind="stft", window="rectangular", n_fft=2 * length, win_length=2 * length,
                             hop_length=length, center=False)
-
-    @property
-    def inference_spec(self) -> InferenceSpec:
-        """Streams one block per step, state carried through the whole recording."""
-        return InferenceSpec(mode="stream")
-
-    @property
-    def causal(self) -> bool:
-        """Always causal."""
-        return True
-
-    @property
-    def supports_streaming(self) -> bool:
-        """Always streams."""
-        return True
 
     @property
     def block_size(self) -> int:
@@ -137,12 +115,6 @@ class LinearEchoCanceller(SpeechModel):
         return self.config.filter_config().tail_seconds(self.sample_rate)
 
     # ----------------------------------------------------------------- computation
-    def _check_input(self, x: torch.Tensor) -> None:
-        if torch.jit.is_tracing():
-            return
-        if x.dim() != 3 or x.shape[1] != 2:
-            raise ConfigError(f"{self.name} expects x [batch, 2, time] (microphone, far end), got {tuple(x.shape)}")
-
     def forward_with_echo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, 2, T]`` -> error (near end plus residual echo) and linear echo estimate, ``[B, 1, 1, T]`` each."""
         self._check_input(x)
@@ -161,9 +133,8 @@ class LinearEchoCanceller(SpeechModel):
         self, x_block: torch.Tensor, state: Sequence[torch.Tensor]
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``k`` blocks: ``x_block [B, 2, k * L]`` -> error ``[B, 1, 1, k * L]`` and the new states."""
+        self.check_step_length(x_block)
         length = self.block_size
-        if x_block.shape[-1] % length or x_block.shape[-1] == 0:
-            raise ConfigError(f"forward_step needs a whole number of {length}-sample blocks, got {x_block.shape[-1]}")
         states = list(self.read_state(state))
         errors = []
         for start in range(0, x_block.shape[-1], length):
