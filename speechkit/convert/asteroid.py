@@ -35,7 +35,7 @@ from ..checkpoint import key_mismatches, mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..frontend.framing import check_framing
 from ..models.conv_tasnet import MASK_ACTIVATIONS, ConvTasNet, ConvTasNetConfig
-from .common import load_weights_only
+from .common import finish_conversion, load_weights_only
 
 #: asteroid norm_type -> speechkit norm_type
 ASTEROID_NORMS: Mapping[str, str] = MappingProxyType({"gLN": "gLN", "cLN": "chanLN", "cgLN": "cLN"})
@@ -197,19 +197,13 @@ def convert_asteroid_checkpoint(
     config = asteroid_config(model_args, source, framing)
     model = ConvTasNet(config)
     state = convert_asteroid_state_dict(package["state_dict"], model, source)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    if out_path is not None:
-        from ..checkpoint import save_checkpoint
-
-        provenance = {
-            "converted_from": "asteroid",
-            "source_file": Path(path).name,
-            "asteroid_model_name": package.get("model_name", "ConvTasNet"),
-            "asteroid_model_args": _json_safe(model_args),
-            "asteroid_infos": _json_safe(package.get("infos", {})),
-            "note": "framing='asteroid' reproduces asteroid's output (offline only)" if config.framing == "asteroid"
-            else "causal framing: streams, but differs from asteroid for about 0.1-0.4 s at both ends",
-        }
-        save_checkpoint(model, out_path, provenance=provenance, overwrite=overwrite)
-    return model
+    provenance = {
+        "converted_from": "asteroid",
+        "source_file": Path(path).name,
+        "asteroid_model_name": package.get("model_name", "ConvTasNet"),
+        "asteroid_model_args": _json_safe(model_args),
+        "asteroid_infos": _json_safe(package.get("infos", {})),
+        "note": "framing='asteroid' reproduces asteroid's output (offline only)" if config.framing == "asteroid"
+        else "causal framing: streams, but differs from asteroid for about 0.1-0.4 s at both ends",
+    }
+    return finish_conversion(model, state, out_path, overwrite, provenance)

@@ -36,7 +36,7 @@ from ..checkpoint import key_mismatches, mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..models.mossformer2 import MossFormer2, MossFormer2Config
 from ..nn.mossformer import rotary_frequencies
-from .common import load_weights_only
+from .common import finish_conversion, load_weights_only
 
 #: official key -> speechkit key for the two filterbanks
 FILTERBANK_KEYS = {"enc.conv1d.weight": "encoder.filterbank._filters", "dec.weight": "decoder.filterbank._filters"}
@@ -188,17 +188,12 @@ def convert_clearervoice_checkpoint(
     state, facts = read_clearervoice_state(path)
     config = clearervoice_config(state, sample_rate, source)
     model = MossFormer2(config)
-    model.load_state_dict(convert_clearervoice_state_dict(state, model, source), strict=True)
-    model.eval()
-    if out_path is not None:
-        from ..checkpoint import save_checkpoint
-
-        provenance = {
-            "converted_from": "clearervoice",
-            "source_file": Path(path).name,
-            "source_tensors": len(state),
-            "ddp_prefix_stripped": facts["ddp_prefix"],
-            "ignored_entries": facts["other_entries"],
-        }
-        save_checkpoint(model, out_path, provenance=provenance, overwrite=overwrite)
-    return model
+    provenance = {
+        "converted_from": "clearervoice",
+        "source_file": Path(path).name,
+        "source_tensors": len(state),
+        "ddp_prefix_stripped": facts["ddp_prefix"],
+        "ignored_entries": facts["other_entries"],
+    }
+    return finish_conversion(model, convert_clearervoice_state_dict(state, model, source), out_path, overwrite,
+                             provenance)

@@ -1,17 +1,23 @@
-"""What the checkpoint converters share: reading a foreign file with ``torch.load(weights_only=True)``.
+"""What the checkpoint converters share: reading a foreign file with ``torch.load(weights_only=True)``
+and finishing a converted model (load, eval mode, optional save with provenance).
 
 The key checks (missing, unexpected, mis-shaped tensors) are
 :func:`speechkit.checkpoint.key_mismatches` and :func:`speechkit.checkpoint.mismatch_problems`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
+from ..checkpoint import save_checkpoint
 from ..errors import CheckpointError
+from ..models.base import SpeechModel
+
+ModelT = TypeVar("ModelT", bound=SpeechModel)
 
 
 def load_error_cause(error: Exception) -> str:
@@ -48,4 +54,23 @@ def load_weights_only(path: Path, load: Callable[[Path], Any] | None = None, hin
         ) from error
 
 
-__all__ = ["load_error_cause", "load_weights_only"]
+def finish_conversion(
+    model: ModelT,
+    state: Mapping[str, torch.Tensor],
+    out_path: str | os.PathLike | None,
+    overwrite: bool,
+    provenance: Mapping[str, Any],
+) -> ModelT:
+    """Load the converted ``state`` into ``model`` (strictly), put it in eval mode and return it.
+
+    With ``out_path``, also save it there as a speechkit checkpoint with ``provenance`` (JSON-ready
+    facts about the source file; ``overwrite`` replaces an existing file).
+    """
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    if out_path is not None:
+        save_checkpoint(model, out_path, provenance=dict(provenance), overwrite=overwrite)
+    return model
+
+
+__all__ = ["finish_conversion", "load_error_cause", "load_weights_only"]

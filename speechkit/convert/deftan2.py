@@ -28,7 +28,7 @@ import torch
 from ..checkpoint import key_mismatches, mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..models.deftan2 import DeFTAN2, DeFTAN2Config
-from .common import load_weights_only
+from .common import finish_conversion, load_weights_only
 
 #: the key that identifies a DeFTAN-II state dict
 ANCHOR_KEY = "up_conv.0.weight"
@@ -156,21 +156,15 @@ def convert_deftan2_checkpoint(
     problems = mismatch_problems(*key_mismatches(state, model.state_dict()))
     if problems:
         raise CheckpointError(f"{source} does not match the DeFTAN-II its shapes imply: " + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    if out_path is not None:
-        from ..checkpoint import save_checkpoint
-
-        provenance = {
-            "converted_from": "deftan2",
-            "source_file": Path(path).name,
-            **notes,
-            "configuration": describe_inferred(config),
-            "note": "a state dict carries no configuration: the architecture is inferred from the weight "
-                    "shapes; STFT, sample rate, reference microphone and array geometry are assumed",
-        }
-        save_checkpoint(model, out_path, provenance=provenance, overwrite=overwrite)
-    return model
+    provenance = {
+        "converted_from": "deftan2",
+        "source_file": Path(path).name,
+        **notes,
+        "configuration": describe_inferred(config),
+        "note": "a state dict carries no configuration: the architecture is inferred from the weight "
+                "shapes; STFT, sample rate, reference microphone and array geometry are assumed",
+    }
+    return finish_conversion(model, state, out_path, overwrite, provenance)
 
 
 __all__ = ["convert_deftan2_checkpoint", "describe_inferred", "infer_config", "read_deftan2_state_dict"]

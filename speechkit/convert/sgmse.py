@@ -40,11 +40,11 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import mismatch_problems, preview_keys, save_checkpoint
+from ..checkpoint import mismatch_problems, preview_keys
 from ..errors import CheckpointError, ConfigError
 from ..models.sgmse import SGMSE, SGMSEConfig
 from ..nn.ncsnpp import BigGANResBlock, GaussianFourierEmbedding, PositionAttention, PyramidCombine
-from .common import load_error_cause
+from .common import finish_conversion, load_error_cause
 
 #: the one class reference a real checkpoint holds (in ``hyper_parameters["data_module_cls"]``)
 DATA_MODULE_REFERENCE = ("sgmse.data_module", "SpecsDataModule")
@@ -223,18 +223,14 @@ def convert_sgmse_checkpoint(
         tensors = _ema_tensors(package, mapping, tensors)
     model = SGMSE(config)
     ours = {ours_key: _to_ours(tensors[key], matrix).to(torch.float32) for key, (ours_key, matrix) in mapping.items()}
-    model.load_state_dict(ours, strict=True)
-    model.eval()
-    if out_path is not None:
-        ema = package.get("ema") if isinstance(package.get("ema"), Mapping) else {}
-        provenance = {
-            "source": "sgmse", "source_file": Path(path).name, "weights": weights,
-            "epoch": package.get("epoch"), "global_step": package.get("global_step"),
-            "lightning_version": package.get("pytorch-lightning_version"),
-            "ema_decay": ema.get("decay"), "ema_num_updates": ema.get("num_updates"), **notes,
-        }
-        save_checkpoint(model, out_path, provenance=_json_ready(provenance), overwrite=overwrite)
-    return model
+    ema = package.get("ema") if isinstance(package.get("ema"), Mapping) else {}
+    provenance = {
+        "source": "sgmse", "source_file": Path(path).name, "weights": weights,
+        "epoch": package.get("epoch"), "global_step": package.get("global_step"),
+        "lightning_version": package.get("pytorch-lightning_version"),
+        "ema_decay": ema.get("decay"), "ema_num_updates": ema.get("num_updates"), **notes,
+    }
+    return finish_conversion(model, ours, out_path, overwrite, _json_ready(provenance))
 
 
 def reference_key_map_for(config: SGMSEConfig) -> dict[str, tuple[str, bool]]:

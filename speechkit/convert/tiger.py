@@ -40,7 +40,7 @@ import torch
 from ..checkpoint import mismatch_problems
 from ..errors import CheckpointError, ConfigError
 from ..models.tiger import SPEECH_BAND_TABLE, TIGER, TIGERConfig
-from .common import load_weights_only
+from .common import finish_conversion, load_weights_only
 
 #: reference constructor argument -> TIGERConfig field
 CONFIG_FIELDS: Mapping[str, str] = MappingProxyType(
@@ -242,19 +242,13 @@ def convert_tiger_checkpoint(
     arguments, config_source = _read_arguments(config, default_config)
     model = TIGER(tiger_config(arguments, config_source))
     state = convert_tiger_state_dict(_load_weights(weights), model, str(weights))
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    if out_path is not None:
-        from ..checkpoint import save_checkpoint
-
-        provenance = {
-            "converted_from": "tiger",
-            "source_file": weights.name,
-            "reference_arguments": json.loads(json.dumps(arguments, default=str)),
-            "note": "official TIGER weights (Xu, Li et al., ICLR 2025); keys mapped by speechkit.convert.tiger",
-        }
-        save_checkpoint(model, out_path, provenance=provenance, overwrite=overwrite)
-    return model
+    provenance = {
+        "converted_from": "tiger",
+        "source_file": weights.name,
+        "reference_arguments": json.loads(json.dumps(arguments, default=str)),
+        "note": "official TIGER weights (Xu, Li et al., ICLR 2025); keys mapped by speechkit.convert.tiger",
+    }
+    return finish_conversion(model, state, out_path, overwrite, provenance)
 
 
 __all__ = [
