@@ -25,13 +25,15 @@ explicit input and no random operation inside; the sampler loop (``realtime.samp
 noise outside the graph and reads its schedule from the ``schedule`` metadata entry
 (:data:`SAMPLER_SCHEDULE_KEYS`). :func:`export_onnx` writes ``"stream"`` and ``"chunk"`` graphs,
 and for a sampler model that provides a score network (e.g. SGMSE+, whose network works on
-compressed spectra) :func:`export_score_network`'s graph; :func:`write_onnx_metadata` stamps any graph.
+compressed spectra) :func:`export_score_network`'s graph (defined in :mod:`speechkit.export_sampler`,
+importable from here); :func:`write_onnx_metadata` stamps any graph.
 
 The legacy TorchScript exporter is used (``torch.onnx.export(dynamo=False)``, opset 17). After
 export, ONNX Runtime is run against PyTorch on random input (several consecutive steps for
 streaming graphs, two lengths for chunk graphs); the export fails with
 :class:`ExportVerificationError` if the error exceeds the tolerance. Golden input/output arrays
-(``<model>.golden.npz``) are written beside the model so a runtime can check itself later.
+(``<model>.golden.npz``) are written beside the model so a runtime can check itself later. The
+verification and the atomic publication of a verified graph live in :mod:`speechkit.onnx_verify`.
 
 Everything the runtime needs is stored in the ONNX ``metadata_props`` as JSON-encoded strings,
 under the keys of :data:`METADATA_KEYS`.
@@ -42,7 +44,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._files import publish, temporary_sibling
 from ._optional import require
 from ._version import __version__
-from .errors import OutputExistsError, SpeechkitError
+from .errors import SpeechkitError
 from .frontend.stft import ISTFT, STFT
 from .models.base import SpeechModel, config_to_dict
 
@@ -101,6 +101,15 @@ DEFAULT_REALTIME_OVERLAP_FRACTION = 0.25
 #: entries of the ``schedule`` metadata of a ``mode = "sampler"`` export (see ``realtime.sampler``)
 SAMPLER_SCHEDULE_KEYS = ("sde", "sigma_min", "sigma_max", "num_steps", "corrector_steps", "snr", "t_eps", "start", "seed",
                          "theta", "corrector", "noise_std")
+
+
+def __getattr__(name: str) -> Any:
+    # export_score_network lives in speechkit.export_sampler, which imports this module: loaded on first use
+    if name == "export_score_network":
+        from .export_sampler import export_score_network
+
+        return export_score_network
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ExportError(SpeechkitError):
@@ -306,10 +315,14 @@ def export_onnx(
         OutputExistsError: ``path`` exists and ``overwrite`` is False.
     """
     onnx = require("onnx", "onnx", "ONNX export")
+    from . import onnx_verify  # imports this module: a function-level import keeps the dependency one-way
+
     path = Path(path)
-    golden_path = _golden_path(path, overwrite)
+    golden_path = onnx_verify.golden_path(path, overwrite)
     mode = inference_mode(model)
     if mode == "sampler" and callable(getattr(model, "score_network", None)) and not streaming:
+        from .export_sampler import export_score_network
+
         return export_score_network(model, path, tolerance=tolerance, seed=seed, overwrite=overwrite,
                                     chunk_seconds=chunk_seconds, overlap_seconds=overlap_seconds)
     if mode == "sampler":
@@ -329,95 +342,21 @@ def export_onnx(
         chunk_length, overlap_length = chunk_window(model.sample_rate, chunk_seconds, overlap_seconds)
     metadata = export_metadata(model, streaming, hops_per_step, chunk_length, overlap_length)
     generator = torch.Generator().manual_seed(seed)
-    with _staged(path) as tmp_name:
+    with onnx_verify.staged(path) as tmp_name:
         with torch.no_grad(), exportable_stft(model):
-            with _tracing(model.name):
+            with onnx_verify.tracing(model.name):
                 if streaming:
                     _export_step_graph(model, tmp_name, metadata)
                 else:
                     _export_chunk_graph(model, tmp_name)
             if streaming:
-                golden, error = _verify_streaming(model, tmp_name, metadata, verify_steps, generator)
+                golden, error = onnx_verify.verify_streaming(model, tmp_name, metadata, verify_steps, generator)
             else:
                 lengths = list(chunk_lengths or (metadata["chunk_length"], int(0.37 * model.sample_rate)))
-                golden, error = _verify_chunk(model, tmp_name, lengths, generator)
-        _publish_verified(tmp_name, path, metadata, f"export of {model.name}", error, tolerance, seed=seed)
+                golden, error = onnx_verify.verify_chunk(model, tmp_name, lengths, generator)
+        onnx_verify.publish_verified(tmp_name, path, metadata, f"export of {model.name}", error, tolerance, seed=seed)
     np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
     return ExportResult(path, golden_path, streaming, metadata, error, tolerance)
-
-
-def export_score_network(
-    model: SpeechModel,
-    path: str | os.PathLike,
-    *,
-    frames: Sequence[int] | None = None,
-    tolerance: float = 1e-4,
-    seed: int = 0,
-    overwrite: bool = False,
-    chunk_seconds: float | None = None,
-    overlap_seconds: float | None = None,
-) -> ExportResult:
-    """Export the score network of a ``mode = "sampler"`` model, verified with ONNX Runtime.
-
-    The model provides ``score_network()`` (a module ``(x, condition, t) -> score`` with real
-    inputs, ``t [1]`` explicit and no random op), ``score_network_inputs(frames, generator)``
-    (example inputs with ``frames`` on the last, dynamic axis) and ``sampler_schedule()`` (the
-    :mod:`realtime.sampler` schedule of its current options). The graph is compared with PyTorch at
-    each length of ``frames`` (default: the model's ``score_network_frames``); metadata:
-    ``mode = "sampler"``, ``graph_kind = "score"``, the ``schedule`` and ``score_domain`` (what
-    ``x`` is, e.g. a compressed spectrum, so that a runtime applies the right transform), and the
-    realtime window (``chunk_seconds`` / ``overlap_seconds``, default the model's declared chunks)
-    on which ``realtime.chunk`` runs the sampler live.
-    """
-    require("onnx", "onnx", "ONNX export")
-    path = Path(path)
-    golden_path = _golden_path(path, overwrite)
-    if inference_mode(model) != "sampler" or not callable(getattr(model, "score_network", None)):
-        raise ExportError(f"{model.name} is not a sampler model with a score network")
-    model.eval()
-    network = model.score_network().eval()
-    lengths = list(frames or model.score_network_frames)
-    generator = torch.Generator().manual_seed(seed)
-    names, output_names = ["x", "condition", "t"], ["score"]
-    example = model.score_network_inputs(lengths[0], generator)
-    last = example[0].dim() - 1
-    dynamic = {name: {last: "frames"} for name in ("x", "condition", "score")}
-    metadata = {
-        "speechkit_format": "speechkit-onnx/1", "speechkit_version": __version__, "model_name": model.name,
-        "task": model.task, "graph_kind": "score", "mode": "sampler",
-        "schedule": model.sampler_schedule(), "sample_rate": model.sample_rate,
-        "frontend": model.frontend_spec.to_dict(), "input_layout": model.input_layout.to_dict(),
-        "inference": model.inference_spec.to_dict(), "input_names": names, "output_names": output_names,
-        "input_shape": [*example[0].shape[:-1], "frames"], "output_shape": [*example[0].shape[:-1], "frames"],
-        "num_input_channels": model.num_input_channels, "num_sources": model.num_sources,
-        "num_output_channels": model.num_output_channels, "config": config_to_dict(model.config),
-        "ort_graph_optimization": model.onnx_graph_optimization, "score_domain": model.score_domain,
-    }
-    spec = model.inference_spec
-    chunk_length, overlap_length = chunk_window(model.sample_rate, chunk_seconds or spec.chunk_seconds,
-                                                overlap_seconds if overlap_seconds is not None else spec.overlap_seconds)
-    metadata.update({"chunk_length": chunk_length, "overlap_length": overlap_length,
-                     "hop_length": chunk_length - overlap_length, "stream_delay": overlap_length,
-                     "lookahead": overlap_length, "algorithmic_latency": chunk_length})
-    with _staged(path) as tmp_name:
-        with torch.no_grad():
-            with _tracing(f"the score network of {model.name}"):
-                torch.onnx.export(network, example, tmp_name, dynamo=False, opset_version=OPSET,
-                                  input_names=names, output_names=output_names, dynamic_axes=dynamic,
-                                  do_constant_folding=True)
-            session = _session(tmp_name)
-            worst, golden = 0.0, {}
-            for index, length in enumerate(lengths):
-                inputs = example if index == 0 else model.score_network_inputs(length, generator)
-                reference = network(*inputs).numpy()
-                (output,) = session.run(None, {name: tensor.numpy() for name, tensor in zip(names, inputs)})
-                worst = max(worst, _relative_error(output, reference))
-                golden.update({f"{name}_{index}": tensor.numpy() for name, tensor in zip(names, inputs)})
-                golden[f"score_{index}"] = reference
-        _publish_verified(tmp_name, path, metadata, f"score network export of {model.name}", worst, tolerance,
-                          seed=seed, frames=lengths)
-    np.savez(golden_path, tolerance=np.float64(tolerance), **golden)
-    return ExportResult(path, golden_path, False, metadata, worst, tolerance)
 
 
 def write_onnx_metadata(path: str | os.PathLike, metadata: dict[str, Any]) -> None:
@@ -461,59 +400,6 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- internals
-def _golden_path(path: Path, overwrite: bool) -> Path:
-    """``<stem>.golden.npz`` beside ``path``; refuses when either file exists and not ``overwrite``."""
-    golden_path = path.with_name(path.stem + ".golden.npz")
-    for target in (path, golden_path):
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target} exists; pass overwrite=True (--force) to replace it")
-    return golden_path
-
-
-@contextlib.contextmanager
-def _staged(path: Path) -> Iterator[str]:
-    """A temporary sibling of ``path`` (its folder created) to export into; removed unless published."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_name = temporary_sibling(path)
-    try:
-        yield tmp_name
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-
-
-@contextlib.contextmanager
-def _tracing(what: str) -> Iterator[None]:
-    """A ``torch.onnx.export`` of ``what`` without tracing warnings; its errors become one-line :class:`ExportError`."""
-    try:
-        with warnings.catch_warnings():
-            # tracing warnings about Python control flow on shapes: the numerical check afterwards decides
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="Constant folding")
-            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the legacy exporter, on purpose
-            yield
-    except (RuntimeError, TypeError, ValueError) as error:  # torch.onnx errors are RuntimeErrors
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExportError(f"torch.onnx cannot export {what}: {first_line}") from error
-
-
-def _publish_verified(
-    tmp_name: str, path: Path, metadata: dict[str, Any], what: str, error: float, tolerance: float, **facts: Any
-) -> None:
-    """Refuse the ``what`` export if ``error > tolerance``, else record the verification and move it to ``path``.
-
-    ``metadata["verification"]`` holds ``max_abs_error``, ``tolerance`` and ``facts`` (e.g. the seed).
-    """
-    if error > tolerance:
-        raise ExportVerificationError(
-            f"ONNX Runtime differs from PyTorch by {error:.3g} (relative max), above the tolerance "
-            f"{tolerance:.3g}; the {what} is not faithful"
-        )
-    metadata["verification"] = {"max_abs_error": error, "tolerance": tolerance, **facts}
-    write_onnx_metadata(tmp_name, metadata)
-    publish(tmp_name, path)
-
-
 def _export_step_graph(model: SpeechModel, target: str, metadata: dict[str, Any]) -> None:
     x_block = torch.zeros(metadata["input_shape"])
     state = model.initial_state(1)
@@ -542,64 +428,3 @@ def _export_chunk_graph(model: SpeechModel, target: str) -> None:
         dynamic_axes={"x": {2: "time"}, "y": {3: "time"}},
         do_constant_folding=True,
     )
-
-
-def _session(target: str) -> Any:
-    ort = require("onnxruntime", "onnx", "verifying the ONNX export")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(target, options, providers=["CPUExecutionProvider"])
-
-
-def _relative_error(ort_value: np.ndarray, reference: np.ndarray) -> float:
-    if reference.size == 0:
-        return 0.0
-    scale = max(1.0, float(np.max(np.abs(reference))))
-    return float(np.max(np.abs(ort_value - reference))) / scale
-
-
-def _verify_streaming(
-    model: SpeechModel,
-    target: str,
-    metadata: dict[str, Any],
-    steps: int,
-    generator: torch.Generator,
-) -> tuple[dict[str, np.ndarray], float]:
-    session = _session(target)
-    input_names = metadata["input_names"]
-    x_steps = 0.5 * torch.randn(steps, *metadata["input_shape"], generator=generator)  # [steps, 1, C_in, hop]
-    torch_state = model.initial_state(1)
-    ort_state = [tensor.numpy().copy() for tensor in torch_state]
-    worst = 0.0
-    outputs = []
-    for step in range(steps):
-        y_torch, torch_state = model.forward_step(x_steps[step], torch_state)
-        feeds = {name: value for name, value in zip(input_names, [x_steps[step].numpy(), *ort_state])}
-        y_ort, *ort_state = session.run(None, feeds)
-        worst = max(worst, _relative_error(y_ort, y_torch.numpy()))
-        for ort_value, torch_value in zip(ort_state, torch_state):
-            worst = max(worst, _relative_error(ort_value, torch_value.numpy()))
-        outputs.append(y_torch.numpy())
-    golden = {"x": x_steps.numpy(), "y": np.stack(outputs)}  # x [steps, 1, C_in, hop], y [steps, 1, S, C_out, hop]
-    return golden, worst
-
-
-def _verify_chunk(
-    model: SpeechModel, target: str, lengths: Sequence[int], generator: torch.Generator
-) -> tuple[dict[str, np.ndarray], float]:
-    session = _session(target)
-    worst = 0.0
-    golden: dict[str, np.ndarray] = {}
-    for index, length in enumerate(lengths):
-        x = 0.5 * torch.randn(1, model.num_input_channels, int(length), generator=generator)
-        y_torch = model(x).numpy()
-        (y_ort,) = session.run(None, {"x": x.numpy()})
-        if y_ort.shape != y_torch.shape:
-            raise ExportVerificationError(
-                f"ONNX output shape {y_ort.shape} differs from PyTorch {y_torch.shape} at length {length}"
-            )
-        worst = max(worst, _relative_error(y_ort, y_torch))
-        golden[f"x_{index}"] = x.numpy()
-        golden[f"y_{index}"] = y_torch
-    return golden, worst
