@@ -173,3 +173,14 @@ def test_export_of_a_bare_architecture_names_the_arch_preset_form(capsys, tmp_pa
     code, _, err = run_cli(capsys, "export", "conv_tasnet:nope", "-o", tmp_path / "x.onnx")
     assert code == EXIT_USAGE and "no preset 'nope'" in err and "ARCH:PRESET" in err and "tiny" in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_models_command_lists_every_registered_model_in_aligned_columns(capsys):
+    from speechkit.models import model_names
+
+    code, out, _ = run_cli(capsys, "models")
+    assert code == EXIT_OK
+    lines = out.strip().splitlines()
+    assert {line.split()[0] for line in lines[2:]} == set(model_names())
+    rate_column = lines[0].index("rate") + len("rate")  # right-aligned under its header
+    assert all(line[:rate_column].split()[-1].isdigit() for line in lines[2:])

@@ -20,8 +20,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     name_width = max([len("model"), *(len(row["name"]) for row in rows)])
     preset_width = max([len("preset"), *(len(row["preset"]) for row in rows)])
+    task_width = max([len("task"), *(len(str(row["task"])) for row in rows)])
     header = (
-        f"{'model':<{name_width}} {'preset':<{preset_width}} {'task':<12} {'rate':>6} "
+        f"{'model':<{name_width}} {'preset':<{preset_width}} {'task':<{task_width}} {'rate':>6} "
         f"{'params':>10} {'latency':>10} causal"
     )
     print(header)
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         latency = row["algorithmic_latency_ms"]
         latency_text = "offline" if latency is None else f"{latency:.2f} ms"
         print(
-            f"{row['name']:<{name_width}} {row['preset']:<{preset_width}} {row['task']:<12} {row['sample_rate']:>6} "
+            f"{row['name']:<{name_width}} {row['preset']:<{preset_width}} {str(row['task']):<{task_width}} {row['sample_rate']:>6} "
             f"{row['parameters'] / 1e6:>9.3f}M {latency_text:>10} {'yes' if row['causal'] else 'no'}"
         )
     return 0
