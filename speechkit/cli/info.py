@@ -40,7 +40,7 @@ def installation_info() -> dict[str, Any]:
     import torch
 
     from .._version import __version__
-    from ..pretrained import DEFAULT_MODEL, DEFAULT_MODELS, bundled_models
+    from ..pretrained import DEFAULT_MODEL, DEFAULT_MODELS, bundled_echo_canceller, bundled_models
 
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -49,9 +49,11 @@ def installation_info() -> dict[str, Any]:
         extra: all(importlib.util.find_spec(module) is not None for module in modules)
         for extra, modules in EXTRA_MODULES.items()
     }
+    echo_canceller = bundled_echo_canceller()
+    defaults = {**DEFAULT_MODELS, **({"aec": echo_canceller.stem} if echo_canceller is not None else {})}
     models = []
     for bundled in bundled_models():
-        entry: dict[str, Any] = {"name": bundled.name, "path": str(bundled.path), "default": bundled.name in DEFAULT_MODELS.values()}
+        entry: dict[str, Any] = {"name": bundled.name, "path": str(bundled.path), "default": bundled.name in defaults.values()}
         try:
             metadata = bundled.metadata()
             entry.update(model=metadata.get("model"), task=metadata.get("task"), sample_rate=metadata.get("sample_rate"))
@@ -68,7 +70,7 @@ def installation_info() -> dict[str, Any]:
         "devices": devices,
         "extras": extras,
         "default_model": DEFAULT_MODEL,
-        "default_models": dict(DEFAULT_MODELS),
+        "default_models": defaults,
         "bundled_models": models,
     }
 
