@@ -294,41 +294,6 @@ def realworld_enhancement(
     return corpora_dataset(corpora, split, config, int(length), int(seed), max_floor_db, floor_cache)
 
 
-def fixed_realworld(
-    root: str,
-    corpus_root: str,
-    split: str = "validation",
-    count: int = 200,
-    sample_rate: int = 16000,
-    segment_seconds: float = 4.0,
-    seed: int | None = None,
-    limit: int | None = None,
-    max_floor_db: float | None = -35.0,
-    floor_cache: str | None = None,
-    mixing: Mapping[str, Any] | None = None,
-    layout: str = "cache",
-    noise_root: str | None = None,
-) -> Dataset:
-    """A fixed real-world validation/test set in ``root``, built from the corpus cache if missing.
-
-    ``layout`` and ``noise_root`` as in :func:`realworld_enhancement`.
-    """
-    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS, write_fixed_set
-
-    def build(folder: Path) -> None:
-        set_seed = DEFAULT_SPLIT_SEEDS.get(split, 0) if seed is None else int(seed)
-        dataset = realworld_enhancement(corpus_root, split, sample_rate, segment_seconds, int(count), set_seed,
-                                        max_floor_db, floor_cache, mixing, layout, noise_root)
-        source = {"generator": "RealWorldEnhancementDataset", "split": split, "seed": set_seed,
-                  "sample_rate": int(sample_rate), "segment_seconds": float(segment_seconds),
-                  "max_floor_db": max_floor_db, "mixing": dict(mixing or {})}
-        if layout != "cache":
-            source.update(layout=layout, noise_root=noise_root)
-        write_fixed_set(dataset, folder, int(sample_rate), int(count), source)
-
-    return _fixed_set(root, build, limit)
-
-
 def realworld_separation(
     corpus_root: str,
     split: str = "train",
@@ -368,20 +333,6 @@ def realworld_separation(
     channel.update(_tuples(conditions or {}))
     return RealWorldSeparationDataset(speech, corpora.select("noise", split), config, int(length), int(seed),
                                       corpora.select("rir", split), conditions=ConditionConfig(**channel))
-
-
-def fixed_realworld_separation(
-    root: str,
-    corpus_root: str,
-    split: str = "validation",
-    count: int = 200,
-    seed: int | None = None,
-    limit: int | None = None,
-    **kwargs: Any,
-) -> Dataset:
-    """A fixed separation validation/test set of :func:`realworld_separation` in ``root``, built if missing."""
-    return _fixed_generated_set(root, limit, "RealWorldSeparationDataset", realworld_separation,
-                                corpus_root, split, count, seed, kwargs)
 
 
 def array_enhancement(
@@ -430,18 +381,32 @@ def array_enhancement(
     return ArrayRoomDataset(speech, corpora.select("noise", split), config, int(length), int(seed), rirs)
 
 
-def fixed_array_enhancement(
-    root: str,
-    corpus_root: str,
-    split: str = "validation",
-    count: int = 200,
-    seed: int | None = None,
-    limit: int | None = None,
-    **kwargs: Any,
-) -> Dataset:
-    """A fixed array validation/test set of :func:`array_enhancement` in ``root``, built if missing."""
-    return _fixed_generated_set(root, limit, "ArrayRoomDataset", array_enhancement,
-                                corpus_root, split, count, seed, kwargs)
+def _fixed_variant(factory: Callable[..., Dataset], generator: str) -> Callable[..., Dataset]:
+    """The fixed-set factory of a generated-dataset ``factory``: ``(root, corpus_root, split, count, seed,
+    limit, **kwargs)`` -> :func:`_fixed_generated_set` (``kwargs`` go to ``factory``)."""
+
+    def fixed(
+        root: str,
+        corpus_root: str,
+        split: str = "validation",
+        count: int = 200,
+        seed: int | None = None,
+        limit: int | None = None,
+        **kwargs: Any,
+    ) -> Dataset:
+        return _fixed_generated_set(root, limit, generator, factory, corpus_root, split, count, seed, kwargs)
+
+    fixed.__doc__ = (
+        f"A fixed validation/test set of :func:`{factory.__name__}` in ``root`` (its first ``limit`` items), "
+        "built from the corpus cache if missing; ``kwargs`` as for that factory."
+    )
+    return fixed
+
+
+#: fixed validation/test sets of the generated datasets above (names used by the recipe configs)
+fixed_realworld = _fixed_variant(realworld_enhancement, "RealWorldEnhancementDataset")
+fixed_realworld_separation = _fixed_variant(realworld_separation, "RealWorldSeparationDataset")
+fixed_array_enhancement = _fixed_variant(array_enhancement, "ArrayRoomDataset")
 
 
 def synthetic(**kwargs: Any) -> Dataset:

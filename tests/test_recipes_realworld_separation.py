@@ -57,3 +57,16 @@ def test_conditions_override_the_channel(cache: Path) -> None:
         # a 2nd-order high-pass at 300 Hz takes 12-19 dB off 100-150 Hz
         assert low_band_share(highpassed[index]["mixture"].numpy()) < 0.3 * low_band_share(plain[index]["mixture"].numpy())
     assert highpassed.conditions.highpass_hz == (300.0, 300.0)
+
+
+def test_fixed_enhancement_set_holds_the_generated_items(cache: Path, tmp_path: Path) -> None:
+    """fixed_realworld writes the items realworld_enhancement draws with the split's seed (16-bit files)."""
+    from recipes.data.fixedset import DEFAULT_SPLIT_SEEDS
+    from recipes.train import fixed_realworld, realworld_enhancement
+
+    options = dict(segment_seconds=0.5, max_floor_db=None)
+    fixed = fixed_realworld(str(tmp_path / "enh"), str(cache), "validation", count=2, **options)
+    drawn = realworld_enhancement(str(cache), "validation", length=2, seed=DEFAULT_SPLIT_SEEDS["validation"], **options)
+    assert len(fixed) == 2 and "fixed validation/test set of :func:`realworld_enhancement`" in fixed_realworld.__doc__
+    for index in range(2):
+        np.testing.assert_allclose(fixed[index]["mixture"].numpy(), drawn[index]["mixture"].numpy(), atol=1e-4)
