@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -89,20 +90,28 @@ def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: flo
     return wall, usage.ru_maxrss / 1024.0, process.returncode, usage.ru_utime + usage.ru_stime
 
 
-def measure_macs(model: torch.nn.Module, seconds: float, sample_rate: int) -> tuple[float, float]:
-    """Multiply-accumulates of one forward pass over ``seconds`` of audio (conv + matmul FLOPs / 2),
-    and the wall time of a second, uncounted pass (one process, the current torch threads)."""
+def count_macs(call: Callable[[], object]) -> float:
+    """Multiply-accumulates of ``call()`` without gradients: FLOPs / 2 of what
+    :class:`torch.utils.flop_counter.FlopCounterMode` counts (conv, matmul, einsum). The one MAC
+    counter of the benchmarks (``bench.mossformer2_cost`` and ``bench.sgmse_cost`` use it too)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = 0.1 * torch.randn(1, int(getattr(model, "num_input_channels", 1)), int(round(seconds * sample_rate)))
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), counter:
-        model(x)
+        call()
+    return counter.get_total_flops() / 2
+
+
+def measure_macs(model: torch.nn.Module, seconds: float, sample_rate: int) -> tuple[float, float]:
+    """Multiply-accumulates of one forward pass over ``seconds`` of audio (:func:`count_macs`),
+    and the wall time of a second, uncounted pass (one process, the current torch threads)."""
+    x = 0.1 * torch.randn(1, int(getattr(model, "num_input_channels", 1)), int(round(seconds * sample_rate)))
+    macs = count_macs(lambda: model(x))
     with torch.inference_mode():
         started = time.perf_counter()
         model(x)
         wall = time.perf_counter() - started
-    return counter.get_total_flops() / 2, wall
+    return macs, wall
 
 
 def _bench_model(name: str, preset: str) -> torch.nn.Module:

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from bench.long_file import count_macs
 from speechkit.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -50,11 +50,9 @@ def mixture(seconds: float, rate: int, seed: int = 0) -> torch.Tensor:
 
 
 def macs_per_second(model: torch.nn.Module, seconds: float, rate: int) -> float:
-    """Multiply-accumulates per second of audio (FLOPs / 2 of conv and matmul)."""
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(mixture(seconds, rate))
-    return counter.get_total_flops() / 2 / seconds
+    """Multiply-accumulates per second of audio (:func:`bench.long_file.count_macs`)."""
+    x = mixture(seconds, rate)
+    return count_macs(lambda: model(x)) / seconds
 
 
 def timed_pass(model: torch.nn.Module, x: torch.Tensor, threads: int) -> tuple[float, float, torch.Tensor]:

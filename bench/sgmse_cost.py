@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from bench.long_file import count_macs
 from speechkit.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,10 +60,7 @@ def evaluation_macs(preset: str, frames: int) -> float:
     with torch.device("meta"):
         model = build_model("sgmse", preset).eval()
         inputs = network_inputs(model, frames)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model.network_score(*inputs)
-    return counter.get_total_flops() / 2
+    return count_macs(lambda: model.network_score(*inputs))
 
 
 def timed_evaluations(model, frames: int, repeats: int) -> tuple[float, float]:
