@@ -29,9 +29,9 @@ DEFAULT_ECHO_CANCELLER = "complex_d3net_aec_16k"
 #: the one-line explanation when no echo canceller at all is installed
 NO_BUNDLED_ECHO_CANCELLER = (
     "no echo canceller is bundled yet; pass --model FILE.safetensors (train one with recipes/echo_cancellation) "
-    "or --linear-only for the linear adaptive filter alone"
+    "or --linear-only for the linear stage alone (adaptive filter and residual-echo suppressor)"
 )
-#: the bundled linear echo canceller (the adaptive filter alone, no network): ``aec --linear-only``, and
+#: the bundled linear echo canceller (adaptive filter + residual-echo suppressor, no network): ``aec --linear-only``, and
 #: ``aec``'s default while no trained network (:data:`DEFAULT_ECHO_CANCELLER`) is bundled
 LINEAR_ECHO_CANCELLER = "linear_aec_16k"
 CHECKPOINT_SUFFIX = ".safetensors"
@@ -67,7 +67,7 @@ def bundled_models() -> list[BundledModel]:
 
 def bundled_echo_canceller() -> Path | None:
     """The echo canceller ``aec`` uses by default: the bundled :data:`DEFAULT_ECHO_CANCELLER` network,
-    else the bundled :data:`LINEAR_ECHO_CANCELLER` (adaptive filter alone), else None."""
+    else the bundled :data:`LINEAR_ECHO_CANCELLER` (no network), else None."""
     for name in (DEFAULT_ECHO_CANCELLER, LINEAR_ECHO_CANCELLER):
         path = MODELS_DIR / f"{name}{CHECKPOINT_SUFFIX}"
         if path.is_file():

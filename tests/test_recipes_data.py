@@ -397,3 +397,36 @@ def test_fixed_set_factory_builds_once_and_limits(fake_corpus: MiniCorpus, tmp_p
     limited = _fixed_set(str(tmp_path / "set"), build, 2)
     assert builds == [tmp_path / "set"] and len(limited) == 2 and limited.sample_rate == 16000
     assert len(_fixed_set(str(tmp_path / "set"), build, 5)) == 3
+
+
+def _decay_with_floor(floor_db: float | None, mics: int = 3, rate: int = 16000) -> np.ndarray:
+    """``[mics, 0.5 s]``: an exponential decay (T60 40 ms) plus, optionally, a flat white floor."""
+    rng = np.random.default_rng(0)
+    time = np.arange(rate // 2) / rate
+    response = rng.standard_normal((mics, time.size)) * 10 ** (-3 * time / 0.04)  # -60 dB at 40 ms
+    if floor_db is not None:
+        response += rng.standard_normal((mics, time.size)) * 10 ** (floor_db / 20)
+    return response
+
+
+def test_measured_response_ends_where_its_decay_meets_the_noise_floor() -> None:
+    from recipes.data.rooms import truncate_at_noise_floor
+
+    response = _decay_with_floor(-30.0)
+    truncated = truncate_at_noise_floor(response, 16000)
+    # the decay reaches -30 dB (+3 dB margin) at about 18 ms: everything after is the floor
+    assert 0.010 * 16000 <= truncated.shape[-1] <= 0.030 * 16000, truncated.shape
+    assert truncated.shape[0] == 3  # every mic cut at the same sample
+    np.testing.assert_array_equal(truncated[:, :100], response[:, :100])  # the direct part is untouched
+    assert abs(truncated[:, -1]).max() < 1e-2 * abs(response[:, -1]).max() + 1e-12  # faded out
+    removed = 1 - (truncated**2).sum() / (response**2).sum()
+    assert removed > 0.1  # 480 ms of a -30 dB floor: about 15 % of the energy (decay: ~46 samples at 0 dB)
+
+
+def test_a_response_still_decaying_at_its_end_is_kept_whole() -> None:
+    from recipes.data.rooms import truncate_at_noise_floor
+
+    response = _decay_with_floor(None)
+    np.testing.assert_array_equal(truncate_at_noise_floor(response, 16000), response)
+    slow = np.exp(-np.arange(8000) / 2000.0)[None] * np.cos(np.arange(8000))[None]  # decays through the end
+    np.testing.assert_array_equal(truncate_at_noise_floor(slow, 16000), slow)

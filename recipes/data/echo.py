@@ -47,6 +47,10 @@ class EchoConfig:
     level_range_db: tuple[float, float] = (-35.0, -15.0)
     far_end_level_range_db: tuple[float, float] = (-30.0, -15.0)
     rir_source: str = "both"
+    #: the loudspeaker's low-frequency roll-off (2nd-order high-pass, Hz; 0: none). A driver radiates
+    #: no DC and little below its resonance: without it, the rectifying sigmoid model puts most of
+    #: its "echo" energy below 50 Hz, where no far-end speech is and no loudspeaker plays.
+    loudspeaker_highpass_hz: float = 100.0
 
     def __post_init__(self) -> None:
         unknown = set(self.scenario_weights) - set(SCENARIOS)
@@ -54,6 +58,9 @@ class EchoConfig:
             raise ConfigError(f"Unknown echo scenarios {sorted(unknown)}; use {list(SCENARIOS)}.")
         if sum(self.scenario_weights.values()) <= 0:
             raise ConfigError("Echo scenario weights must add up to a positive number.")
+        if not 0.0 <= self.loudspeaker_highpass_hz < self.sample_rate / 2:
+            raise ConfigError(f"loudspeaker_highpass_hz must be in [0, {self.sample_rate / 2:g}), "
+                              f"got {self.loudspeaker_highpass_hz}")
 
 
 def hard_clip(signal: np.ndarray, fraction: float) -> np.ndarray:
@@ -91,6 +98,16 @@ def loudspeaker(signal: np.ndarray, rng: np.random.Generator, config: EchoConfig
         output = (normalised + second * normalised**2 + third * normalised**3) * peak
         description += f" + poly({second:.2f},{third:.2f})"
     return output.astype(np.float32), description
+
+
+def loudspeaker_rolloff(signal: np.ndarray, config: EchoConfig) -> np.ndarray:
+    """The driver's low-frequency roll-off: a 2nd-order Butterworth high-pass at ``loudspeaker_highpass_hz``."""
+    if config.loudspeaker_highpass_hz <= 0:
+        return signal
+    from scipy.signal import butter, lfilter
+
+    b, a = butter(2, config.loudspeaker_highpass_hz, btype="highpass", fs=config.sample_rate)
+    return lfilter(b, a, signal, axis=-1).astype(np.float32)
 
 
 def delay(signal: np.ndarray, samples: int) -> np.ndarray:
@@ -140,6 +157,7 @@ def make_echo_scenario(
     far = far_speech / (np.sqrt(power(far_speech)) + EPSILON)
     delay_samples = int(round(uniform(rng, config.delay_range_ms) * 1e-3 * config.sample_rate))
     driven, nonlinearity = loudspeaker(far, rng, config)
+    driven = loudspeaker_rolloff(driven, config)
     change = -1
     if rng.random() < config.echo_path_change_probability:
         change = int(rng.integers(length // 4, 3 * length // 4))

@@ -4,13 +4,13 @@
 
     speechkit aec --mic mic.wav --ref far_end.wav -o near_end.wav --model aec.safetensors
     speechkit aec --mic mics/ --ref refs/ -o out/          # pairs files by relative path
-    speechkit aec --mic mic.wav --ref far_end.wav -o out.wav --linear-only   # adaptive filter alone
+    speechkit aec --mic mic.wav --ref far_end.wav -o out.wav --linear-only   # the linear stage, no network
 
 For every pair the far-end reference is aligned to the microphone by the bulk delay that
 :func:`speechkit.delay.estimate_delay` finds (GCC-PHAT, up to ``--max-delay-ms``; ``--delay-ms``
 imposes one), then the echo-cancellation model removes echo and noise (a model with a linear stage
-runs its adaptive filter first, on the aligned pair; ``--linear-only`` runs the bundled adaptive
-filter ``linear_aec_16k`` alone, no network). Both files must be mono;
+runs its adaptive filter first, on the aligned pair; ``--linear-only`` runs the bundled linear stage
+``linear_aec_16k`` alone, no network: the adaptive filter and a residual-echo suppressor). Both files must be mono;
 their sample rates must match unless ``--resample`` is given (the reference is then resampled to
 the microphone's rate; the model runs at its own rate and the output is written at the
 microphone's rate); their lengths may differ by at
@@ -44,7 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``aec`` command."""
     bundled = bundled_echo_canceller()
     model_note = NO_BUNDLED_ECHO_CANCELLER if bundled is None else f"default model: {bundled.stem}" + (
-        " (the linear adaptive filter alone: no trained network is bundled yet)" if bundled.stem == LINEAR_ECHO_CANCELLER
+        " (adaptive filter + residual-echo suppressor, no network: no trained network is bundled yet)"
+        if bundled.stem == LINEAR_ECHO_CANCELLER
         else ""
     )
     parser = subparsers.add_parser(
@@ -65,9 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument(
         "--linear-only", action="store_true",
-        help=f"cancel the echo with the linear adaptive filter alone (bundled {LINEAR_ECHO_CANCELLER}: partitioned-block "
-        "frequency-domain Kalman filter, 320 ms echo tail after delay alignment, 16 ms latency; removes linear echo, "
-        "leaves nonlinear residual echo and noise)",
+        help=f"cancel the echo with the linear stage alone, no network (bundled {LINEAR_ECHO_CANCELLER}: "
+        "partitioned-block frequency-domain Kalman filter, 320 ms echo tail after delay alignment, then a "
+        "residual-echo suppressor; 24 ms latency; leaves background noise)",
     )
     choice.add_argument(
         "--model", default=None, metavar="NAME|PATH",
