@@ -87,7 +87,8 @@ def estimate_echo_delay(
     elif not delay.reliable:
         messages.append(
             f"{source}: uncertain bulk-delay estimate {1000 * delay.seconds:.1f} ms "
-            f"(confidence {delay.confidence:.1f}); pass the delay (--delay-ms) if you know it"
+            f"(confidence {delay.confidence:.1f}); pass the delay (--delay-ms) if you know it; if the far end "
+            "does not play into this microphone (a headset), do not cancel echo: that only distorts the near end"
         )
     return delay, messages
 

@@ -128,3 +128,18 @@ def test_cli_linear_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["aec", "--mic", str(tmp_path / "mic.wav"), "--ref", str(tmp_path / "far.wav"), "-o",
                  str(default_out)]) == EXIT_OK
     np.testing.assert_array_equal(soundfile.read(default_out, dtype="float32")[0], output)
+
+
+def test_a_far_end_that_never_reaches_the_microphone_is_flagged(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    rng = np.random.default_rng(5)
+    envelope = np.repeat(rng.uniform(0.0, 1.0, 40), RATE // 10)  # [4 s]: syllable-like bursts
+    near_end = (0.02 * envelope * rng.standard_normal(envelope.size)).astype(np.float32)
+    far_end = (0.1 * rng.permutation(envelope) * rng.standard_normal(envelope.size)).astype(np.float32)
+    soundfile.write(tmp_path / "mic.wav", near_end, RATE, subtype="FLOAT")
+    soundfile.write(tmp_path / "far.wav", far_end, RATE, subtype="FLOAT")
+    assert main(["aec", "--mic", str(tmp_path / "mic.wav"), "--ref", str(tmp_path / "far.wav"), "-o",
+                 str(tmp_path / "out.wav")]) == EXIT_OK
+    # no echo path: the delay estimate is unreliable, and the user is told what cancelling then costs
+    assert "does not play into this microphone" in capsys.readouterr().err
