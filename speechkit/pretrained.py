@@ -19,8 +19,8 @@ MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"
 EXAMPLES_DIR = Path(__file__).resolve().parent / "assets" / "examples"
 #: bundled model used when none is named (a 16 kHz enhancement Conv-TasNet)
 DEFAULT_MODEL = "conv_tasnet_enhance_16k"
-#: bundled model used by ``separate`` when none is named (an 8 kHz two-speaker Conv-TasNet)
-DEFAULT_SEPARATOR = "conv_tasnet_separate_2spk_8k"
+#: bundled model used by ``separate`` when none is named (a 16 kHz two-speaker TCN on an STFT, read sentences)
+DEFAULT_SEPARATOR = "conv_tasnet_separate_2spk_16k"
 #: the bundled model each action uses when none is named
 DEFAULT_MODELS = {"enhance": DEFAULT_MODEL, "separate": DEFAULT_SEPARATOR}
 #: bundled echo canceller ``aec`` uses when none is named, once its file exists in MODELS_DIR (no

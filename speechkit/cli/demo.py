@@ -3,8 +3,8 @@
 Writes ``noisy_speech.wav`` (before), ``enhanced_speech.wav`` (after), ``clean_speech.wav`` (the
 clean reference, when bundled) and ``spectrogram.png`` (noisy, enhanced and clean reference
 panels, see :mod:`speechkit.plot`) into DIR. Where the bundled two-speaker separator and its
-example are installed, it also separates ``two_speakers_mix.wav`` into ``two_speakers_s1.wav`` and
-``two_speakers_s2.wav`` and draws ``separation_spectrogram.png`` (mixture, speaker 1, speaker 2),
+example are installed, it also separates ``two_speakers_mix.wav`` (the bundled 16 kHz sentence
+example ``two_speakers_16k_mix.flac``) into ``two_speakers_s1.wav`` and ``two_speakers_s2.wav`` and draws ``separation_spectrogram.png`` (mixture, speaker 1, speaker 2),
 with the SI-SDR of each. The figures need matplotlib (``speechkit[plot]``); without it the audio
 is still written and one line says how to get the figures.
 """
@@ -22,8 +22,8 @@ from . import EXIT_OK
 
 EXAMPLE_NAME = "noisy_speech.flac"
 CLEAN_NAME = "clean_speech.flac"
-MIXTURE_NAME = "two_speakers_mix.flac"
-REFERENCE_NAMES = ("two_speakers_s1.flac", "two_speakers_s2.flac")
+MIXTURE_NAME = "two_speakers_16k_mix.flac"
+REFERENCE_NAMES = ("two_speakers_16k_s1.flac", "two_speakers_16k_s2.flac")
 SEPARATION_OUTPUTS = ("two_speakers_mix.wav", "two_speakers_s1.wav", "two_speakers_s2.wav", "separation_spectrogram.png")
 
 
