@@ -7,7 +7,9 @@ and -10 dBFS (RMS over the clip; peaks soft-limited, see :func:`at_level`) and r
 
 * SI-SDR and STOI of the output against the input (targets: SI-SDR >= 20 dB, STOI >= 0.95);
 * the output-minus-input level in dB (target: within 1 dB);
-* outputs that peak above full scale.
+* outputs that peak above full scale;
+* for a separator (one talker in, two outputs): the output that holds the talker (the louder one)
+  is scored as above, and the other output's level against the input is the residue.
 
     .venv/bin/python -m bench.transparency [--model M [M ...]] [--corpus-root data_cache/corpora] [--items 20]
 
@@ -65,13 +67,22 @@ def transparency_row(processor: Any, clean: np.ndarray, sample_rate: int, target
     from speechkit.metrics import si_sdr, stoi
 
     source = at_level(clean, target_dbfs)
-    output = np.asarray(processor.enhance(source, sample_rate)[0], dtype=np.float32)  # [C=1, T] -> [T]
+    residue = float("nan")
+    if getattr(processor.model, "task", None) == "separation":
+        outputs = np.asarray(processor.separate(source, sample_rate)[:, 0], dtype=np.float32)  # [S, C=1, T] -> [S, T]
+        loudest = int(np.argmax((outputs.astype(np.float64) ** 2).sum(axis=-1)))
+        output = outputs[loudest]
+        rest = np.delete(outputs, loudest, axis=0).sum(axis=0)  # [T]: what the other outputs hold
+        residue = level_dbfs(rest) - level_dbfs(source)
+    else:
+        output = np.asarray(processor.enhance(source, sample_rate)[0], dtype=np.float32)  # [C=1, T] -> [T]
     return {
         "input_level_dbfs": level_dbfs(source),
         "si_sdr": float(si_sdr(output, source)),
         "stoi": stoi(output, source, sample_rate),
         "level_change_db": level_dbfs(output) - level_dbfs(source),
         "peak": float(np.max(np.abs(output))),
+        "residue_db": residue,
     }
 
 
@@ -112,7 +123,8 @@ def evaluate_model(model: str | None, sentences: Sequence[dict[str, Any]], level
     for level in levels:
         members = [row for row in rows if row["level_dbfs"] == level]
         per_level[f"{level:g}"] = {
-            **{key: finite_mean([row[key] for row in members]) for key in ("input_level_dbfs", "si_sdr", "stoi", "level_change_db")},
+            **{key: finite_mean([row[key] for row in members])
+               for key in ("input_level_dbfs", "si_sdr", "stoi", "level_change_db", "residue_db")},
             "worst_level_change_db": max((row["level_change_db"] for row in members), key=abs),
             "outputs_over_full_scale": sum(row["peak"] > 1.0 for row in members),
         }
@@ -130,18 +142,19 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"# Transparency on clean speech ({report['date']})",
         "",
         f"{report['data']['items']} clean test-split sentences of {report['data']['seconds']:g} s (noise floor <= "
-        f"{MAX_FLOOR_DB:g} dB), each enhanced at every level. Targets: SI-SDR >= {MIN_SI_SDR_DB:g} dB and STOI >= "
+        f"{MAX_FLOOR_DB:g} dB), each processed at every level. Targets: SI-SDR >= {MIN_SI_SDR_DB:g} dB and STOI >= "
         f"{MIN_STOI} against the input, level change within {MAX_LEVEL_CHANGE_DB:g} dB.",
         "",
-        "| Model | level dBFS | SI-SDR dB | STOI | level change dB (mean / worst) | outputs > full scale | meets targets |",
-        "|---|---|---|---|---|---|---|",
+        "| Model | level dBFS | SI-SDR dB | STOI | level change dB (mean / worst) | outputs > full scale | other outputs dB "
+        "(separators) | meets targets |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for result in report["models"]:
         for level, values in result["per_level"].items():
             lines.append(
                 f"| {result['model']} | {level} | {format_cell(values['si_sdr'], 1)} | {format_cell(values['stoi'], 3)} | "
                 f"{values['level_change_db']:+.2f} / {values['worst_level_change_db']:+.2f} | {values['outputs_over_full_scale']} | "
-                f"{'yes' if result['meets_targets'] else 'no'} |"
+                f"{format_cell(values.get('residue_db', float('nan')), 1)} | {'yes' if result['meets_targets'] else 'no'} |"
             )
     return "\n".join(lines) + "\n"
 

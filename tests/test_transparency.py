@@ -99,3 +99,22 @@ def test_output_within_full_scale_is_written_unchanged_without_warning(tmp_path)
     np.testing.assert_allclose(written, 2 * audio[0], atol=1e-6)  # the chunks' cross-fades round a little
     # arrays from the Python API stay as the model made them (documented in speechkit.audio)
     assert np.abs(doubler.enhance(3 * audio, 16000)).max() > 1.0
+
+
+def test_transparency_of_a_separator_scores_the_output_holding_the_talker(clean_second):
+    from types import SimpleNamespace
+
+    from bench.transparency import transparency_row
+
+    class SplittingSeparator:
+        """Puts 80 % of its input in the second output and 20 % in the first: ``[S=2, C=1, T]``."""
+
+        model = SimpleNamespace(task="separation")
+
+        def separate(self, audio, sample_rate):
+            return np.stack([0.2 * audio, 0.8 * audio])[:, None]
+
+    row = transparency_row(SplittingSeparator(), clean_second, 16000, -25.0)
+    assert row["si_sdr"] > 60.0  # the louder output is a scaled copy of the input
+    assert row["level_change_db"] == pytest.approx(20 * np.log10(0.8), abs=1e-3)
+    assert row["residue_db"] == pytest.approx(20 * np.log10(0.2), abs=1e-3)

@@ -149,7 +149,8 @@ class ResidualEchoSuppressor(nn.Module):
         # of the microphone's on the far end's (the echo coupling)
         products = torch.stack([deviations[:, 0] * deviations[:, 1], deviations[:, 0] * deviations[:, 2],
                                 deviations[:, 3] * deviations[:, 2]], dim=1)  # [B, 3, F]
-        slow = torch.tensor([alpha, alpha, config.coupling_smoothing])[:, None]  # [3, 1]
+        slow = torch.tensor([alpha, alpha, config.coupling_smoothing], dtype=products.dtype,
+                            device=products.device)[:, None]  # [3, 1]: the coupling is smoothed more slowly
         covariances = slow * covariances + (1 - slow) * products
         variances = alpha * variances + (1 - alpha) * deviations[:, 1:3].square()  # [B, 2, F]: y, x
         # per bin, shrunk toward the all-bin regression (a near-end onset in a few bins meets chance

@@ -79,8 +79,8 @@ class LinearAECConfig:
 
     def suppressor_config(self) -> SuppressorConfig:
         """The residual-echo suppressor's settings (used when ``residual_suppression_db > 0``)."""
-        return SuppressorConfig(win_length=self.suppression_window, max_suppression_db=self.residual_suppression_db
-                                or 1.0, overestimation=self.suppression_overestimation)
+        return SuppressorConfig(win_length=self.suppression_window, max_suppression_db=self.residual_suppression_db,
+                                overestimation=self.suppression_overestimation)
 
 
 class LinearEchoCanceller(StreamingEchoCanceller):
