@@ -335,6 +335,34 @@ def realworld_separation(
                                       corpora.select("rir", split), conditions=ConditionConfig(**channel))
 
 
+def realworld_echo(
+    corpus_root: str,
+    split: str = "train",
+    sample_rate: int = 16000,
+    segment_seconds: float = 4.0,
+    length: int = 10000,
+    seed: int = 0,
+    max_floor_db: float | None = -35.0,
+    floor_cache: str | None = None,
+    echo_options: Mapping[str, Any] | None = None,
+) -> Dataset:
+    """Echo scenarios (:class:`recipes.data.datasets.EchoDataset`) of real sentences, real noise and rooms.
+
+    Far-end and near-end talkers are different speakers of one split of a corpus cache; the echo
+    path is a measured room response of that split or a simulated room; background noise is the
+    split's real noise. ``echo_options``: :class:`recipes.data.echo.EchoConfig` fields, as in
+    :func:`minicorpus_task`.
+    """
+    from recipes.data.corpora import load_corpora
+    from recipes.data.datasets import EchoDataset
+
+    config = _echo_config(sample_rate, segment_seconds, echo_options or {})
+    corpora = load_corpora(corpus_root)
+    speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
+    return EchoDataset(speech, corpora.select("noise", split), config, int(length), int(seed),
+                       corpora.select("rir", split))
+
+
 def array_enhancement(
     corpus_root: str,
     split: str = "train",
@@ -407,6 +435,7 @@ def _fixed_variant(factory: Callable[..., Dataset], generator: str) -> Callable[
 fixed_realworld = _fixed_variant(realworld_enhancement, "RealWorldEnhancementDataset")
 fixed_realworld_separation = _fixed_variant(realworld_separation, "RealWorldSeparationDataset")
 fixed_array_enhancement = _fixed_variant(array_enhancement, "ArrayRoomDataset")
+fixed_realworld_echo = _fixed_variant(realworld_echo, "EchoDataset")
 
 
 def synthetic(**kwargs: Any) -> Dataset:
