@@ -294,6 +294,16 @@ def realworld_enhancement(
     return corpora_dataset(corpora, split, config, int(length), int(seed), max_floor_db, floor_cache)
 
 
+def _corpus_speech(
+    corpus_root: str, split: str, max_floor_db: float | None, floor_cache: str | None
+) -> tuple[Any, list[Any]]:
+    """The corpus cache at ``corpus_root`` and its ``split`` speech with a noise floor at most ``max_floor_db``."""
+    from recipes.data.corpora import load_corpora
+
+    corpora = load_corpora(corpus_root)
+    return corpora, corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
+
+
 def realworld_separation(
     corpus_root: str,
     split: str = "train",
@@ -318,12 +328,10 @@ def realworld_separation(
     ``{"telephone_probability": 1.0}`` for an all-telephone-band test set).
     """
     from recipes.data.conditions import ConditionConfig
-    from recipes.data.corpora import load_corpora
     from recipes.data.datasets import ReverbConfig, SeparationConfig
     from recipes.data.realworld import RealWorldSeparationDataset
 
-    corpora = load_corpora(corpus_root)
-    speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
+    corpora, speech = _corpus_speech(corpus_root, split, max_floor_db, floor_cache)
     config = SeparationConfig(
         sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
         speaker_counts=tuple(int(count) for count in speaker_counts), noise_probability=float(noise_probability),
@@ -353,12 +361,10 @@ def realworld_echo(
     split's real noise. ``echo_options``: :class:`recipes.data.echo.EchoConfig` fields, as in
     :func:`minicorpus_task`.
     """
-    from recipes.data.corpora import load_corpora
     from recipes.data.datasets import EchoDataset
 
     config = _echo_config(sample_rate, segment_seconds, echo_options or {})
-    corpora = load_corpora(corpus_root)
-    speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
+    corpora, speech = _corpus_speech(corpus_root, split, max_floor_db, floor_cache)
     return EchoDataset(speech, corpora.select("noise", split), config, int(length), int(seed),
                        corpora.select("rir", split))
 
@@ -386,7 +392,6 @@ def array_enhancement(
     a nested mapping of :class:`recipes.data.rooms.ArrayRoomConfig` fields). Target: the direct
     path at microphone 0.
     """
-    from recipes.data.corpora import load_corpora
     from recipes.data.multichannel_datasets import ArrayRoomDataset, ArrayRoomMixingConfig
     from recipes.data.rooms import ArrayRoomConfig
 
@@ -394,8 +399,7 @@ def array_enhancement(
     room = ArrayRoomConfig(**_tuples(dict(values.pop("room", {}))))
     config = ArrayRoomMixingConfig(sample_rate=int(sample_rate), segment_seconds=float(segment_seconds),
                                    mic_count=int(mic_count), room=room, **_tuples(values))
-    corpora = load_corpora(corpus_root)
-    speech = corpora.speech(split, None if max_floor_db is None else float(max_floor_db), floor_cache)
+    corpora, speech = _corpus_speech(corpus_root, split, max_floor_db, floor_cache)
     rirs = None
     if config.measured_probability > 0:
         from recipes.data.minicorpus import default_data_root, scan_rirs
