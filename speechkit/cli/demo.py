@@ -4,9 +4,10 @@ Writes ``noisy_speech.wav`` (before), ``enhanced_speech.wav`` (after), ``clean_s
 clean reference, when bundled) and ``spectrogram.png`` (noisy, enhanced and clean reference
 panels, see :mod:`speechkit.plot`) into DIR. Where the bundled two-speaker separator and its
 example are installed, it also separates ``two_speakers_mix.wav`` (the bundled 16 kHz sentence
-example ``two_speakers_16k_mix.flac``) into ``two_speakers_s1.wav`` and ``two_speakers_s2.wav`` and draws ``separation_spectrogram.png`` (mixture, speaker 1, speaker 2),
-with the SI-SDR of each. The figures need matplotlib (``speechkit[plot]``); without it the audio
-is still written and one line says how to get the figures.
+example ``two_speakers_16k_mix.flac``) into ``two_speakers_s1.wav`` and ``two_speakers_s2.wav``
+and draws ``separation_spectrogram.png`` (mixture, speaker 1, speaker 2), with the SI-SDR of each.
+The figures need matplotlib (``speechkit[plot]``); without it the audio is still written and one
+line says how to get the figures.
 """
 from __future__ import annotations
 
