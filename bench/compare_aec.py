@@ -79,13 +79,20 @@ PACKAGES = (
 
 
 # ----------------------------------------------------------------------------------- data
-def held_out_set(items_per_scenario: int, cache_root: Path | None = None) -> list[dict[str, Any]]:
+def held_out_set(
+    items_per_scenario: int,
+    cache_root: Path | None = None,
+    corpus_root: Path | None = None,
+    floor_cache: Path | None = None,
+) -> list[dict[str, Any]]:
     """``items_per_scenario`` held-out echo items of each scenario of :data:`SCENARIOS`, as numpy.
 
     Each item: ``{"name", "scenario", "mic", "far_end", "near_end", "echo", "noise"}`` (``[T]``
     float32) plus the generator's metadata (``delay_ms``, ``ser_db``, ``snr_db``, ``nonlinearity``,
     ``rir``, ``echo_path_change_sample``, talker and noise ids). Fixed sets are generated on first
-    use by ``EchoDataset`` (test split, one scenario each) and written with ``write_fixed_set``.
+    use by ``EchoDataset`` (test split, one scenario each) and written with ``write_fixed_set``:
+    over the mini corpus, or with ``corpus_root`` over a corpus cache's read sentences, real noise
+    and measured rooms (``recipes.train:realworld_echo``; ``floor_cache``: its noise-floor cache).
     """
     from recipes.data.datasets import EchoDataset
     from recipes.data.echo import EchoConfig
@@ -96,14 +103,25 @@ def held_out_set(items_per_scenario: int, cache_root: Path | None = None) -> lis
     corpus = None
     loaded = []
     for index, scenario in enumerate(SCENARIOS):
-        root = cache_root / "fixed" / "compare_aec_16k" / f"test_{scenario}_n{items_per_scenario}"
+        root = cache_root / "fixed" / fixed_set_folder(corpus_root) / f"test_{scenario}_n{items_per_scenario}"
         if not (root / "index.json").is_file():
-            corpus = corpus or MiniCorpus.scan()
-            config = EchoConfig(sample_rate=SAMPLE_RATE, segment_seconds=SEGMENT_SECONDS, scenario_weights={scenario: 1.0})
-            generator = EchoDataset.from_minicorpus("test", config, length=items_per_scenario, seed=SEED_BASE + index,
-                                                    corpus=corpus)
+            if corpus_root is not None:
+                from recipes.train import realworld_echo
+
+                generator = realworld_echo(
+                    str(corpus_root), "test", SAMPLE_RATE, SEGMENT_SECONDS, items_per_scenario, SEED_BASE + index,
+                    floor_cache=None if floor_cache is None else str(floor_cache),
+                    echo_options={"scenario_weights": {scenario: 1.0}},
+                )
+            else:
+                corpus = corpus or MiniCorpus.scan()
+                config = EchoConfig(sample_rate=SAMPLE_RATE, segment_seconds=SEGMENT_SECONDS,
+                                    scenario_weights={scenario: 1.0})
+                generator = EchoDataset.from_minicorpus("test", config, length=items_per_scenario,
+                                                        seed=SEED_BASE + index, corpus=corpus)
             description = {"builder": "bench.compare_aec:held_out_set", "split": "test", "scenario": scenario,
-                           "seed": SEED_BASE + index, "count": items_per_scenario, "segment_seconds": SEGMENT_SECONDS}
+                           "seed": SEED_BASE + index, "count": items_per_scenario, "segment_seconds": SEGMENT_SECONDS,
+                           "speech": "mini corpus" if corpus_root is None else "corpus cache (read sentences)"}
             write_fixed_set(generator, root, SAMPLE_RATE, count=items_per_scenario, source=description, overwrite=True)
         dataset = FixedSetDataset(root)
         for position in range(len(dataset)):
@@ -116,6 +134,11 @@ def held_out_set(items_per_scenario: int, cache_root: Path | None = None) -> lis
                 entry[key] = item.get(key)
             loaded.append(entry)
     return loaded
+
+
+def fixed_set_folder(corpus_root: Path | None) -> str:
+    """The folder (under ``<cache>/fixed``) of the held-out sets: mini-corpus words or corpus-cache sentences."""
+    return "compare_aec_16k" if corpus_root is None else "compare_aec_sentences_16k"
 
 
 def prealigned_reference(item: dict[str, Any]) -> np.ndarray:
@@ -236,7 +259,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         *title_lines(report, "Echo-cancellation comparison"),
         f"Held-out set: {data['items_per_scenario']} items of {SEGMENT_SECONDS:g} s at 16 kHz per scenario "
         "(far-end single talk FST, double talk DT, near-end single talk NST) from recipes.data EchoDataset, "
-        "test-split speakers and noise; nonlinear loudspeaker, measured and simulated RIRs, bulk delays 0-200 ms.",
+        f"test-split speakers and noise ({data.get('speech', 'mini corpus')}); nonlinear loudspeaker, measured and "
+        "simulated RIRs, bulk delays 0-200 ms.",
         "",
         "| System | FST ERLE dB | DT PESQ-WB | DT SI-SDR | NST PESQ-WB | NST SI-SDR | AECMOS echo FST / DT "
         "| AECMOS deg DT / NST | RTF (1 thread) | Latency ms | Delay ms (found / declared) |",
@@ -270,7 +294,9 @@ def markdown_report(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def data_description(items: Sequence[dict[str, Any]], items_per_scenario: int) -> dict[str, Any]:
+def data_description(
+    items: Sequence[dict[str, Any]], items_per_scenario: int, corpus_root: Path | None = None
+) -> dict[str, Any]:
     """What the held-out set holds: counts per scenario, RIR kind, loudspeaker model and delay range."""
     delays = [item["delay_ms"] for item in items if item["scenario"] != "near_end_single_talk"]
     echo_items = [item for item in items if item["scenario"] != "near_end_single_talk"]
@@ -279,8 +305,10 @@ def data_description(items: Sequence[dict[str, Any]], items_per_scenario: int) -
         "items": len(items),
         "scenarios": {scenario: sum(1 for item in items if item["scenario"] == scenario) for scenario in SCENARIOS},
         "segment_seconds": SEGMENT_SECONDS,
+        "speech": ("mini corpus: one-word Speech Commands and read-sentence talkers" if corpus_root is None
+                   else "corpus cache: read sentences, real noise recordings, measured and simulated rooms"),
         "source": f"recipes.data EchoDataset(split='test', one scenario each) fixed sets, seeds "
-                  f"{SEED_BASE}..{SEED_BASE + len(SCENARIOS) - 1}, data_cache/fixed/compare_aec_16k/",
+                  f"{SEED_BASE}..{SEED_BASE + len(SCENARIOS) - 1}, data_cache/fixed/{fixed_set_folder(corpus_root)}/",
         "measured_rir_items": sum(1 for item in items if item["rir"] == "measured"),
         "simulated_rir_items": sum(1 for item in items if item["rir"] != "measured"),
         "nonlinear_loudspeaker_echo_items": sum(1 for item in echo_items if item["nonlinearity"] != "linear"),
@@ -299,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="complex_d3net_aec checkpoint path or bundled name, or untrained:PRESET "
                              "(default: no speechkit row)")
     parser.add_argument("--items", type=int, default=20, help="held-out items per scenario (3 scenarios)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (the Markdown goes next to it)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output (the Markdown goes next to it)")
     parser.add_argument("--peers", nargs="*", default=list(PEERS), help=f"peers to run (default all: {' '.join(PEERS)})")
     parser.add_argument("--prealign", action="store_true",
                         help="also run every peer with the reference pre-aligned by speechkit's GCC-PHAT estimate")
@@ -307,9 +335,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--label", default=None, help="table label of the speechkit model")
     parser.add_argument("--cache-root", type=Path, default=None,
                         help="where the fixed held-out sets are read or generated (default: the data cache)")
+    parser.add_argument("--corpus-root", type=Path, default=None,
+                        help="build the held-out set from this corpus cache's test split (read sentences, real "
+                             "noise, measured rooms) instead of the mini corpus; default output "
+                             "bench/results/compare_aec_sentences.json")
+    parser.add_argument("--floor-cache", type=Path, default=None,
+                        help="noise-floor cache of the corpus cache's speech (as the training configs pass it)")
     parser.add_argument("--no-linear", action="store_true",
                         help="leave out the row of speechkit's linear stage alone (linear_aec_16k)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = DEFAULT_OUT if args.corpus_root is None else DEFAULT_OUT.with_name("compare_aec_sentences.json")
 
     import torch
 
@@ -363,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as error:  # speechmos/librosa missing or its ONNX model failing: skip AECMOS, say why
                 with_aecmos = False
                 skipped["AECMOS"] = f"{type(error).__name__}: {error}"
-        items = held_out_set(args.items, args.cache_root)
+        items = held_out_set(args.items, args.cache_root, args.corpus_root, args.floor_cache)
     except SpeechkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -379,9 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.no_linear:
         notes.append(
-            "speechkit linear stage: the partitioned-block frequency-domain Kalman filter alone (no network, no "
+            "speechkit linear stage: the partitioned-block frequency-domain Kalman filter (no network, no "
             "learned weights: it learns each item's echo path from scratch while it runs), 320 ms echo tail after "
-            "GCC-PHAT alignment minus a 5 ms margin; it removes linear echo only (no residual-echo or noise suppression)."
+            "GCC-PHAT alignment minus a 5 ms margin, then the residual-echo suppressor (a Wiener gain from the "
+            "filter's leakage, floored at -30 dB); no noise suppression."
         )
     notes.append(
         "RTF = block-processing seconds / audio seconds on one thread (state creation excluded); latency = block "
@@ -390,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     notes.append(
         "PESQ-WB means leave out the items where PESQ finds no utterance in the clean near end (the same items for "
-        "every system: one-word Speech Commands talkers; count in the JSON, pesq_nan_items). The unprocessed "
+        "every system; count in the JSON, pesq_nan_items). The unprocessed "
         "microphone's NST SI-SDR mean is dominated by noise-free items, where the microphone is the near end (~100 dB)."
     )
     notes.append(
@@ -409,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         system.close()
     return finish_report(
         "compare_aec", argv, PACKAGES, started, markdown_report, args.out,
-        data=data_description(items, args.items),
+        data=data_description(items, args.items, args.corpus_root),
         skipped=skipped,
         notes=notes,
         systems=results,

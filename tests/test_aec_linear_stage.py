@@ -79,6 +79,62 @@ def test_the_network_reads_the_linear_error_and_echo_estimate() -> None:
     assert float((echo_estimate[0, 0, 0] - linear_echo[0]).abs().max()) < 1e-4
 
 
+def test_pass_through_init_starts_the_network_at_the_linear_stage_output() -> None:
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny_linear", pass_through_init=True).eval()
+    default = build_model("complex_d3net_aec", "tiny_linear").eval()
+    far_end, echo = _far_and_echo(1.0, delay=0, tail=0.01)
+    x = torch.from_numpy(np.stack([echo + 0.01 * far_end[::-1], far_end]))[None]  # [1, 2, T]
+    frames = model.stft.num_frames(x.shape[-1])
+    padded = torch.nn.functional.pad(x, (0, frames * model.config.hop_length - x.shape[-1]))
+    with torch.no_grad():
+        near_end, echo_estimate = model.forward_with_echo(x)  # [1, 1, 1, T] each
+        error, linear_echo = model.linear_filter(padded[:, 0], padded[:, 1])  # [1, N * hop]
+        error = model.istft(model.stft(error[:, None])[..., :frames], length=x.shape[-1])  # as the STFT sees it
+        different = default(x)
+    assert float((near_end[0, 0, 0] - np.tanh(2.0) * error[0, 0]).abs().max()) < 1e-5
+    assert float((echo_estimate[0, 0, 0] - linear_echo[0, : x.shape[-1]]).abs().max()) < 1e-4
+    assert float((different - near_end).abs().max()) > 1e-3  # the default init is not a pass-through
+    # the flag changes the initial weights only: the parameter layout is the default's
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in default.state_dict().items()}
+
+
+def test_the_suppressor_variant_starts_at_the_filter_plus_suppressor_output() -> None:
+    """With linear_suppression_db the primary input is the residual-echo suppressor's output, computed
+    on the model's own STFT: a pass-through network returns 0.96 x what the suppressor alone returns."""
+    from speechkit.frontend.echo_suppression import ResidualEchoSuppressor
+
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny_linear_suppression", pass_through_init=True).eval()
+    far_end, echo = _far_and_echo(1.0, delay=0, tail=0.05)  # longer than the tiny filter's 16 ms: residual echo
+    near = 0.02 * np.sin(2 * np.pi * 300 * np.arange(far_end.size) / RATE).astype(np.float32)
+    near[: near.size // 2] = 0.0  # far-end single talk, then double talk
+    x = torch.from_numpy(np.stack([echo + near, far_end]))[None]  # [1, 2, T]
+    suppressor = ResidualEchoSuppressor(model.config.suppressor_config())
+    with torch.no_grad():
+        output = model(x)[0, 0, 0]  # [T]
+        error, linear_echo = model.linear_filter(x[:, 0], x[:, 1])  # [1, T]
+        alone = suppressor(error, linear_echo, x[:, 1])[0]  # [T]
+    inner = slice(256, x.shape[-1] - 256)  # away from the last frames' padding
+    assert float((output[inner] - np.tanh(2.0) * alone[inner]).abs().max()) < 1e-4 * float(alone.abs().max())
+    # it suppresses residual echo the filter leaves: far-end single talk comes out quieter than the error
+    first_half = slice(2000, x.shape[-1] // 2)
+    assert float(output[first_half].pow(2).sum()) < 0.5 * float(error[0, first_half].pow(2).sum())
+    assert model.stream_delay == build_model("complex_d3net_aec", "tiny_linear").stream_delay  # no added latency
+
+
+def test_the_suppressor_keeps_its_time_constants_on_another_window() -> None:
+    from speechkit.frontend.echo_suppression import SuppressorConfig
+
+    base = SuppressorConfig()  # 256-sample window, hop 128
+    wide = base.with_window(512)  # hop 256: one frame is two of the base's
+    assert wide.win_length == 512 and wide.max_suppression_db == base.max_suppression_db
+    assert wide.leakage_smoothing == pytest.approx(base.leakage_smoothing**2)
+    assert wide.echo_release == pytest.approx(base.echo_release**2)
+    with pytest.raises(Exception, match="linear_stage"):
+        build_model("complex_d3net_aec", "tiny", linear_suppression_db=30.0)
+
+
 def test_the_echo_pipeline_aligns_the_reference_a_margin_early() -> None:
     from speechkit.api import load_echo_canceller
 

@@ -208,3 +208,31 @@ def test_held_out_set_is_written_once_and_reread_identically(tmp_path: Path) -> 
     assert not fst["near_end"].any() and not nst["far_end"].any()
     description = data_description(first, 1)
     assert description["scenarios"] == {scenario: 1 for scenario in SCENARIOS}
+
+
+def test_held_out_sentence_set_comes_from_the_corpus_cache_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recipes.train
+    from bench.compare_aec import SCENARIOS, data_description, held_out_set
+    from tests.test_recipes_realworld import SPEAKERS, make_cache
+
+    corpus = make_cache(tmp_path / "corpus")
+    built = []
+    original = recipes.train.realworld_echo
+
+    def fake_cache_echo(corpus_root, split, *args, **kwargs):
+        # the fake cache's test split holds one speaker and one room: draw from its train split, unfiltered
+        kwargs["echo_options"] = {**kwargs["echo_options"], "rir_source": "simulated"}
+        built.append(split)
+        return original(corpus_root, "train", *args, max_floor_db=None, **kwargs)
+
+    monkeypatch.setattr(recipes.train, "realworld_echo", fake_cache_echo)
+    items = held_out_set(1, cache_root=tmp_path / "cache", corpus_root=corpus)
+    assert built == ["test"] * 3 and [item["scenario"] for item in items] == list(SCENARIOS)
+    assert len(list((tmp_path / "cache" / "fixed" / "compare_aec_sentences_16k").iterdir())) == 3
+    fst, dt, nst = items
+    assert not fst["near_end"].any() and not nst["far_end"].any() and fst["mic"].size == 64000
+    assert {Path(dt["near_id"]).parent.name, Path(dt["far_id"]).parent.name} <= set(SPEAKERS["train"])
+    assert data_description(items, 1, corpus)["speech"].startswith("corpus cache")
+    assert data_description(items, 1)["speech"].startswith("mini corpus")

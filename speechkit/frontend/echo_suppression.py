@@ -101,6 +101,15 @@ class SuppressorConfig:
         """Bins ``F`` of the ``win_length``-point DFT."""
         return self.win_length // 2 + 1
 
+    def with_window(self, win_length: int) -> SuppressorConfig:
+        """The same suppressor on a ``win_length`` window: the per-frame smoothing and release factors
+        are rescaled (``factor ** (new hop / old hop)``) so their time constants in seconds stay."""
+        ratio = (win_length // 2) / self.hop_length
+        per_frame = ("leakage_smoothing", "coupling_smoothing", "echo_release", "decision_directed")
+        return dataclasses.replace(
+            self, win_length=int(win_length), **{name: getattr(self, name) ** ratio for name in per_frame}
+        )
+
 
 class ResidualEchoSuppressor(nn.Module):
     """Spectral gain on a linear canceller's error: ``(error, echo estimate) -> near-end estimate``."""
@@ -118,12 +127,19 @@ class ResidualEchoSuppressor(nn.Module):
         return self.istft.stream_delay
 
     def state_shapes(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
-        """``(name, shape)`` of every state tensor, all zero at the start."""
-        config, frequencies = self.config, self.config.num_freqs
-        overlap = config.win_length - config.hop_length
+        """``(name, shape)`` of every state tensor, all zero at the start: the STFT buffers, then
+        the gain statistics (:meth:`statistics_shapes`)."""
+        overlap = self.config.win_length - self.config.hop_length
         return [
             ("suppressor_analysis", (batch_size, 3, overlap)),  # error, echo estimate, far end
             ("suppressor_synthesis", (batch_size, 1, overlap)),
+            *self.statistics_shapes(batch_size),
+        ]
+
+    def statistics_shapes(self, batch_size: int) -> list[tuple[str, tuple[int, ...]]]:
+        """``(name, shape)`` of the gain statistics :meth:`gains` carries (zero at the start)."""
+        frequencies = self.config.num_freqs
+        return [
             ("suppressor_means", (batch_size, 4, frequencies)),  # power means: error, echo estimate, far end, mic
             # error with echo estimate, error with far end, microphone with far end
             ("suppressor_covariances", (batch_size, 3, frequencies)),
@@ -172,18 +188,28 @@ class ResidualEchoSuppressor(nn.Module):
         previous = gain.square() * posterior
         return gain, [means, covariances, variances, holds, previous]
 
+    def gains(
+        self, spec: torch.Tensor, statistics: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Frame by frame: ``spec [B, 3, 2, F, N]`` (error, echo estimate, far end on this stage's
+        STFT grid: square-root Hann, ``win_length``, 50 % overlap) -> gains ``[B, F, N]`` for the
+        error and the new statistics (:meth:`statistics_shapes`). For callers that already hold
+        those spectra (a network after the linear stage)."""
+        frames = []
+        statistics = list(statistics)
+        for frame in range(spec.shape[-1]):
+            gain, statistics = self._gain(spec[..., frame], statistics)  # [B, F]
+            frames.append(gain)
+        return torch.stack(frames, dim=-1), statistics  # [B, F, N]
+
     def forward(self, error: torch.Tensor, echo: torch.Tensor, far_end: torch.Tensor) -> torch.Tensor:
         """Whole signals: ``error, echo, far_end [B, T]`` -> suppressed error ``[B, T]`` (no delay)."""
         length = error.shape[-1]
         # the frames after the end complete the last samples' overlap-add (as a stream fed zeros does)
         signals = F.pad(torch.stack([error, echo, far_end], dim=1), (0, self.stream_delay))  # [B, 3, T + delay]
         spec = self.stft(signals)  # [B, 3 signals, 2, F, N]
-        stats = self.initial_state(error.shape[0], error.device)[2:]
-        gains = []
-        for frame in range(spec.shape[-1]):
-            gain, stats = self._gain(spec[..., frame], stats)  # [B, F]
-            gains.append(gain)
-        gain = torch.stack(gains, dim=-1)  # [B, F, N]
+        statistics = [torch.zeros(shape, device=error.device) for _, shape in self.statistics_shapes(error.shape[0])]
+        gain, _ = self.gains(spec, statistics)  # [B, F, N]
         suppressed = spec[:, :1] * gain[:, None, None]  # [B, 1, 2, F, N]
         return self.istft(suppressed, length=signals.shape[-1])[:, 0, :length]  # [B, T]
 

@@ -75,6 +75,18 @@ a transcription:
   ``linear_alignment_margin_ms`` early. The input layout the model declares is unchanged
   (microphone, far end): the extra channels are computed inside.
 
+* **Residual-echo suppressor in the linear stage** (``linear_suppression_db > 0``, preset
+  ``"paper_linear_suppression"``): the error channel is scaled, frame by frame, by the gains of
+  :class:`speechkit.frontend.echo_suppression.ResidualEchoSuppressor` (the suppressor of the
+  bundled ``linear_aec_16k``), computed on the model's own STFT from the error, echo estimate and
+  far-end spectra it already holds, so no latency is added; the network then refines the linear
+  stage's full output. Its statistics are streaming state like the filter's.
+
+* **Pass-through start** (``pass_through_init``): the mask heads start with zero weights and
+  ``M_s ~ 0.96``, ``M_e = 0``, so the untrained model outputs the linear stage's output (the
+  filter's error, suppressed if the suppressor is on) and training starts from its quality
+  instead of from a random mask.
+
 Expected input scaling: waveforms in [-1, 1] at 16 kHz, microphone and reference already aligned
 to within a few milliseconds (``speechkit aec`` estimates and removes the bulk delay with
 :func:`speechkit.delay.estimate_delay`), since a per-frame mask on ``X`` cannot reach echoes that
@@ -93,6 +105,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..frontend.adaptive_filter import KalmanFilterConfig, PartitionedKalmanFilter
+from ..frontend.echo_suppression import ResidualEchoSuppressor, SuppressorConfig
 from ..frontend.masks import COMPLEX_MASK_KINDS, apply_dual_mask, bounded_complex_mask
 from ..frontend.stft import WINDOWS, STFTConfig, stft_pair
 from ..nn.complex import (
@@ -136,6 +149,14 @@ class ComplexD3NetAECConfig:
     linear_partitions: int = 20  # echo tail of the linear stage, in hops (20 x 16 ms = 320 ms)
     linear_transition: float = 0.9995  # Markov factor of the linear stage's echo path per hop
     linear_alignment_margin_ms: float = 5.0  # far end aligned this much early for the linear stage
+    #: > 0: the residual-echo suppressor of :mod:`speechkit.frontend.echo_suppression` (attenuation
+    #: floor in dB) scales the filter's error on the model's own STFT before the network: the
+    #: primary input is then the linear stage's full output (filter + suppressor), 0: the error
+    linear_suppression_db: float = 0.0
+    #: start the mask heads as a pass-through (zero weights; speech mask ~0.96, echo mask 0), so the
+    #: untrained model outputs the linear stage's error signal (or the microphone) and training
+    #: only has to learn the residual suppression; affects initialisation only
+    pass_through_init: bool = False
     sample_rate: int = 16000
     #: fields of older checkpoints that are ignored on load (the STFT backend is chosen at
     #: inference/export time: :meth:`~speechkit.models.base.SpeechModel.set_stft_backend`)
@@ -164,6 +185,15 @@ class ComplexD3NetAECConfig:
         if self.linear_alignment_margin_ms < 0:
             raise ConfigError(f"linear_alignment_margin_ms must not be negative, got {self.linear_alignment_margin_ms}")
         self.linear_filter_config()  # validates the linear-stage fields
+        if self.linear_suppression_db < 0:
+            raise ConfigError(f"linear_suppression_db must not be negative, got {self.linear_suppression_db}")
+        if self.linear_suppression_db > 0:
+            if not self.linear_stage:
+                raise ConfigError("linear_suppression_db needs linear_stage=True (it suppresses the filter's residual)")
+            if self.window != "sqrt_hann" or self.win_length != self.n_fft or 2 * self.hop_length != self.win_length:
+                raise ConfigError("the residual-echo suppressor runs on the model's STFT, which must then be "
+                                  "square-root Hann with win_length = n_fft = 2 * hop_length")
+            self.suppressor_config()
 
     @property
     def num_network_inputs(self) -> int:
@@ -175,6 +205,10 @@ class ComplexD3NetAECConfig:
         return KalmanFilterConfig(
             block_length=self.hop_length, num_partitions=self.linear_partitions, transition=self.linear_transition
         )
+
+    def suppressor_config(self) -> SuppressorConfig:
+        """The residual-echo suppressor's settings on the model's window (``linear_suppression_db > 0``)."""
+        return SuppressorConfig(max_suppression_db=self.linear_suppression_db).with_window(self.win_length)
 
     def stft_config(self) -> STFTConfig:
         """The causal STFT settings of the model (built with the exportable ``"conv"`` backend)."""
@@ -206,6 +240,8 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
             "paper_frame_norm": ComplexD3NetAECConfig(norm="frame"),
             # the paper-size network behind the linear adaptive-filter stage
             "paper_linear": ComplexD3NetAECConfig(linear_stage=True),
+            # the same behind the filter and the residual-echo suppressor (the network refines their output)
+            "paper_linear_suppression": ComplexD3NetAECConfig(linear_stage=True, linear_suppression_db=30.0),
             # small and fast, for tests
             "tiny": ComplexD3NetAECConfig(
                 n_fft=128, hop_length=64, win_length=128, channels=4, num_d3_blocks=1,
@@ -215,6 +251,11 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
                 n_fft=128, hop_length=64, win_length=128, channels=4, num_d3_blocks=1,
                 num_d2_blocks=2, num_layers=2, growth_rate=2, linear_stage=True, linear_partitions=4,
             ),
+            "tiny_linear_suppression": ComplexD3NetAECConfig(
+                n_fft=128, hop_length=64, win_length=128, channels=4, num_d3_blocks=1,
+                num_d2_blocks=2, num_layers=2, growth_rate=2, linear_stage=True, linear_partitions=4,
+                linear_suppression_db=30.0,
+            ),
         }
     )
 
@@ -222,6 +263,9 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
         super().__init__(config)
         self.stft, self.istft = stft_pair(config.stft_config())
         self.linear_filter = PartitionedKalmanFilter(config.linear_filter_config()) if config.linear_stage else None
+        self.linear_suppressor = (
+            ResidualEchoSuppressor(config.suppressor_config()) if config.linear_suppression_db > 0 else None
+        )
         channels = config.channels
         self.input_conv = ComplexConv2d(
             config.num_network_inputs, channels, config.input_kernel, bias=config.norm == "none"
@@ -237,6 +281,21 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
         )
         self.echo_mask_head = ComplexConv2d(channels, 1, config.mask_kernel)
         self.speech_mask_head = ComplexConv2d(channels, 1, config.mask_kernel)
+        if config.pass_through_init:
+            self._init_pass_through()
+
+    @torch.no_grad()
+    def _init_pass_through(self) -> None:
+        """Zero both mask heads' weights; bias the speech mask to ``tanh(2) ~ 0.96 + 0j``, the echo mask to 0.
+
+        The output then starts as ``0.96 *`` the primary input (the linear stage's error signal,
+        or the microphone without the linear stage); the heads' weights get gradients from the first
+        step, the trunk's from the second.
+        """
+        for head in (self.echo_mask_head, self.speech_mask_head):
+            head.weight.zero_()
+            head.bias.zero_()
+        self.speech_mask_head.bias[0].fill_(2.0)  # real part of the raw speech mask
 
     # ----------------------------------------------------------------- description
     @property
@@ -340,7 +399,20 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
         with torch.no_grad():
             error, echo = self.linear_filter(padded[:, 0], padded[:, 1])  # [B, N * hop] each
         signals = torch.stack([padded[:, 0], error, echo, padded[:, 1]], dim=1)  # [B, 4, N * hop]
-        return self.stft(signals)[..., :frames]  # [B, 4, 2, F, N]
+        spec = self.stft(signals)[..., :frames]  # [B, 4, 2, F, N]
+        if self.linear_suppressor is None:
+            return spec
+        statistics = [spec.new_zeros(shape) for _, shape in self.linear_suppressor.statistics_shapes(x.shape[0])]
+        return self._suppress_residual(spec, statistics)[0]
+
+    def _suppress_residual(
+        self, spec: torch.Tensor, statistics: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Scale the error channel of ``spec [B, 4, 2, F, N]`` by the residual-echo suppressor's gains."""
+        with torch.no_grad():
+            gain, statistics = self.linear_suppressor.gains(spec[:, 1:4], statistics)  # [B, F, N]
+        suppressed = spec[:, 1:2] * gain[:, None, None]  # [B, 1, 2, F, N]
+        return torch.cat([spec[:, :1], suppressed, spec[:, 2:]], dim=1), statistics  # [B, 4, 2, F, N]
 
     def forward_with_echo(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, 2, T]`` -> near-end estimate and echo estimate, each ``[B, 1, 1, T]``."""
@@ -392,7 +464,9 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
     def state_specs(self, batch_size: int) -> list[StateSpec]:
         """Linear-stage states (if any), STFT buffer, input-conv and D2 histories, iSTFT overlap, in step order."""
         overlap = self.config.win_length - self.config.hop_length
-        linear = [] if self.linear_filter is None else self.linear_filter.state_shapes(batch_size)
+        linear = [] if self.linear_filter is None else list(self.linear_filter.state_shapes(batch_size))
+        if self.linear_suppressor is not None:
+            linear += self.linear_suppressor.statistics_shapes(batch_size)
         specs = [
             *((f"linear_{name}", shape) for name, shape in linear),
             ("stft_buffer", (batch_size, self.config.num_network_inputs, overlap)),
@@ -413,9 +487,11 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
         self.check_step_length(x_block, "hop")
         hop = self.block_size
         states = self.read_state(state)
-        linear_states = None
+        linear_states = suppressor_states = None
         if self.linear_filter is not None:
             linear_states = [next(states) for _ in self.linear_filter.STATE_NAMES]
+        if self.linear_suppressor is not None:
+            suppressor_states = [next(states) for _ in self.linear_suppressor.statistics_shapes(1)]
         stft_state, frames = next(states), []
         for start in range(0, x_block.shape[-1], hop):
             block = x_block[..., start : start + hop]  # [B, 2, hop]
@@ -425,11 +501,13 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
             frame, stft_state = self.stft.forward_step(block, stft_state)  # [B, C, 2, F, 1]
             frames.append(frame)
         spec = frames[0] if len(frames) == 1 else torch.cat(frames, dim=-1)  # [B, C, 2, F, k]
+        if suppressor_states is not None:
+            spec, suppressor_states = self._suppress_residual(spec, suppressor_states)
         near_end, _, network_states = self._network(spec, states)  # [B, 1, 2, F, k]
         istft_state, blocks = next(states), []
         for index in range(near_end.shape[-1]):
             block, istft_state = self.istft.forward_step(near_end[..., index : index + 1], istft_state)  # [B, 1, hop]
             blocks.append(block)
         output = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)  # [B, 1, k * hop]
-        new_states = [*(linear_states or []), stft_state, *network_states, istft_state]
+        new_states = [*(linear_states or []), *(suppressor_states or []), stft_state, *network_states, istft_state]
         return output.unsqueeze(1), new_states  # [B, 1, 1, k * hop]

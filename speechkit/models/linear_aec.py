@@ -79,8 +79,9 @@ class LinearAECConfig:
 
     def suppressor_config(self) -> SuppressorConfig:
         """The residual-echo suppressor's settings (used when ``residual_suppression_db > 0``)."""
-        return SuppressorConfig(win_length=self.suppression_window, max_suppression_db=self.residual_suppression_db,
+        base = SuppressorConfig(max_suppression_db=self.residual_suppression_db,
                                 overestimation=self.suppression_overestimation)
+        return base.with_window(self.suppression_window)  # time constants of the default window kept
 
 
 class LinearEchoCanceller(StreamingEchoCanceller):
