@@ -95,6 +95,12 @@ def test_pass_through_init_starts_the_network_at_the_linear_stage_output() -> No
     assert float((near_end[0, 0, 0] - np.tanh(2.0) * error[0, 0]).abs().max()) < 1e-5
     assert float((echo_estimate[0, 0, 0] - linear_echo[0, : x.shape[-1]]).abs().max()) < 1e-4
     assert float((different - near_end).abs().max()) > 1e-3  # the default init is not a pass-through
+    # with room above 1 the speech mask starts at exactly 1, off the tanh's saturation
+    unit = build_model("complex_d3net_aec", "tiny_linear", pass_through_init=True, speech_mask_bound=1.2).eval()
+    with torch.no_grad():
+        assert float((unit(x)[0, 0, 0] - error[0, 0]).abs().max()) < 1e-5
+    with pytest.raises(Exception, match="tanh mask"):
+        build_model("complex_d3net_aec", "tiny_linear", pass_through_init=True, mask_kind="unbounded")
     # the flag changes the initial weights only: the parameter layout is the default's
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in default.state_dict().items()}
 

@@ -83,9 +83,11 @@ a transcription:
   stage's full output. Its statistics are streaming state like the filter's.
 
 * **Pass-through start** (``pass_through_init``): the mask heads start with zero weights and
-  ``M_s ~ 0.96``, ``M_e = 0``, so the untrained model outputs the linear stage's output (the
-  filter's error, suppressed if the suppressor is on) and training starts from its quality
-  instead of from a random mask.
+  ``M_e = 0``, ``M_s`` real: 0.96 with the default ``speech_mask_bound`` 1 (the tanh then
+  saturated), exactly 1 with a bound above ``1 / tanh(2)`` (e.g. 1.2, where the tanh's slope is
+  0.37 instead of 0.07); the untrained model outputs the linear stage's output (the filter's
+  error, suppressed if the suppressor is on), and training starts from its quality instead of
+  from a random mask.
 
 Expected input scaling: waveforms in [-1, 1] at 16 kHz, microphone and reference already aligned
 to within a few milliseconds (``speechkit aec`` estimates and removes the bulk delay with
@@ -95,6 +97,7 @@ lag the reference by more than about a frame.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 from types import MappingProxyType
 from typing import ClassVar
@@ -153,7 +156,7 @@ class ComplexD3NetAECConfig:
     #: floor in dB) scales the filter's error on the model's own STFT before the network: the
     #: primary input is then the linear stage's full output (filter + suppressor), 0: the error
     linear_suppression_db: float = 0.0
-    #: start the mask heads as a pass-through (zero weights; speech mask ~0.96, echo mask 0), so the
+    #: start the mask heads as a pass-through (zero weights; speech mask 0.96 or 1, echo mask 0), so the
     #: untrained model outputs the linear stage's error signal (or the microphone) and training
     #: only has to learn the residual suppression; affects initialisation only
     pass_through_init: bool = False
@@ -185,6 +188,8 @@ class ComplexD3NetAECConfig:
         if self.linear_alignment_margin_ms < 0:
             raise ConfigError(f"linear_alignment_margin_ms must not be negative, got {self.linear_alignment_margin_ms}")
         self.linear_filter_config()  # validates the linear-stage fields
+        if self.pass_through_init and self.mask_kind not in ("tanh_magnitude", "split_tanh"):
+            raise ConfigError(f"pass_through_init needs a tanh mask (tanh_magnitude or split_tanh), got {self.mask_kind!r}")
         if self.linear_suppression_db < 0:
             raise ConfigError(f"linear_suppression_db must not be negative, got {self.linear_suppression_db}")
         if self.linear_suppression_db > 0:
@@ -286,16 +291,20 @@ class ComplexD3NetAEC(StreamingEchoCanceller):
 
     @torch.no_grad()
     def _init_pass_through(self) -> None:
-        """Zero both mask heads' weights; bias the speech mask to ``tanh(2) ~ 0.96 + 0j``, the echo mask to 0.
+        """Zero both mask heads' weights; bias the echo mask to 0 and the speech mask to a real gain.
 
-        The output then starts as ``0.96 *`` the primary input (the linear stage's error signal,
-        or the microphone without the linear stage); the heads' weights get gradients from the first
-        step, the trunk's from the second.
+        The gain is 1 when ``speech_mask_bound`` allows it off the tanh's saturation
+        (``bound > 1 / tanh(2)``: raw ``atanh(1 / bound)``), else ``tanh(2) * bound`` (raw 2; 0.96
+        for the default bound 1). The output then starts as that gain times the primary input (the
+        linear stage's output, or the microphone without the linear stage); the heads' weights get
+        gradients from the first step, the trunk's from the second.
         """
         for head in (self.echo_mask_head, self.speech_mask_head):
             head.weight.zero_()
             head.bias.zero_()
-        self.speech_mask_head.bias[0].fill_(2.0)  # real part of the raw speech mask
+        bound = self.config.speech_mask_bound
+        raw = math.atanh(1.0 / bound) if bound * math.tanh(2.0) > 1.0 else 2.0
+        self.speech_mask_head.bias[0].fill_(raw)  # real part of the raw speech mask
 
     # ----------------------------------------------------------------- description
     @property
