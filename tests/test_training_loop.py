@@ -171,6 +171,11 @@ def test_validation_metrics_and_selection_from_config(tmp_path: Path) -> None:
     assert state["best_score"] == pytest.approx(float(values["snri"]), abs=1e-3)
     by_loss = Trainer(smoke_config(tmp_path / "loss", "validation.select=loss"))
     assert by_loss.validation.score({"loss": 2.0}) == -2.0  # lower loss is better
+    from recipes.training.validation import validation_spec
+
+    assert validation_spec({"task": "aec"}).select == "loss"  # echo cancellation defaults to the loss
+    assert validation_spec({"task": "enhancement"}).select == "si_sdri"
+    assert validation_spec({"task": "aec", "validation": {"select": "erle"}}).select == "erle"
     with pytest.raises(ConfigError, match="unknown validation metrics"):
         Trainer(smoke_config(tmp_path / "bad", "validation.metrics=[erle]"))
     with pytest.raises(ConfigError, match="validation.select"):

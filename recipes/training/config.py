@@ -56,7 +56,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "max_steps": 1000,
     "max_epochs": None,
     "valid_every": 200,  # steps between validations (also run at the end)
-    # metrics: list (null: the task's default); select: the model-selection metric (null: si_sdri);
+    # metrics: list (null: the task's default); select: the model-selection metric (null: si_sdri; loss for aec);
     # subset: validate on this many items of the set, drawn with `seed` (null: all); seed: the RNG
     # seed of every validation item, so a sampling model scores repeatably (null: 0). Nulls take the
     # model's `validation_defaults` first (see recipes/training/validation.py)

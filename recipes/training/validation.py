@@ -67,7 +67,9 @@ def validation_spec(config: Mapping[str, Any], model: torch.nn.Module | None = N
     unknown = [name for name in metrics if name not in known]
     if unknown:
         raise ConfigError(f"unknown validation metrics {unknown} for task {task!r} (known: {', '.join(known)})")
-    select = str(values.get("select") or "si_sdri")
+    # echo cancellation selects on the loss: its mean near-end SI-SDR is dominated by noise-free
+    # near-end single talk, where a pass-through scores ~64 dB and any inaudible change "loses"
+    select = str(values.get("select") or ("loss" if task == Task.AEC else "si_sdri"))
     if select not in metrics and select != "loss":
         raise ConfigError(f"validation.select {select!r} must be one of the validation metrics or 'loss'")
     subset = values.get("subset")
