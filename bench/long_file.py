@@ -63,7 +63,7 @@ def synthesize(path: Path, seconds: float, seed: int = 0) -> None:
             handle.write(block.astype(np.float32))
 
 
-def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: float,
+def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: float | None,
                 overlap_seconds: float | None = None, command_name: str = "enhance",
                 options: list[str] | None = None) -> tuple[float, float, int, float]:
     """Run the CLI (``enhance`` or ``separate``) in a subprocess.
@@ -73,8 +73,10 @@ def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: flo
     """
     command = [
         sys.executable, "-c", "from speechkit.cli import run; run()", command_name, str(source), "-o", str(output),
-        "--model", str(checkpoint), "--force", "--no-progress", "--chunk-seconds", str(chunk_seconds),
+        "--model", str(checkpoint), "--force", "--no-progress",
     ]
+    if chunk_seconds is not None:  # None: the model's declared chunking
+        command += ["--chunk-seconds", str(chunk_seconds)]
     if overlap_seconds is not None:
         command += ["--overlap-seconds", str(overlap_seconds)]
     for option in options or []:

@@ -28,6 +28,7 @@ QUICK_RESULTS = ROOT / "bench" / "results" / "quick"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 ENHANCEMENT_TEST_SET = ROOT / "data_cache" / "fixed" / "enhancement_16k" / "test"
 CORPUS_CACHE = ROOT / "data_cache" / "corpora"
+SEPARATION_TESTS = "data_cache/fixed/realworld_sep_16k"  # relative: the benchmarks run from ROOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +80,14 @@ BENCHMARKS = (
         needs=CORPUS_CACHE,
     ),
     Benchmark("transparency", ("--items", "2", "--seconds", "2", "--out", "{out}/transparency.json"), needs=CORPUS_CACHE),
+    Benchmark(
+        "compare_separators",
+        ("--test-set", f"{SEPARATION_TESTS}/test", "--limit", "2", "--rss-seconds", "5",
+         "--out", "{out}/compare_separators.json"),
+        ("--test-set", f"{SEPARATION_TESTS}/test", f"{SEPARATION_TESTS}/test_telephone",
+         f"{SEPARATION_TESTS}/test_highpass300"),
+        needs=ROOT / SEPARATION_TESTS / "test",
+    ),
     Benchmark(
         "compare_aec",
         ("--model", "untrained:tiny", "--items", "2", "--no-aecmos", "--out", "{out}/compare_aec.json"),

@@ -157,7 +157,8 @@ def fixed_set_items(root: Path) -> tuple[list[dict[str, Any]], int]:
     return items, sample_rate
 
 
-def _load_fixed_tensor(root: Path, tensor: dict[str, Any]) -> np.ndarray:
+def load_fixed_tensor(root: Path, tensor: dict[str, Any]) -> np.ndarray:
+    """One stored tensor of a fixed-set item (``{"file", "shape"}``), read and reshaped to its stored shape."""
     audio, _ = _read(root / tensor["file"])  # [S*C, T]
     return audio.reshape(tensor["shape"])  # -> stored shape
 
@@ -232,7 +233,7 @@ def evaluate_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.test_set is not None:
             items, sample_rate = fixed_set_items(args.test_set)
             loaded = (
-                (item["name"], _load_fixed_tensor(item["root"], item["mixture"]), _load_fixed_tensor(item["root"], item["targets"]))
+                (item["name"], load_fixed_tensor(item["root"], item["mixture"]), load_fixed_tensor(item["root"], item["targets"]))
                 for item in items[: args.limit]
             )
         elif args.mixtures is not None and args.references is not None:

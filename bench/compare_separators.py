@@ -1,0 +1,255 @@
+"""Separators side by side: held-out quality, cost, and validation at equal training wall-clock.
+
+For each model (a bundled name or a checkpoint path, optionally with inference options after ``#``,
+e.g. ``tiger.safetensors#iterations=2``; default: the bundled 16 kHz separator):
+
+* held-out quality on each ``--test-set`` (fixed-set folders: ``index.json`` + ``items.jsonl``):
+  SI-SDRi, SDRi, PESQ-WB and STOI with the best speaker permutation per item, as ``speechkit eval``
+  scores them, through the file pipeline (the model's declared chunking);
+* cost: parameters, multiply-accumulates per second of audio (``bench.long_file.count_macs`` on
+  ``--mac-seconds`` of audio), the real-time factor of the first test set's inference on the
+  benchmark's threads (wall and process CPU seconds per audio second), and the peak RSS of
+  ``speechkit separate`` on a ``--rss-seconds`` synthetic file in a fresh subprocess;
+* training: steps and hours recorded in the checkpoint's provenance.
+
+``--runs DIR...`` adds a table of validation SI-SDRi against training wall-clock from the run
+folders' ``valid_log.csv`` and ``train_log.csv`` (the trainer's ``train_seconds`` includes data
+loading and validation), at every ``--hours`` mark the best value reached so far: the comparison
+at equal training time on the same validation set.
+
+    .venv/bin/python -m bench.compare_separators --models conv_tasnet_separate_2spk_16k runs/X/best.safetensors \\
+        --test-set data_cache/fixed/realworld_sep_16k/test --runs runs/separate_stft_16k_real runs/X
+
+Prints a Markdown table and writes ``bench/results/compare_separators.{json,md}`` (``--out``).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread unless the caller says otherwise, before torch loads
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench.peers.report import finish_report, finite_mean, format_cell, title_lines  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METRICS = ["si_sdr", "si_sdri", "sdr", "pesq_wb", "stoi"]
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def score_test_set(processor: Any, test_set: Path, limit: int | None) -> dict[str, Any]:
+    """Mean metrics of ``processor`` on one fixed test set, the input's SDR/PESQ/STOI, and the inference time."""
+    from speechkit.cli.eval import fixed_set_items, load_fixed_tensor, score_item
+    from speechkit.inference import process_array
+
+    items, rate = fixed_set_items(test_set)
+    rows, input_rows = [], []
+    wall = cpu = audio_seconds = 0.0
+    for item in items[:limit]:
+        mixture = load_fixed_tensor(item["root"], item["mixture"])  # [C, T]
+        reference = load_fixed_tensor(item["root"], item["targets"])  # [S, C, T]
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
+        estimate = process_array(processor.model, mixture.astype(np.float32), rate, device=processor.device)  # [S, C, T]
+        wall += time.perf_counter() - started
+        cpu += _cpu_seconds() - cpu_started
+        audio_seconds += mixture.shape[-1] / rate
+        rows.append(score_item(estimate, reference, rate, mixture, METRICS, False))
+        unprocessed = np.repeat(mixture[None], reference.shape[0], axis=0)  # the input as every speaker's estimate
+        input_rows.append(score_item(unprocessed, reference, rate, None, ["sdr", "pesq_wb", "stoi"], False))
+    summary = {name: finite_mean([row.get(name) for row in rows]) for name in METRICS}
+    inputs = {name: finite_mean([row.get(name) for row in input_rows]) for name in ("sdr", "pesq_wb", "stoi")}
+    summary["sdri"] = summary["sdr"] - inputs["sdr"]
+    return {
+        "test_set": str(test_set), "items": len(rows), "summary": summary, "input": inputs,
+        "worse_than_input": int(sum(row["si_sdri"] < 0 for row in rows)),
+        "audio_seconds": audio_seconds, "wall_seconds": wall, "cpu_seconds": cpu,
+    }
+
+
+def peak_rss_mib(checkpoint: Path, seconds: float) -> tuple[float, float]:
+    """Peak RSS (MiB) and CPU seconds of ``speechkit separate`` (declared chunking) on a synthetic
+    file, in a fresh process with this benchmark's ``OMP_NUM_THREADS``."""
+    from bench.long_file import run_enhance, synthesize
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, output = Path(folder) / "mixture.wav", Path(folder) / "separated"
+        synthesize(source, seconds)
+        _, rss, code, cpu = run_enhance(source, output, checkpoint, None, command_name="separate")
+    return (rss if code == 0 else float("nan")), cpu
+
+
+def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac_seconds: float,
+                   rss_seconds: float | None) -> dict[str, Any]:
+    """Quality on every test set, cost and training facts of one separator."""
+    import torch
+
+    from bench.long_file import count_macs
+    from speechkit.api import load
+    from speechkit.checkpoint import read_metadata
+    from speechkit.models.spec import parse_option_strings
+    from speechkit.pretrained import resolve_model
+
+    name, _, option_text = model.partition("#")
+    path = resolve_model(name)
+    processor = load(str(path), options=parse_option_strings(option_text.split(",")) if option_text else None)
+    network = processor.model
+    provenance = read_metadata(path).get("provenance", {})
+    x = 0.1 * torch.randn(1, 1, int(mac_seconds * network.sample_rate))
+    macs = count_macs(lambda: network(x)) / mac_seconds
+    results = [score_test_set(processor, test_set, limit) for test_set in test_sets]
+    first = results[0]
+    rss, rss_cpu = peak_rss_mib(path, rss_seconds) if rss_seconds else (float("nan"), float("nan"))
+    return {
+        "model": model, "path": _display_path(path), "options": dict(network.options), "name": network.name, "preset": provenance.get("model_preset"),
+        "parameters": sum(parameter.numel() for parameter in network.parameters()),
+        "gmacs_per_second": macs / 1e9,
+        "rtf": first["wall_seconds"] / first["audio_seconds"],
+        "cpu_seconds_per_second": first["cpu_seconds"] / first["audio_seconds"],
+        "peak_rss_mib": rss, "rss_audio_seconds": rss_seconds, "rss_cpu_seconds": rss_cpu,
+        "steps_trained": provenance.get("steps_trained"), "train_hours": provenance.get("train_hours"),
+        "recipe": provenance.get("recipe"), "test_sets": results,
+    }
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (reports stay machine-neutral)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def validation_curve(run_dir: Path) -> list[tuple[float, int, float]]:
+    """``(training hours, step, validation SI-SDRi)`` per validation of one run folder."""
+    seconds_at = {int(row["step"]): float(row["train_seconds"]) for row in _read_csv(run_dir / "train_log.csv")}
+    logged = sorted(seconds_at)
+    curve = []
+    for row in _read_csv(run_dir / "valid_log.csv"):
+        step = int(row["step"])
+        before = [logged_step for logged_step in logged if logged_step <= step]
+        if before:
+            curve.append((seconds_at[before[-1]] / 3600.0, step, float(row["si_sdri"])))
+    return curve
+
+
+def trained_hours(run_dir: Path) -> float:
+    """Training wall-clock of a run folder so far: the last ``train_seconds`` of its ``train_log.csv``, in hours."""
+    return max(float(row["train_seconds"]) for row in _read_csv(run_dir / "train_log.csv")) / 3600.0
+
+
+def best_by_hours(curve: Sequence[tuple[float, int, float]], hours: Sequence[float],
+                  end_hours: float = float("inf")) -> list[dict[str, Any]]:
+    """At each mark: the best validation SI-SDRi reached by then and its step (None before the first
+    validation, and ``"ended"`` for marks after the run's ``end_hours``)."""
+    marks = []
+    for mark in hours:
+        if mark > end_hours:
+            marks.append({"hours": mark, "si_sdri": None, "step": None, "ended": True})
+            continue
+        reached = [(value, step) for when, step, value in curve if when <= mark]
+        best = max(reached) if reached else None
+        marks.append({"hours": mark, "si_sdri": best[0] if best else None, "step": best[1] if best else None})
+    return marks
+
+
+def run_summary(run_dir: Path, hours: Sequence[float]) -> dict[str, Any]:
+    """One run folder's validation curve, its training hours and the best value at every mark."""
+    curve, end_hours = validation_curve(run_dir), trained_hours(run_dir)
+    return {"run_dir": str(run_dir), "hours_trained": end_hours, "curve": curve,
+            "marks": best_by_hours(curve, hours, end_hours)}
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    lines = title_lines(report, "Separators: held-out quality, cost, and validation at equal training time")
+    lines[-1] = lines[-1].replace("one thread per system", f"{report['threads']} torch thread(s)")
+    for index, test_set in enumerate(report["test_sets"]):
+        first = report["systems"][0]["test_sets"][index]
+        inputs = first["input"]
+        lines += ["", f"## `{Path(test_set).name}` ({first['items']} items; input PESQ-WB "
+                      f"{format_cell(inputs['pesq_wb'])}, STOI {format_cell(inputs['stoi'], 3)})", "",
+                  "| model | steps | train h | SI-SDRi dB | SDRi dB | PESQ-WB | STOI | worse than input |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for system in report["systems"]:
+            result = system["test_sets"][index]
+            summary = result["summary"]
+            lines.append(
+                f"| {system['model']} | {system['steps_trained']} | {format_cell(system['train_hours'], 1)} | "
+                f"{format_cell(summary['si_sdri'])} | {format_cell(summary['sdri'])} | {format_cell(summary['pesq_wb'])} | "
+                f"{format_cell(summary['stoi'], 3)} | {result['worse_than_input']} |"
+            )
+    lines += ["", "## Cost", "",
+              "| model | parameters | GMACs per second of audio | RTF | CPU s per audio s | peak RSS MiB |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for system in report["systems"]:
+        lines.append(
+            f"| {system['model']} | {system['parameters']:,} | {format_cell(system['gmacs_per_second'])} | "
+            f"{format_cell(system['rtf'], 3)} | {format_cell(system['cpu_seconds_per_second'], 3)} | "
+            f"{format_cell(system['peak_rss_mib'], 0)} |"
+        )
+    if report["runs"]:
+        names = [Path(run["run_dir"]).name for run in report["runs"]]
+        lines += ["", "## Validation SI-SDRi (dB) at equal training wall-clock (best so far; step in brackets)", "",
+                  "| hours | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+        for index, mark in enumerate(report["hours"]):
+            cells = []
+            for run in report["runs"]:
+                entry = run["marks"][index]
+                if entry.get("ended"):
+                    cells.append(f"(ended at {run['hours_trained']:.2f} h)")
+                else:
+                    cells.append("-" if entry["si_sdri"] is None else f"{entry['si_sdri']:.2f} ({entry['step']})")
+            lines.append(f"| {mark:g} | " + " | ".join(cells) + " |")
+    lines += ["", *[f"Note: {note}" for note in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["conv_tasnet_separate_2spk_16k"],
+                        help="bundled model names or checkpoint paths, each optionally MODEL#KEY=VALUE[,KEY=VALUE]")
+    parser.add_argument("--test-set", type=Path, nargs="+", required=True, help="fixed-set folders")
+    parser.add_argument("--limit", type=int, default=None, help="first N items of every test set")
+    parser.add_argument("--mac-seconds", type=float, default=4.0, help="input length of the MAC count")
+    parser.add_argument("--rss-seconds", type=float, default=60.0, help="synthetic file length of the RSS run (0: skip)")
+    parser.add_argument("--runs", type=Path, nargs="*", default=[], help="training run folders for the wall-clock table")
+    parser.add_argument("--hours", type=float, nargs="*", default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
+    parser.add_argument("--out", type=Path, default=RESULTS / "compare_separators.json")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    systems = [evaluate_model(model, args.test_set, args.limit, args.mac_seconds, args.rss_seconds or None)
+               for model in args.models]
+    runs = [run_summary(run_dir, args.hours) for run_dir in args.runs]
+    notes = [
+        "SI-SDRi and SDRi against the unprocessed mixture, best speaker permutation per item; PESQ-WB and STOI "
+        "of the separated talkers (the input's figures in each heading use the mixture as both estimates).",
+        "RTF and CPU seconds: file-pipeline inference over the first test set (declared chunking), metrics excluded.",
+        "Peak RSS: `speechkit separate` (declared chunking) on a synthetic file in a fresh process, same threads.",
+        "Training wall-clock (`train_seconds` of the trainer) includes data loading and validation; runs that "
+        "shared the machine with other jobs are slower per step than alone.",
+    ]
+    return finish_report(
+        "compare_separators", argv, ["speechkit", "torch", "numpy"], started, markdown_report, args.out,
+        test_sets=[str(path) for path in args.test_set], hours=args.hours, systems=systems, runs=runs, notes=notes,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""bench/compare_separators.py: scores on a tiny fixed set, cost columns, validation at equal wall-clock."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench import compare_separators
+
+RATE = 16000
+
+
+def _write_fixed_set(root: Path, count: int = 2) -> Path:
+    """A fixed set of two-talker mixtures (two tones) in the layout ``speechkit eval --test-set`` reads."""
+    root.mkdir()
+    lines = []
+    time_axis = np.arange(int(0.5 * RATE)) / RATE
+    for index in range(count):
+        talkers = np.stack([0.3 * np.sin(2 * np.pi * (180 + 40 * index) * time_axis),
+                            0.2 * np.sin(2 * np.pi * (700 + 50 * index) * time_axis)]).astype(np.float32)  # [S, T]
+        mixture = talkers.sum(axis=0, keepdims=True)  # [1, T]
+        folder = root / f"{index:05d}"
+        folder.mkdir()
+        tensors = {}
+        for key, audio in (("mixture", mixture), ("targets", talkers)):
+            sf.write(folder / f"{key}.wav", audio.T, RATE, subtype="FLOAT")
+            shape = [1, audio.shape[-1]] if key == "mixture" else [2, 1, audio.shape[-1]]
+            tensors[key] = {"file": f"{index:05d}/{key}.wav", "shape": shape}
+        lines.append(json.dumps({"name": f"{index:05d}", "tensors": tensors}))
+    (root / "items.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "index.json").write_text(json.dumps({"sample_rate": RATE}))
+    return root
+
+
+def _write_run(run_dir: Path, valid: list[tuple[int, float]], seconds_per_step: float) -> Path:
+    run_dir.mkdir()
+    steps = sorted({step for step, _ in valid} | {1})
+    train = ["step,epoch,loss,grad_norm,lr,train_seconds"]
+    train += [f"{step},0,0.0,1.0,0.001,{step * seconds_per_step}" for step in steps]
+    (run_dir / "train_log.csv").write_text("\n".join(train) + "\n")
+    rows = ["step,epoch,si_sdr,si_sdri,mixture_si_sdr,loss,lr,lr_reduced"]
+    rows += [f"{step},0,{value},{value},0.0,{-value},0.001,0" for step, value in valid]
+    (run_dir / "valid_log.csv").write_text("\n".join(rows) + "\n")
+    return run_dir
+
+
+def test_best_by_hours_keeps_the_best_value_reached_by_each_mark(tmp_path: Path) -> None:
+    run = _write_run(tmp_path / "run", [(100, 1.0), (200, 3.0), (300, 2.5), (400, 4.0)], seconds_per_step=36.0)
+    curve = compare_separators.validation_curve(run)
+    assert [step for _, step, _ in curve] == [100, 200, 300, 400]
+    assert curve[0][0] == pytest.approx(1.0)  # 100 steps x 36 s
+    marks = compare_separators.best_by_hours(curve, [0.5, 2.0, 3.5, 10.0])
+    assert [mark["si_sdri"] for mark in marks] == [None, 3.0, 3.0, 4.0]
+    assert [mark["step"] for mark in marks] == [None, 200, 200, 400]
+    assert compare_separators.trained_hours(run) == pytest.approx(4.0)
+    summary = compare_separators.run_summary(run, [3.5, 4.5])
+    assert [mark.get("ended", False) for mark in summary["marks"]] == [False, True]  # no value after the run stopped
+
+
+def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
+    import torch
+
+    import speechkit
+    from speechkit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = speechkit.build_model("conv_tasnet", "tiny", n_src=2, sample_rate=RATE)
+    checkpoint = save_checkpoint(model, tmp_path / "tiny.safetensors",
+                                 provenance={"steps_trained": 7, "train_hours": 0.25, "model_preset": "tiny"})
+    test_set = _write_fixed_set(tmp_path / "test")
+    run = _write_run(tmp_path / "run", [(10, 1.5)], seconds_per_step=90.0)
+    out = tmp_path / "report.json"
+    argv = ["--models", str(checkpoint), "--test-set", str(test_set), "--rss-seconds", "0", "--mac-seconds", "0.5",
+            "--runs", str(run), "--hours", "0.1", "0.25", "0.5", "--out", str(out)]
+    assert compare_separators.main(argv) == 0
+    report = json.loads(out.read_text())
+    system = report["systems"][0]
+    result = system["test_sets"][0]
+    assert result["items"] == 2 and result["audio_seconds"] == pytest.approx(1.0)
+    assert system["parameters"] == sum(parameter.numel() for parameter in model.parameters())
+    assert system["steps_trained"] == 7 and system["gmacs_per_second"] > 0 and system["rtf"] > 0
+    summary, inputs = result["summary"], result["input"]
+    assert np.isfinite(summary["si_sdri"]) and summary["sdri"] == pytest.approx(summary["sdr"] - inputs["sdr"])
+    assert [mark["si_sdri"] for mark in report["runs"][0]["marks"]] == [None, 1.5, None]
+    markdown = out.with_suffix(".md").read_text()
+    assert "| tiny.safetensors" not in markdown and f"| {checkpoint} | 7 |" in markdown
+    assert "| 0.25 | 1.50 (10) |" in markdown and "| 0.5 | (ended at 0.25 h) |" in markdown
+
+
+def test_inference_options_follow_the_model_after_a_hash(tmp_path: Path) -> None:
+    import torch
+
+    import speechkit
+    from speechkit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(speechkit.build_model("tiger", "tiny", sample_rate=RATE), tmp_path / "tiger.safetensors")
+    test_set = _write_fixed_set(tmp_path / "test", count=1)
+    systems = [compare_separators.evaluate_model(f"{checkpoint}#iterations={count}", [test_set], None, 0.25, None)
+               for count in (1, 2)]
+    assert [system["options"]["iterations"] for system in systems] == [1, 2]
+    assert systems[1]["gmacs_per_second"] > 1.5 * systems[0]["gmacs_per_second"]  # a second pass of the FFI block
