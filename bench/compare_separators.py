@@ -29,6 +29,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread unless the caller says otherwise, before torch loads
 
 import argparse  # noqa: E402
+import bisect  # noqa: E402
 import csv  # noqa: E402
 import resource  # noqa: E402
 import tempfile  # noqa: E402
@@ -137,22 +138,17 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def validation_curve(run_dir: Path) -> list[tuple[float, int, float]]:
-    """``(training hours, step, validation SI-SDRi)`` per validation of one run folder."""
+def validation_curve(run_dir: Path) -> tuple[list[tuple[float, int, float]], float]:
+    """``(training hours, step, validation SI-SDRi)`` per validation of one run folder, and the run's
+    training hours so far (the last ``train_seconds`` of its ``train_log.csv``)."""
     seconds_at = {int(row["step"]): float(row["train_seconds"]) for row in _read_csv(run_dir / "train_log.csv")}
     logged = sorted(seconds_at)
     curve = []
     for row in _read_csv(run_dir / "valid_log.csv"):
-        step = int(row["step"])
-        before = [logged_step for logged_step in logged if logged_step <= step]
-        if before:
-            curve.append((seconds_at[before[-1]] / 3600.0, step, float(row["si_sdri"])))
-    return curve
-
-
-def trained_hours(run_dir: Path) -> float:
-    """Training wall-clock of a run folder so far: the last ``train_seconds`` of its ``train_log.csv``, in hours."""
-    return max(float(row["train_seconds"]) for row in _read_csv(run_dir / "train_log.csv")) / 3600.0
+        position = bisect.bisect_right(logged, int(row["step"]))  # the last logged step at or before it
+        if position:
+            curve.append((seconds_at[logged[position - 1]] / 3600.0, int(row["step"]), float(row["si_sdri"])))
+    return curve, max(seconds_at.values()) / 3600.0
 
 
 def best_by_hours(curve: Sequence[tuple[float, int, float]], hours: Sequence[float],
@@ -172,7 +168,7 @@ def best_by_hours(curve: Sequence[tuple[float, int, float]], hours: Sequence[flo
 
 def run_summary(run_dir: Path, hours: Sequence[float]) -> dict[str, Any]:
     """One run folder's validation curve, its training hours and the best value at every mark."""
-    curve, end_hours = validation_curve(run_dir), trained_hours(run_dir)
+    curve, end_hours = validation_curve(run_dir)
     return {"run_dir": str(run_dir), "hours_trained": end_hours, "curve": curve,
             "marks": best_by_hours(curve, hours, end_hours)}
 

@@ -49,13 +49,13 @@ def _write_run(run_dir: Path, valid: list[tuple[int, float]], seconds_per_step: 
 
 def test_best_by_hours_keeps_the_best_value_reached_by_each_mark(tmp_path: Path) -> None:
     run = _write_run(tmp_path / "run", [(100, 1.0), (200, 3.0), (300, 2.5), (400, 4.0)], seconds_per_step=36.0)
-    curve = compare_separators.validation_curve(run)
+    curve, end_hours = compare_separators.validation_curve(run)
     assert [step for _, step, _ in curve] == [100, 200, 300, 400]
     assert curve[0][0] == pytest.approx(1.0)  # 100 steps x 36 s
     marks = compare_separators.best_by_hours(curve, [0.5, 2.0, 3.5, 10.0])
     assert [mark["si_sdri"] for mark in marks] == [None, 3.0, 3.0, 4.0]
     assert [mark["step"] for mark in marks] == [None, 200, 200, 400]
-    assert compare_separators.trained_hours(run) == pytest.approx(4.0)
+    assert end_hours == pytest.approx(4.0)
     summary = compare_separators.run_summary(run, [3.5, 4.5])
     assert [mark.get("ended", False) for mark in summary["marks"]] == [False, True]  # no value after the run stopped
 
@@ -81,7 +81,7 @@ def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
     result = system["test_sets"][0]
     assert result["items"] == 2 and result["audio_seconds"] == pytest.approx(1.0)
     assert system["parameters"] == sum(parameter.numel() for parameter in model.parameters())
-    assert system["steps_trained"] == 7 and system["gmacs_per_second"] > 0 and system["rtf"] > 0
+    assert system["steps_trained"] == 7 and system["gmacs_per_second"] > 0
     summary, inputs = result["summary"], result["input"]
     assert np.isfinite(summary["si_sdri"]) and summary["sdri"] == pytest.approx(summary["sdr"] - inputs["sdr"])
     assert [mark["si_sdri"] for mark in report["runs"][0]["marks"]] == [None, 1.5, None]
