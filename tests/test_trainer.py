@@ -12,6 +12,7 @@ import torch
 from conftest import smoke_config, trained_weights
 from recipes.trainer import (
     DEFAULT_CONFIG,
+    ExponentialMovingAverage,
     LearningRateController,
     SyntheticMixtures,
     Trainer,
@@ -61,6 +62,24 @@ def test_learning_rate_controller_warmup_cosine_and_plateau() -> None:
     assert restored.lr(50) == pytest.approx(0.5)
 
 
+def test_ema_warmup_forgets_the_initialisation() -> None:
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    plain, warm = ExponentialMovingAverage(model, 0.999), ExponentialMovingAverage(model, 0.999, warmup=True)
+    assert warm.decay_at(1) == pytest.approx(2 / 11) and warm.decay_at(100_000) == pytest.approx(0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)  # trained weights held constant: the average should reach them
+    for step in range(1, 501):
+        plain.update(model)
+        warm.update(model, step)
+    # without warm-up 0.999 ** 500 = 61 % of the initial (zero) weight remains
+    assert plain.state_dict()["weight"].item() == pytest.approx(1 - 0.999**500, rel=1e-4)
+    # with it, prod_n (1 + n) / (10 + n) = 10! * 501! / 510! (about 2e-18) of it remains
+    assert warm.state_dict()["weight"].item() > 1 - 1e-6
+    with pytest.raises(ValueError, match="update count"):
+        warm.update(model)
+
+
 def test_synthetic_dataset_is_deterministic() -> None:
     dataset = SyntheticMixtures(num_items=3, num_samples=800, num_sources=2, num_channels=2)
     first, again = dataset[1], dataset[1]
@@ -87,16 +106,18 @@ def test_smoke_run_logs_and_exports(tmp_path: Path) -> None:
     assert "valid_si_sdri" in provenance["validation"]
     assert provenance["hardware"]["processes"] == 1
     assert provenance["data"]["train_items"] == 16
+    assert provenance["ema_decay"] == 0.9 and provenance["ema_warmup"] is False
     state = load_train_state(tmp_path / "last.pt")  # weights_only=True inside
     assert state["step"] == 6 and state["ema"]
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    straight = smoke_config(tmp_path / "straight", max_steps=7)
+    warmup = "ema.warmup=true"  # the ramp follows the restored step count
+    straight = smoke_config(tmp_path / "straight", warmup, max_steps=7)
     assert run_training(straight) == "done"
-    first_half = smoke_config(tmp_path / "split", max_steps=3)  # stops mid-epoch (4 batches per epoch)
+    first_half = smoke_config(tmp_path / "split", warmup, max_steps=3)  # stops mid-epoch (4 batches per epoch)
     assert run_training(first_half) == "done"
-    second_half = smoke_config(tmp_path / "split", max_steps=7)
+    second_half = smoke_config(tmp_path / "split", warmup, max_steps=7)
     assert run_training(second_half, resume=True) == "done"
     expected, resumed = trained_weights(tmp_path / "straight"), trained_weights(tmp_path / "split")
     for key in expected:

@@ -48,7 +48,9 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
         "plateau_patience": 3,  # validations without improvement before reducing
         "min_lr": 1e-6,
     },
-    "ema": {"decay": None},  # e.g. 0.999; validation and export then use the EMA weights
+    # decay: e.g. 0.999; validation and export then use the EMA weights. warmup: ramp the decay as
+    # min(decay, (1 + step) / (10 + step)) so that early validations do not score the initialisation
+    "ema": {"decay": None, "warmup": False},
     "batch_size": 4,  # global batch over all processes, per optimiser step
     "accumulate_steps": 1,  # micro-batches per optimiser step (each process splits its share of the batch)
     "precision": "fp32",  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA autocast + GradScaler)

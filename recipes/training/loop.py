@@ -117,7 +117,8 @@ class Trainer:
             self.config["optim"]["lr"], self.config["max_steps"], self.config["schedule"]
         )
         decay = self.config["ema"]["decay"]
-        self.ema = ExponentialMovingAverage(self.model, decay) if decay is not None else None
+        warmup = bool(self.config["ema"]["warmup"])
+        self.ema = ExponentialMovingAverage(self.model, decay, warmup) if decay is not None else None
 
         batch_size = int(self.config["batch_size"])
         if batch_size % self.context.world_size:
@@ -293,11 +294,11 @@ class Trainer:
             self.scaler.step(self.optimizer)  # skips the update itself when the gradients overflowed
             self.scaler.update()
             if math.isfinite(grad_norm) and self.ema is not None:
-                self.ema.update(self.model)
+                self.ema.update(self.model, self.step + 1)
         elif math.isfinite(grad_norm):  # identical on every rank (gradients are all-reduced)
             self.optimizer.step()
             if self.ema is not None:
-                self.ema.update(self.model)
+                self.ema.update(self.model, self.step + 1)
         if self.context.distributed:
             dist.all_reduce(loss_value)
             loss_value /= self.context.world_size
@@ -360,6 +361,7 @@ class Trainer:
             "precision": self.precision,
             "train_hours": round(self.train_seconds / 3600.0, 4),
             "ema_decay": self.config["ema"]["decay"],
+            "ema_warmup": bool(self.config["ema"]["warmup"]),
             "objective": objective_spec(self.config),
             "optimizer": {**optim, "name": _OPTIMIZER_NAMES.get(str(optim["name"]).lower(), optim["name"])},
             "schedule": self.config["schedule"],

@@ -91,18 +91,39 @@ class LearningRateController:
 
 
 class ExponentialMovingAverage:
-    """EMA of a model's floating-point parameters and buffers: ``ema = decay * ema + (1 - decay) * w``."""
+    """EMA of a model's floating-point parameters and buffers: ``ema = decay * ema + (1 - decay) * w``.
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    With ``warmup`` the decay of the ``n``-th update is ``min(decay, (1 + n) / (10 + n))`` (the
+    ``num_updates`` ramp of TensorFlow's ``ExponentialMovingAverage``): 0.92 after 100 updates, 0.991
+    after 1,000, the full 0.999 from about 9,000 on. Without it, a 0.999 average still holds
+    ``0.999 ** n`` of the initial weights (61 % after 500 updates, 22 % after 1,500), so the early
+    validations of a short CPU run score mostly the initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = False) -> None:
         self.decay = float(decay)
+        self.warmup = bool(warmup)
         self.shadow = {key: value.detach().clone() for key, value in model.state_dict().items()}
 
+    def decay_at(self, updates: int) -> float:
+        """The decay applied by the ``updates``-th update (counted from 1)."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1.0 + updates) / (10.0 + updates))
+
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        """Move the average towards the current weights of ``model``."""
+    def update(self, model: torch.nn.Module, updates: int | None = None) -> None:
+        """Move the average towards the current weights of ``model``.
+
+        ``updates`` is the number of optimiser updates so far, this one included (the training step);
+        it sets the decay when ``warmup`` is on and is required then.
+        """
+        if self.warmup and updates is None:
+            raise ValueError("an EMA with warm-up needs the update count")
+        weight = 1.0 - self.decay_at(int(updates or 0))
         for key, value in model.state_dict().items():
             if value.is_floating_point():
-                self.shadow[key].lerp_(value.detach(), 1.0 - self.decay)
+                self.shadow[key].lerp_(value.detach(), weight)
             else:
                 self.shadow[key].copy_(value)
 
