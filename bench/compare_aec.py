@@ -29,6 +29,10 @@ before scoring.
 
     .venv/bin/python -m bench.compare_aec [--model PATH|untrained:paper] [--items 20] [--prealign]
 
+``--test-set DIR --out FILE`` scores every item of another fixed echo set instead, e.g. a training
+run's validation set (``data_cache/fixed/realworld_echo_16k/validation``), so that settings are
+chosen there and the held-out items are only used to report.
+
 Prints a Markdown table, writes it to ``<out>.md`` and everything (per item too) to ``<out>``
 (default ``bench/results/compare_aec.json``).
 """
@@ -96,7 +100,7 @@ def held_out_set(
     """
     from recipes.data.datasets import EchoDataset
     from recipes.data.echo import EchoConfig
-    from recipes.data.fixedset import FixedSetDataset, write_fixed_set
+    from recipes.data.fixedset import write_fixed_set
     from recipes.data.minicorpus import MiniCorpus, default_cache_root
 
     cache_root = cache_root or default_cache_root()
@@ -123,16 +127,34 @@ def held_out_set(
                            "seed": SEED_BASE + index, "count": items_per_scenario, "segment_seconds": SEGMENT_SECONDS,
                            "speech": "mini corpus" if corpus_root is None else "corpus cache (read sentences)"}
             write_fixed_set(generator, root, SAMPLE_RATE, count=items_per_scenario, source=description, overwrite=True)
-        dataset = FixedSetDataset(root)
-        for position in range(len(dataset)):
-            item = dataset[position]
-            entry: dict[str, Any] = {"name": f"{SCENARIO_SHORT[scenario]}_{position:03d}"}
-            for key in ("mic", "far_end", "near_end", "echo", "noise"):
-                entry[key] = item[key][0].numpy().astype(np.float32)  # [1, T] -> [T]
-            for key in ("scenario", "delay_ms", "ser_db", "snr_db", "nonlinearity", "rir", "echo_path_change_sample",
-                        "far_id", "near_id", "noise_id"):
-                entry[key] = item.get(key)
-            loaded.append(entry)
+        loaded.extend(fixed_echo_items(root))
+    return loaded
+
+
+def fixed_echo_items(root: Path) -> list[dict[str, Any]]:
+    """The items of one fixed echo set (``write_fixed_set`` layout, any mix of scenarios) as numpy.
+
+    Each item is named by its scenario and position (``fst_000``, ``dt_001``, ...); the layout of
+    :func:`held_out_set`'s items. This is how a training run's validation set (e.g. the one
+    ``recipes.train:fixed_realworld_echo`` writes) is scored with ``--test-set``.
+    """
+    from recipes.data.fixedset import FixedSetDataset
+    from speechkit.errors import SpeechkitError
+
+    dataset = FixedSetDataset(root)
+    loaded = []
+    for position in range(len(dataset)):
+        item = dataset[position]
+        scenario = item.get("scenario")
+        if scenario not in SCENARIO_SHORT:
+            raise SpeechkitError(f"{root}: item {position} is not an echo item (scenario {scenario!r})")
+        entry: dict[str, Any] = {"name": f"{SCENARIO_SHORT[scenario]}_{position:03d}"}
+        for key in ("mic", "far_end", "near_end", "echo", "noise"):
+            entry[key] = item[key][0].numpy().astype(np.float32)  # [1, T] -> [T]
+        for key in ("scenario", "delay_ms", "ser_db", "snr_db", "nonlinearity", "rir", "echo_path_change_sample",
+                    "far_id", "near_id", "noise_id"):
+            entry[key] = item.get(key)
+        loaded.append(entry)
     return loaded
 
 
@@ -295,9 +317,13 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 
 def data_description(
-    items: Sequence[dict[str, Any]], items_per_scenario: int, corpus_root: Path | None = None
+    items: Sequence[dict[str, Any]], items_per_scenario: int | None, corpus_root: Path | None = None,
+    test_set: Path | None = None,
 ) -> dict[str, Any]:
-    """What the held-out set holds: counts per scenario, RIR kind, loudspeaker model and delay range."""
+    """What the held-out set holds: counts per scenario, RIR kind, loudspeaker model and delay range.
+
+    ``test_set``: the items came from that fixed set (``--test-set``), not from :func:`held_out_set`.
+    """
     delays = [item["delay_ms"] for item in items if item["scenario"] != "near_end_single_talk"]
     echo_items = [item for item in items if item["scenario"] != "near_end_single_talk"]
     return {
@@ -307,8 +333,9 @@ def data_description(
         "segment_seconds": SEGMENT_SECONDS,
         "speech": ("mini corpus: one-word Speech Commands and read-sentence talkers" if corpus_root is None
                    else "corpus cache: read sentences, real noise recordings, measured and simulated rooms"),
-        "source": f"recipes.data EchoDataset(split='test', one scenario each) fixed sets, seeds "
-                  f"{SEED_BASE}..{SEED_BASE + len(SCENARIOS) - 1}, data_cache/fixed/{fixed_set_folder(corpus_root)}/",
+        "source": (f"recipes.data EchoDataset(split='test', one scenario each) fixed sets, seeds "
+                   f"{SEED_BASE}..{SEED_BASE + len(SCENARIOS) - 1}, data_cache/fixed/{fixed_set_folder(corpus_root)}/"
+                   if test_set is None else f"the fixed set {test_set} (--test-set), all its items"),
         "measured_rir_items": sum(1 for item in items if item["rir"] == "measured"),
         "simulated_rir_items": sum(1 for item in items if item["rir"] != "measured"),
         "nonlinear_loudspeaker_echo_items": sum(1 for item in echo_items if item["nonlinearity"] != "linear"),
@@ -341,9 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "bench/results/compare_aec_sentences.json")
     parser.add_argument("--floor-cache", type=Path, default=None,
                         help="noise-floor cache of the corpus cache's speech (as the training configs pass it)")
+    parser.add_argument("--test-set", type=Path, default=None,
+                        help="score every item of this fixed echo set instead (e.g. a training run's validation "
+                             "set, to choose settings without touching the held-out items); needs --out")
     parser.add_argument("--no-linear", action="store_true",
                         help="leave out the row of speechkit's linear stage alone (linear_aec_16k)")
     args = parser.parse_args(argv)
+    if args.test_set is not None and args.out is None:
+        parser.error("--test-set needs --out (the default reports hold the held-out set's results)")
     if args.out is None:
         args.out = DEFAULT_OUT if args.corpus_root is None else DEFAULT_OUT.with_name("compare_aec_sentences.json")
 
@@ -399,7 +431,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as error:  # speechmos/librosa missing or its ONNX model failing: skip AECMOS, say why
                 with_aecmos = False
                 skipped["AECMOS"] = f"{type(error).__name__}: {error}"
-        items = held_out_set(args.items, args.cache_root, args.corpus_root, args.floor_cache)
+        if args.test_set is not None:
+            items = fixed_echo_items(args.test_set)
+        else:
+            items = held_out_set(args.items, args.cache_root, args.corpus_root, args.floor_cache)
     except SpeechkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -446,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         system.close()
     return finish_report(
         "compare_aec", argv, PACKAGES, started, markdown_report, args.out,
-        data=data_description(items, args.items, args.corpus_root),
+        data=data_description(items, None if args.test_set else args.items, args.corpus_root, args.test_set),
         skipped=skipped,
         notes=notes,
         systems=results,

@@ -235,3 +235,31 @@ def test_held_out_sentence_set_comes_from_the_corpus_cache_test_split(
     assert {Path(dt["near_id"]).parent.name, Path(dt["far_id"]).parent.name} <= set(SPEAKERS["train"])
     assert data_description(items, 1, corpus)["speech"].startswith("corpus cache")
     assert data_description(items, 1)["speech"].startswith("mini corpus")
+
+
+def test_compare_aec_scores_every_item_of_a_given_fixed_set(tmp_path: Path) -> None:
+    import json
+
+    import recipes.train
+    from bench.compare_aec import SCENARIOS, fixed_echo_items, main
+    from recipes.data.fixedset import write_fixed_set
+    from tests.test_recipes_realworld import make_cache
+
+    corpus = make_cache(tmp_path / "corpus")
+    mixed = recipes.train.realworld_echo(  # a validation-like set: scenarios mixed in one folder
+        str(corpus), "train", 16000, 1.0, 4, seed=3, max_floor_db=None,
+        echo_options={"rir_source": "simulated", "scenario_weights": dict.fromkeys(SCENARIOS, 1.0)},
+    )
+    root = write_fixed_set(mixed, tmp_path / "validation", 16000, count=4)
+    items = fixed_echo_items(root)
+    assert [item["name"].split("_")[1] for item in items] == ["000", "001", "002", "003"]
+    assert {item["name"].split("_")[0] for item in items} <= {"fst", "dt", "nst"} and items[0]["mic"].size == 16000
+    with pytest.raises(SystemExit):  # the default report files hold the held-out set's results
+        main(["--test-set", str(root), "--no-aecmos", "--peers"])
+    out = tmp_path / "report.json"
+    assert main(["--test-set", str(root), "--no-aecmos", "--peers", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["data"]["items"] == 4 and report["data"]["items_per_scenario"] is None
+    assert str(root) in report["data"]["source"]
+    systems = [system["system"] for system in report["systems"]]
+    assert systems == ["mic (unprocessed)", "speechkit linear stage (linear_aec_16k)"]
