@@ -109,6 +109,26 @@ def test_multiscale_block_equals_the_reference_operations(length: int) -> None:
         torch.testing.assert_close(block(x), _reference_multiscale(block, x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride, length", [(1, 67), (2, 51), (2, 9), (1, 4)])
+def test_short_sequence_depthwise_conv_equals_conv1d_with_and_without_gradients(stride: int, length: int) -> None:
+    from speechkit.nn.conv import ShortSequenceDepthwiseConv1d
+
+    torch.manual_seed(stride * 100 + length)
+    conv = ShortSequenceDepthwiseConv1d(8, 5, stride=stride, padding=2)
+    plain = torch.nn.Conv1d(8, 8, 5, stride=stride, padding=2, groups=8)
+    plain.load_state_dict(conv.state_dict())  # the same keys and shapes as nn.Conv1d
+    x = torch.randn(6, 8, length, requires_grad=True)
+    weights = torch.randn(6, 8, (length + 4 - 5) // stride + 1)
+    (conv(x) * weights).sum().backward()  # the conv2d form (gradients recorded)
+    fast_grads = [x.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()]
+    x.grad = None
+    (plain(x) * weights).sum().backward()
+    for fast, reference in zip(fast_grads, [x.grad, plain.weight.grad, plain.bias.grad]):
+        torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # inference and export: exactly conv1d
+        assert torch.equal(conv(x), plain(x))
+
+
 def test_coarsest_fusion_never_reaches_the_output_but_the_others_do() -> None:
     model = _tiny()
     x = 0.3 * torch.randn(1, 1, 2400)

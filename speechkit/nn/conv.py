@@ -1,6 +1,10 @@
-"""Dilated depthwise 1-D convolution, "same"-padded or causal with a streaming cache.
+"""Depthwise 1-D convolutions.
 
-The temporal convolution of TCN-style separators (Conv-TasNet, Luo & Mesgarani 2019, Fig. 1C).
+* :class:`DilatedDepthwiseConv1d`: dilated, "same"-padded or causal with a streaming cache; the
+  temporal convolution of TCN-style separators (Conv-TasNet, Luo & Mesgarani 2019, Fig. 1C).
+* :class:`ShortSequenceDepthwiseConv1d`: an ``nn.Conv1d(C, C, k, groups=C)`` that trains faster on
+  CPU when it sees many short sequences (TIGER's band and frame sequences).
+
 Parameters are ``weight [C, 1, kernel_size]`` and ``bias [C]``, the layout of
 ``nn.Conv1d(C, C, kernel_size, groups=C)``, so checkpoints of such convs load unchanged.
 """
@@ -25,6 +29,33 @@ def push_frames(cache: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     if steps >= kept:
         return frames[:, steps - kept :]  # [B, H, ...]
     return torch.cat([cache[:, steps:], frames], dim=1)  # [B, H, ...]
+
+
+class ShortSequenceDepthwiseConv1d(nn.Conv1d):
+    """``nn.Conv1d(C, C, kernel_size, groups=C)`` (same arguments and parameters) for batches of short sequences.
+
+    While gradients are recorded it runs as a ``conv2d`` over ``[B, C, L, 1]`` (the sequence on the
+    height axis) instead of the ``[B, C, 1, L]`` form ``conv1d`` uses: the same sums, but oneDNN's
+    CPU backward for that layout has a much smaller fixed cost. Forward + backward of one conv
+    (C = 256, kernel 5, 2 threads, torch 2.13): 2.9-6x faster for B = 134-202 sequences of 9-26
+    frames with stride 2, 1.3-1.6x at 51-101 frames with stride 2, about 10 % slower at 67-101
+    frames with stride 1; a whole TIGER small training step (2 x 1 s) went from 5.0 to 3.4 s.
+    For long sequences it can be slower (measure before using it elsewhere). Without gradients
+    (inference, ONNX export) it is the plain ``conv1d``: exported graphs and inference outputs are
+    unchanged.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True) -> None:
+        super().__init__(channels, channels, kernel_size, stride=stride, padding=padding, groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, C, L] -> [B, C, (L + 2 padding - kernel_size) // stride + 1]``."""
+        if not torch.is_grad_enabled() or torch.jit.is_tracing():
+            return super().forward(x)
+        y = F.conv2d(x.unsqueeze(-1), self.weight.unsqueeze(-1), self.bias,  # [B, C, L', 1]
+                     stride=(self.stride[0], 1), padding=(self.padding[0], 0), groups=self.groups)
+        return y.squeeze(-1)  # [B, C, L']
 
 
 class DilatedDepthwiseConv1d(nn.Module):

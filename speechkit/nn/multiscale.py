@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .conv import ShortSequenceDepthwiseConv1d
 
 #: epsilon of the block's global layer norms
 GLOBAL_NORM_EPS = 1e-8
@@ -79,8 +80,12 @@ class ConvNorm(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  groups: int = 1, bias: bool = True, activation: bool = False) -> None:
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
-                              padding=(kernel_size - 1) // 2, groups=groups, bias=bias)
+        padding = (kernel_size - 1) // 2
+        if groups > 1 and groups == in_channels == out_channels:  # depthwise over the block's short sequences
+            self.conv: nn.Conv1d = ShortSequenceDepthwiseConv1d(out_channels, kernel_size, stride, padding, bias)
+        else:
+            self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                                  groups=groups, bias=bias)
         self.norm = nn.GroupNorm(1, out_channels, eps=GLOBAL_NORM_EPS)
         self.act = nn.PReLU() if activation else None
 
@@ -121,7 +126,7 @@ class GlobalMLP(nn.Module):
     def __init__(self, channels: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.fc1 = ConvNorm(channels, channels, 1, bias=False)
-        self.dwconv = nn.Conv1d(channels, channels, DEPTHWISE_KERNEL, padding=DEPTHWISE_KERNEL // 2, groups=channels)
+        self.dwconv = ShortSequenceDepthwiseConv1d(channels, DEPTHWISE_KERNEL, padding=DEPTHWISE_KERNEL // 2)
         self.fc2 = ConvNorm(channels, channels, 1, bias=False)
         self.dropout = nn.Dropout(dropout)
 
