@@ -229,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, nargs="*", default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
     parser.add_argument("--out", type=Path, default=RESULTS / "compare_separators.json")
     args = parser.parse_args(argv)
+    from speechkit.memory import retain_freed_memory
+
+    retain_freed_memory()  # as the `speechkit` command does, so the in-process RTF is the one users get
     started = time.perf_counter()
     systems = [evaluate_model(model, args.test_set, args.limit, args.mac_seconds, args.rss_seconds or None)
                for model in args.models]
@@ -236,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     notes = [
         "SI-SDRi and SDRi against the unprocessed mixture, best speaker permutation per item; PESQ-WB and STOI "
         "of the separated talkers (the input's figures in each heading use the mixture as both estimates).",
-        "RTF and CPU seconds: file-pipeline inference over the first test set (declared chunking), metrics excluded.",
+        "RTF and CPU seconds: file-pipeline inference over the first test set (declared chunking), metrics excluded, "
+        "with large freed buffers kept for reuse as the `speechkit` command keeps them (speechkit.memory).",
         "Peak RSS: `speechkit separate` (declared chunking) on a synthetic file in a fresh process, same threads.",
         "Training wall-clock (`train_seconds` of the trainer) includes data loading and validation; runs that "
         "shared the machine with other jobs are slower per step than alone.",

@@ -20,6 +20,7 @@ _LAZY = {
     "build_model": "speechkit.models",
     "load_checkpoint": "speechkit.checkpoint",
     "save_checkpoint": "speechkit.checkpoint",
+    "retain_freed_memory": "speechkit.memory",
 }
 
 

@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 
 from .._version import __version__
 from ..errors import SpeechkitError
+from ..memory import retain_freed_memory
 
 #: built-in subcommand modules, in help order
 COMMAND_MODULES = (
@@ -63,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    retain_freed_memory()  # the command owns the process: reuse large activation buffers (speechkit.memory)
     try:
         return int(args.func(args))
     except SpeechkitError as error:
