@@ -9,9 +9,10 @@ thread; with the thresholds raised it spent 0.0 of 11.1 (same outputs). Training
 stays below the threshold and does not change.
 
 :func:`retain_freed_memory` raises glibc's mmap and trim thresholds. It is process-wide, so the
-``speechkit`` command line calls it (it owns the process) and the library never does; API users who
-run large models call ``speechkit.retain_freed_memory()`` themselves. The peak resident memory stays the working set's: freed
-blocks are reused by the next chunk rather than returned and requested again.
+``speechkit`` command line calls it (it owns the process) and the library never does; API users
+who run large models call ``speechkit.retain_freed_memory()`` themselves. The peak resident memory
+stays the working set's (TIGER on a 30-minute file: 1127 MiB, against 907-1117 MiB without it for 1
+and 10 minutes): freed blocks are reused by the next chunk rather than returned and requested again.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import platform
 #: mallopt parameter numbers (glibc malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
-#: blocks up to this size come from the heap and are reused (glibc caps the mmap threshold at 32 MiB
-#: only while it adjusts it itself; a value set with mallopt is kept)
+#: blocks up to this size come from the heap and are reused (glibc's own dynamic threshold stops at
+#: 32 MiB; a glibc that refuses a larger value makes :func:`retain_freed_memory` return False)
 MMAP_THRESHOLD_BYTES = 1 << 30
 #: free heap memory above this is not returned to the kernel between chunks
 TRIM_THRESHOLD_BYTES = (1 << 31) - 1
