@@ -1,4 +1,8 @@
-"""bench/compare_separators.py: scores on a tiny fixed set, cost columns, validation at equal wall-clock."""
+"""bench/compare_separators.py: scores on a tiny fixed set, cost columns, validation against logged training time.
+
+No clock is read or asserted here: training times come from synthetic logs written by the test, and
+the report's speed columns are never checked (speed lives in bench/results only).
+"""
 from __future__ import annotations
 
 import json
@@ -35,11 +39,11 @@ def _write_fixed_set(root: Path, count: int = 2) -> Path:
     return root
 
 
-def _write_run(run_dir: Path, valid: list[tuple[int, float]], seconds_per_step: float) -> Path:
+def _write_run(run_dir: Path, valid: list[tuple[int, float]], logged_seconds_per_step: float) -> Path:
     run_dir.mkdir()
     steps = sorted({step for step, _ in valid} | {1})
     train = ["step,epoch,loss,grad_norm,lr,train_seconds"]
-    train += [f"{step},0,0.0,1.0,0.001,{step * seconds_per_step}" for step in steps]
+    train += [f"{step},0,0.0,1.0,0.001,{step * logged_seconds_per_step}" for step in steps]
     (run_dir / "train_log.csv").write_text("\n".join(train) + "\n")
     rows = ["step,epoch,si_sdr,si_sdri,mixture_si_sdr,loss,lr,lr_reduced"]
     rows += [f"{step},0,{value},{value},0.0,{-value},0.001,0" for step, value in valid]
@@ -48,7 +52,7 @@ def _write_run(run_dir: Path, valid: list[tuple[int, float]], seconds_per_step: 
 
 
 def test_best_by_hours_keeps_the_best_value_reached_by_each_mark(tmp_path: Path) -> None:
-    run = _write_run(tmp_path / "run", [(100, 1.0), (200, 3.0), (300, 2.5), (400, 4.0)], seconds_per_step=36.0)
+    run = _write_run(tmp_path / "run", [(100, 1.0), (200, 3.0), (300, 2.5), (400, 4.0)], logged_seconds_per_step=36.0)
     curve, end_hours = compare_separators.validation_curve(run)
     assert [step for _, step, _ in curve] == [100, 200, 300, 400]
     assert curve[0][0] == pytest.approx(1.0)  # 100 steps x 36 s
@@ -71,7 +75,7 @@ def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
     checkpoint = save_checkpoint(model, tmp_path / "tiny.safetensors",
                                  provenance={"steps_trained": 7, "train_hours": 0.25, "model_preset": "tiny"})
     test_set = _write_fixed_set(tmp_path / "test")
-    run = _write_run(tmp_path / "run", [(10, 1.5)], seconds_per_step=90.0)
+    run = _write_run(tmp_path / "run", [(10, 1.5)], logged_seconds_per_step=90.0)
     out = tmp_path / "report.json"
     argv = ["--models", str(checkpoint), "--test-set", str(test_set), "--rss-seconds", "0", "--mac-seconds", "0.5",
             "--runs", str(run), "--hours", "0.1", "0.25", "0.5", "--out", str(out)]
