@@ -461,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 done, 130 interrupted after saving, 2 config error)."""
+    """Run the CLI; returns the exit code (0 done or validation flat, 130 interrupted after saving, 2 config error)."""
     from recipes.trainer import load_config, run_training
 
     arguments = sys.argv[1:] if argv is None else list(argv)
@@ -483,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     if status == "interrupted":
         print(f"recipes.train: interrupted; state saved in {config['run_dir']}/last.pt (use --resume)", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"recipes.train: done; model exported to {Path(config['run_dir']) / config['export']['path']}")
+    reason = "validation flat (early_stop)" if status == "flat" else "done"
+    print(f"recipes.train: {reason}; model exported to {Path(config['run_dir']) / config['export']['path']}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """The trainer's scaling features: accumulation, precision, activation checkpointing, optimisers and
-schedules by name, a model's own training step, validation specs, and resume with all of them."""
+schedules by name, a model's own training step, validation specs, the flat-validation stop, and resume with
+all of them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,11 @@ import pytest
 import torch
 
 from conftest import smoke_config, trained_weights
+from recipes.training.schedule import FlatValidationStop
 from recipes.training.step import split_batch
 from recipes.trainer import DEFAULT_CONFIG, LearningRateController, SyntheticMixtures, Trainer, run_training
 from recipes.trainer import load_train_state
+from speechkit.checkpoint import read_metadata
 from speechkit.errors import ConfigError
 from speechkit.models.conv_tasnet import ConvTasNet
 
@@ -180,6 +183,37 @@ def test_validation_metrics_and_selection_from_config(tmp_path: Path) -> None:
         Trainer(smoke_config(tmp_path / "bad", "validation.metrics=[erle]"))
     with pytest.raises(ConfigError, match="validation.select"):
         Trainer(smoke_config(tmp_path / "bad", "validation.metrics=[snr]"))
+
+
+def test_flat_validation_stop_counts_gains_above_min_delta() -> None:
+    stop = FlatValidationStop(patience=3, min_delta=0.05)
+    assert [stop.report_validation(score) for score in (1.0, 1.5, 1.52, 1.54, 1.6)] == [False] * 5
+    assert stop.reference == 1.6  # 1.6 beats 1.5 by more than 0.05: the count restarted
+    assert [stop.report_validation(score) for score in (1.63, 1.58, 1.65)] == [False, False, True]
+    restored = FlatValidationStop(3, 0.05)
+    restored.load_state_dict(stop.state_dict())
+    assert restored.flat and restored.reference == 1.6
+    never = FlatValidationStop(None, 0.05)
+    assert not any(never.report_validation(0.0) for _ in range(20))
+
+
+def test_training_ends_when_validation_is_flat(tmp_path: Path) -> None:
+    # no gain can exceed min_delta = 1000 dB: the run is flat after the first validation plus `patience`
+    config = smoke_config(tmp_path, "max_steps=40", "valid_every=1", "early_stop.patience=2",
+                          "early_stop.min_delta=1000.0")
+    assert run_training(config) == "flat"
+    assert load_train_state(tmp_path / "last.pt")["step"] == 3
+    assert len((tmp_path / "valid_log.csv").read_text().splitlines()) == 1 + 3
+    provenance = read_metadata(tmp_path / "best.safetensors")["provenance"]
+    assert provenance["validation_flat"] and provenance["early_stop"] == {"patience": 2, "min_delta": 1000.0}
+    assert run_training(config, resume=True) == "flat"  # a flat run resumed trains and validates no more
+    assert load_train_state(tmp_path / "last.pt")["step"] == 3
+    assert len((tmp_path / "valid_log.csv").read_text().splitlines()) == 1 + 3
+    assert run_training(smoke_config(tmp_path / "default", "max_steps=3", "valid_every=1")) == "done"
+    with pytest.raises(ConfigError, match="early_stop.patience"):
+        smoke_config(tmp_path, "early_stop.patience=0")
+    with pytest.raises(ConfigError, match="early_stop.min_delta"):
+        smoke_config(tmp_path, "early_stop.min_delta=-1")
 
 
 def test_resume_with_new_keys_matches_an_uninterrupted_run(tmp_path: Path) -> None:

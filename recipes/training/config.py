@@ -51,6 +51,9 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     # decay: e.g. 0.999; validation and export then use the EMA weights. warmup: ramp the decay as
     # min(decay, (1 + step) / (10 + step)) so that early validations do not score the initialisation
     "ema": {"decay": None, "warmup": False},
+    # end training once validation has flattened: `patience` validations in a row that do not raise the
+    # best model-selection score by more than `min_delta` (dB for SI-SDR-type scores); null: max_steps only
+    "early_stop": {"patience": None, "min_delta": 0.0},
     "batch_size": 4,  # global batch over all processes, per optimiser step
     "accumulate_steps": 1,  # micro-batches per optimiser step (each process splits its share of the batch)
     "precision": "fp32",  # fp32 | bf16 (autocast, CPU or CUDA) | fp16 (CUDA autocast + GradScaler)
@@ -193,6 +196,11 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("batch_size and max_steps must be positive")
     if int(config["accumulate_steps"]) < 1:
         raise ConfigError("accumulate_steps must be positive")
+    patience = config["early_stop"]["patience"]
+    if patience is not None and int(patience) < 1:
+        raise ConfigError(f"early_stop.patience must be a positive number of validations or null, not {patience}")
+    if float(config["early_stop"]["min_delta"]) < 0.0:
+        raise ConfigError(f"early_stop.min_delta must be >= 0, not {config['early_stop']['min_delta']}")
     if config["ema"]["decay"] is not None and not 0.0 < float(config["ema"]["decay"]) < 1.0:
         raise ConfigError("ema.decay must be between 0 and 1 (or null)")
     if config["precision"] not in PRECISIONS:

@@ -25,7 +25,12 @@ from recipes.training.data import ResumableDistributedSampler, ignore_interrupts
 from recipes.training.distributed import DistributedContext, setup_distributed
 from recipes.training.objectives import objective_from_config, objective_spec
 from recipes.training.runlog import RunLog
-from recipes.training.schedule import ExponentialMovingAverage, LearningRateController, build_optimizer
+from recipes.training.schedule import (
+    ExponentialMovingAverage,
+    FlatValidationStop,
+    LearningRateController,
+    build_optimizer,
+)
 from recipes.training.state import STATE_FORMAT, atomic_torch_save, load_train_state, rng_state, set_rng_state
 from recipes.training.step import (
     TrainingStep,
@@ -116,6 +121,9 @@ class Trainer:
         self.lr_controller = LearningRateController(
             self.config["optim"]["lr"], self.config["max_steps"], self.config["schedule"]
         )
+        self.flat_stop = FlatValidationStop(
+            self.config["early_stop"]["patience"], self.config["early_stop"]["min_delta"]
+        )
         decay = self.config["ema"]["decay"]
         warmup = bool(self.config["ema"]["warmup"])
         self.ema = ExponentialMovingAverage(self.model, decay, warmup) if decay is not None else None
@@ -168,6 +176,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_controller": self.lr_controller.state_dict(),
+            "flat_stop": self.flat_stop.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else {},
             "step": self.step,
             "epoch": self.epoch,
@@ -188,6 +197,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_controller.load_state_dict(state["lr_controller"])
+        if "flat_stop" in state:
+            self.flat_stop.load_state_dict(state["flat_stop"])
+        else:  # a state written before the flat-validation stop existed: count from its best score
+            self.flat_stop.reference = float(state["best_score"])
         if self.ema is not None and state["ema"]:
             self.ema.load_state_dict(state["ema"])
         if self.scaler is not None and state.get("grad_scaler"):
@@ -323,6 +336,7 @@ class Trainer:
     def _after_validation(self, scores: Mapping[str, float]) -> None:
         score = self.validation.score(scores)
         reduced = self.lr_controller.report_validation(score)
+        self.flat_stop.report_validation(score)
         self.log.row(
             "valid_log.csv",
             {"step": self.step, "epoch": self.epoch, **{k: round(v, 4) for k, v in scores.items()},
@@ -362,6 +376,8 @@ class Trainer:
             "train_hours": round(self.train_seconds / 3600.0, 4),
             "ema_decay": self.config["ema"]["decay"],
             "ema_warmup": bool(self.config["ema"]["warmup"]),
+            "early_stop": dict(self.config["early_stop"]),
+            "validation_flat": self.flat_stop.flat,
             "objective": objective_spec(self.config),
             "optimizer": {**optim, "name": _OPTIMIZER_NAMES.get(str(optim["name"]).lower(), optim["name"])},
             "schedule": self.config["schedule"],
@@ -392,7 +408,8 @@ class Trainer:
         return save_checkpoint(model, target, provenance=self.provenance(), overwrite=True)
 
     def fit(self) -> str:
-        """Train until ``max_steps``/``max_epochs`` or a stop signal; returns ``"done"`` or ``"interrupted"``.
+        """Train until ``max_steps``/``max_epochs``, flat validation (``early_stop``) or a stop signal;
+        returns ``"done"``, ``"flat"`` (stopped by ``early_stop``; exported like ``"done"``) or ``"interrupted"``.
 
         State is saved every ``checkpoint_every`` steps, at the end, and when SIGTERM/SIGINT arrives
         (at the end of the current step).
@@ -414,9 +431,10 @@ class Trainer:
 
             progress = tqdm(total=max_steps, initial=self.step, desc=self.config["name"], dynamic_ncols=True)
         status = "done"
-        last_validated = -1
+        last_validated = self.step if self.flat_stop.flat else -1  # a flat run resumed: nothing left to do
         try:
-            while self.step < max_steps and (max_epochs is None or self.epoch < int(max_epochs)):
+            while (self.step < max_steps and (max_epochs is None or self.epoch < int(max_epochs))
+                   and not self.flat_stop.flat):
                 last_tick = time.perf_counter()
                 for batch in self._make_loader():
                     loss, grad_norm = self.train_step(batch)
@@ -443,7 +461,7 @@ class Trainer:
                     if self._should_stop():
                         status = "interrupted"
                         break
-                    if self.step >= max_steps:
+                    if self.step >= max_steps or self.flat_stop.flat:
                         break
                 else:
                     self.epoch += 1
@@ -461,7 +479,7 @@ class Trainer:
             if progress is not None:
                 progress.close()
             self.log.close()
-        return status
+        return "flat" if status == "done" and self.flat_stop.flat else status
 
 
 def run_training(
@@ -474,7 +492,7 @@ def run_training(
 ) -> str:
     """Build a :class:`Trainer` (joining ``torchrun``'s process group if launched by it) and fit.
 
-    Returns ``"done"`` or ``"interrupted"``.
+    Returns ``"done"``, ``"flat"`` (validation flattened, see ``early_stop``) or ``"interrupted"``.
     """
     context = setup_distributed(config.get("device", "auto"))
     try:

@@ -1,4 +1,5 @@
-"""Optimiser by name, learning-rate schedule (warm-up, cosine, plateau) and the weight EMA."""
+"""Optimiser by name, learning-rate schedule (warm-up, cosine, plateau), the flat-validation stop and the
+weight EMA."""
 from __future__ import annotations
 
 import math
@@ -88,6 +89,44 @@ class LearningRateController:
         self.plateau_scale = float(state["plateau_scale"])
         self.best = float(state["best"])
         self.bad_validations = int(state["bad_validations"])
+
+
+class FlatValidationStop:
+    """Decides when validation has flattened: ``patience`` validations in a row without a gain of more
+    than ``min_delta`` over the best score (higher is better) so far.
+
+    Only a gain above ``min_delta`` resets the count and moves the reference, so a slow creep of
+    0.01 dB per validation still counts as flat with ``min_delta = 0.05``. ``patience=None`` never stops.
+    """
+
+    def __init__(self, patience: int | None = None, min_delta: float = 0.0) -> None:
+        self.patience = None if patience is None else int(patience)
+        self.min_delta = float(min_delta)
+        self.reference = -math.inf
+        self.flat_validations = 0
+
+    @property
+    def flat(self) -> bool:
+        """True once ``patience`` validations in a row gained at most ``min_delta``."""
+        return self.patience is not None and self.flat_validations >= self.patience
+
+    def report_validation(self, score: float) -> bool:
+        """Record a validation score; returns :attr:`flat`."""
+        if score > self.reference + self.min_delta:
+            self.reference = score
+            self.flat_validations = 0
+        else:
+            self.flat_validations += 1
+        return self.flat
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-value state for checkpoints."""
+        return {"reference": self.reference, "flat_validations": self.flat_validations}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.reference = float(state["reference"])
+        self.flat_validations = int(state["flat_validations"])
 
 
 class ExponentialMovingAverage:
