@@ -197,6 +197,18 @@ def test_flat_validation_stop_counts_gains_above_min_delta() -> None:
     assert not any(never.report_validation(0.0) for _ in range(20))
 
 
+def test_plateau_threshold_turns_a_slow_creep_into_a_reduction(tmp_path: Path) -> None:
+    schedule = {**DEFAULT_CONFIG["schedule"], "plateau_patience": 3}
+    strict = LearningRateController(1.0, 100, schedule)
+    creeping = (1.0, 1.05, 1.08, 1.09, 1.1)
+    assert not any(strict.report_validation(score) for score in creeping)  # every creep step is a new best
+    thresholded = LearningRateController(1.0, 100, {**schedule, "plateau_threshold": 0.1})
+    assert [thresholded.report_validation(score) for score in creeping] == [False, False, False, True, False]
+    assert thresholded.lr(50) == 0.5 and thresholded.best == 1.0
+    with pytest.raises(ConfigError, match="plateau_threshold"):
+        smoke_config(tmp_path, "schedule.plateau_threshold=-0.1")
+
+
 def test_training_ends_when_validation_is_flat(tmp_path: Path) -> None:
     # no gain can exceed min_delta = 1000 dB: the run is flat after the first validation plus `patience`
     config = smoke_config(tmp_path, "max_steps=40", "valid_every=1", "early_stop.patience=2",

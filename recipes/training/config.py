@@ -46,6 +46,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
         "min_lr_ratio": 0.0,  # cosine floor as a fraction of lr
         "plateau_factor": 0.5,  # multiply the lr by this when validation stalls (1.0 disables)
         "plateau_patience": 3,  # validations without improvement before reducing
+        "plateau_threshold": 0.0,  # an improvement must beat the best by more than this (score units, e.g. dB)
         "min_lr": 1e-6,
     },
     # decay: e.g. 0.999; validation and export then use the EMA weights. warmup: ramp the decay as
@@ -196,6 +197,8 @@ def validate_config(config: Mapping[str, Any]) -> None:
         raise ConfigError("batch_size and max_steps must be positive")
     if int(config["accumulate_steps"]) < 1:
         raise ConfigError("accumulate_steps must be positive")
+    if float(config["schedule"]["plateau_threshold"]) < 0.0:
+        raise ConfigError(f"schedule.plateau_threshold must be >= 0, not {config['schedule']['plateau_threshold']}")
     patience = config["early_stop"]["patience"]
     if patience is not None and int(patience) < 1:
         raise ConfigError(f"early_stop.patience must be a positive number of validations or null, not {patience}")

@@ -50,6 +50,7 @@ class LearningRateController:
         self.min_lr_ratio = float(schedule["min_lr_ratio"])
         self.plateau_factor = float(schedule["plateau_factor"]) if name == "plateau" else 1.0
         self.plateau_patience = int(schedule["plateau_patience"])
+        self.plateau_threshold = float(schedule["plateau_threshold"])
         self.min_lr = float(schedule["min_lr"])
         self.plateau_scale = 1.0
         self.best = -math.inf
@@ -68,8 +69,12 @@ class LearningRateController:
         return max(lr, self.min_lr) if self.plateau_scale < 1.0 else lr
 
     def report_validation(self, score: float) -> bool:
-        """Record a validation score (higher is better); returns True when the lr was reduced."""
-        if score > self.best:
+        """Record a validation score (higher is better); returns True when the lr was reduced.
+
+        Only a score above ``best + plateau_threshold`` counts as an improvement (and becomes the new
+        best), so a slow creep below the threshold ends in a reduction as a stall does.
+        """
+        if score > self.best + self.plateau_threshold:
             self.best = score
             self.bad_validations = 0
             return False
