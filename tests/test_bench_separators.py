@@ -1,7 +1,8 @@
 """bench/compare_separators.py: scores on a tiny fixed set, cost columns, validation against logged training time.
 
-No clock is read or asserted here: training times come from synthetic logs written by the test, and
-the report's speed columns are never checked (speed lives in bench/results only).
+No clock is read and no speed or cost is asserted here: the report's cost columns (MACs, RTF, CPU
+time, memory) are only checked to be present, and their figures live in bench/results. The "hours" of
+the validation table are arithmetic on the training logs that the tests themselves write.
 """
 from __future__ import annotations
 
@@ -39,11 +40,12 @@ def _write_fixed_set(root: Path, count: int = 2) -> Path:
     return root
 
 
-def _write_run(run_dir: Path, valid: list[tuple[int, float]], logged_seconds_per_step: float) -> Path:
+def _write_run(run_dir: Path, valid: list[tuple[int, float]], logged_hours_per_step: float) -> Path:
+    """A run folder whose train log says each step took ``logged_hours_per_step`` (the trainer logs seconds)."""
     run_dir.mkdir()
     steps = sorted({step for step, _ in valid} | {1})
     train = ["step,epoch,loss,grad_norm,lr,train_seconds"]
-    train += [f"{step},0,0.0,1.0,0.001,{step * logged_seconds_per_step}" for step in steps]
+    train += [f"{step},0,0.0,1.0,0.001,{step * logged_hours_per_step * 3600.0}" for step in steps]
     (run_dir / "train_log.csv").write_text("\n".join(train) + "\n")
     rows = ["step,epoch,si_sdr,si_sdri,mixture_si_sdr,loss,lr,lr_reduced"]
     rows += [f"{step},0,{value},{value},0.0,{-value},0.001,0" for step, value in valid]
@@ -52,10 +54,10 @@ def _write_run(run_dir: Path, valid: list[tuple[int, float]], logged_seconds_per
 
 
 def test_best_by_hours_keeps_the_best_value_reached_by_each_mark(tmp_path: Path) -> None:
-    run = _write_run(tmp_path / "run", [(100, 1.0), (200, 3.0), (300, 2.5), (400, 4.0)], logged_seconds_per_step=36.0)
+    run = _write_run(tmp_path / "run", [(100, 1.0), (200, 3.0), (300, 2.5), (400, 4.0)], logged_hours_per_step=0.01)
     curve, end_hours = compare_separators.validation_curve(run)
     assert [step for _, step, _ in curve] == [100, 200, 300, 400]
-    assert curve[0][0] == pytest.approx(1.0)  # 100 steps x 36 s
+    assert curve[0][0] == pytest.approx(1.0)  # 100 steps x 0.01 h
     marks = compare_separators.best_by_hours(curve, [0.5, 2.0, 3.5, 10.0])
     assert [mark["si_sdri"] for mark in marks] == [None, 3.0, 3.0, 4.0]
     assert [mark["step"] for mark in marks] == [None, 200, 200, 400]
@@ -75,7 +77,7 @@ def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
     checkpoint = save_checkpoint(model, tmp_path / "tiny.safetensors",
                                  provenance={"steps_trained": 7, "train_hours": 0.25, "model_preset": "tiny"})
     test_set = _write_fixed_set(tmp_path / "test")
-    run = _write_run(tmp_path / "run", [(10, 1.5)], logged_seconds_per_step=90.0)
+    run = _write_run(tmp_path / "run", [(10, 1.5)], logged_hours_per_step=0.025)
     out = tmp_path / "report.json"
     argv = ["--models", str(checkpoint), "--test-set", str(test_set), "--rss-seconds", "0", "--mac-seconds", "0.5",
             "--runs", str(run), "--hours", "0.1", "0.25", "0.5", "--out", str(out)]
@@ -83,9 +85,10 @@ def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     system = report["systems"][0]
     result = system["test_sets"][0]
-    assert result["items"] == 2 and result["audio_seconds"] == pytest.approx(1.0)
+    assert result["items"] == 2 and result["audio_seconds"] == pytest.approx(1.0)  # audio length, not time taken
     assert system["parameters"] == sum(parameter.numel() for parameter in model.parameters())
-    assert system["steps_trained"] == 7 and system["gmacs_per_second"] > 0
+    assert system["steps_trained"] == 7
+    assert {"gmacs_per_second", "rtf", "cpu_seconds_per_second", "peak_rss_mib"} <= set(system)  # present, not judged
     summary, inputs = result["summary"], result["input"]
     assert np.isfinite(summary["si_sdri"]) and summary["sdri"] == pytest.approx(summary["sdr"] - inputs["sdr"])
     assert [mark["si_sdri"] for mark in report["runs"][0]["marks"]] == [None, 1.5, None]
@@ -106,4 +109,5 @@ def test_inference_options_follow_the_model_after_a_hash(tmp_path: Path) -> None
     systems = [compare_separators.evaluate_model(f"{checkpoint}#iterations={count}", [test_set], None, 0.25, None)
                for count in (1, 2)]
     assert [system["options"]["iterations"] for system in systems] == [1, 2]
-    assert systems[1]["gmacs_per_second"] > 1.5 * systems[0]["gmacs_per_second"]  # a second pass of the FFI block
+    first, second = (system["test_sets"][0]["summary"]["si_sdr"] for system in systems)
+    assert first != second  # the option reached the model: a second pass of the shared FFI block changes the output

@@ -30,78 +30,13 @@ def build_optimizer(parameters: Iterable[torch.nn.Parameter], optim: Mapping[str
     )
 
 
-class LearningRateController:
-    """Warm-up, optional cosine decay, and halving on validation plateaus, in one resumable object.
-
-    ``lr(step) = base_lr * warmup(step) * cosine(step) * plateau_scale``, floored at ``min_lr``
-    once a plateau reduction happened. ``schedule["name"]``: ``"plateau"`` (the default: cosine
-    only with ``cosine: true``), ``"cosine"`` (warm-up then cosine decay, no plateau reduction) or
-    ``"constant"`` (warm-up then constant, no plateau reduction).
-    """
-
-    def __init__(self, base_lr: float, max_steps: int, schedule: Mapping[str, Any]) -> None:
-        name = schedule.get("name", "plateau")
-        if name not in SCHEDULES:
-            raise ConfigError(f"schedule.name must be one of {', '.join(SCHEDULES)}, not {name!r}")
-        self.base_lr = float(base_lr)
-        self.max_steps = int(max_steps)
-        self.warmup_steps = int(schedule["warmup_steps"])
-        self.cosine = bool(schedule["cosine"]) or name == "cosine"
-        self.min_lr_ratio = float(schedule["min_lr_ratio"])
-        self.plateau_factor = float(schedule["plateau_factor"]) if name == "plateau" else 1.0
-        self.plateau_patience = int(schedule["plateau_patience"])
-        self.plateau_threshold = float(schedule["plateau_threshold"])
-        self.min_lr = float(schedule["min_lr"])
-        self.plateau_scale = 1.0
-        self.best = -math.inf
-        self.bad_validations = 0
-
-    def lr(self, step: int) -> float:
-        """Learning rate for optimiser step number ``step`` (0-based)."""
-        factor = 1.0
-        if self.warmup_steps > 0 and step < self.warmup_steps:
-            factor = (step + 1) / self.warmup_steps
-        elif self.cosine:
-            span = max(1, self.max_steps - self.warmup_steps)
-            progress = min(1.0, (step - self.warmup_steps) / span)
-            factor = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        lr = self.base_lr * factor * self.plateau_scale
-        return max(lr, self.min_lr) if self.plateau_scale < 1.0 else lr
-
-    def report_validation(self, score: float) -> bool:
-        """Record a validation score (higher is better); returns True when the lr was reduced.
-
-        Only a score above ``best + plateau_threshold`` counts as an improvement (and becomes the new
-        best), so a slow creep below the threshold ends in a reduction as a stall does.
-        """
-        if score > self.best + self.plateau_threshold:
-            self.best = score
-            self.bad_validations = 0
-            return False
-        self.bad_validations += 1
-        if self.plateau_factor < 1.0 and self.bad_validations >= self.plateau_patience:
-            self.plateau_scale *= self.plateau_factor
-            self.bad_validations = 0
-            return True
-        return False
-
-    def state_dict(self) -> dict[str, Any]:
-        """Plain-value state for checkpoints."""
-        return {"plateau_scale": self.plateau_scale, "best": self.best, "bad_validations": self.bad_validations}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
-        self.plateau_scale = float(state["plateau_scale"])
-        self.best = float(state["best"])
-        self.bad_validations = int(state["bad_validations"])
-
-
 class FlatValidationStop:
     """Decides when validation has flattened: ``patience`` validations in a row without a gain of more
     than ``min_delta`` over the best score (higher is better) so far.
 
     Only a gain above ``min_delta`` resets the count and moves the reference, so a slow creep of
     0.01 dB per validation still counts as flat with ``min_delta = 0.05``. ``patience=None`` never stops.
+    The trainer's ``early_stop`` is one; :class:`LearningRateController` keeps another for its plateaus.
     """
 
     def __init__(self, patience: int | None = None, min_delta: float = 0.0) -> None:
@@ -132,6 +67,70 @@ class FlatValidationStop:
         """Restore :meth:`state_dict`."""
         self.reference = float(state["reference"])
         self.flat_validations = int(state["flat_validations"])
+
+
+class LearningRateController:
+    """Warm-up, optional cosine decay, and halving on validation plateaus, in one resumable object.
+
+    ``lr(step) = base_lr * warmup(step) * cosine(step) * plateau_scale``, floored at ``min_lr``
+    once a plateau reduction happened. ``schedule["name"]``: ``"plateau"`` (the default: cosine
+    only with ``cosine: true``), ``"cosine"`` (warm-up then cosine decay, no plateau reduction) or
+    ``"constant"`` (warm-up then constant, no plateau reduction).
+    """
+
+    def __init__(self, base_lr: float, max_steps: int, schedule: Mapping[str, Any]) -> None:
+        name = schedule.get("name", "plateau")
+        if name not in SCHEDULES:
+            raise ConfigError(f"schedule.name must be one of {', '.join(SCHEDULES)}, not {name!r}")
+        self.base_lr = float(base_lr)
+        self.max_steps = int(max_steps)
+        self.warmup_steps = int(schedule["warmup_steps"])
+        self.cosine = bool(schedule["cosine"]) or name == "cosine"
+        self.min_lr_ratio = float(schedule["min_lr_ratio"])
+        self.plateau_factor = float(schedule["plateau_factor"]) if name == "plateau" else 1.0
+        self.min_lr = float(schedule["min_lr"])
+        self.plateau_scale = 1.0
+        # a plateau: plateau_patience validations without a gain above plateau_threshold
+        self.plateau = FlatValidationStop(int(schedule["plateau_patience"]), float(schedule["plateau_threshold"]))
+
+    @property
+    def best(self) -> float:
+        """The best score so far that counted as an improvement."""
+        return self.plateau.reference
+
+    def lr(self, step: int) -> float:
+        """Learning rate for optimiser step number ``step`` (0-based)."""
+        factor = 1.0
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            factor = (step + 1) / self.warmup_steps
+        elif self.cosine:
+            span = max(1, self.max_steps - self.warmup_steps)
+            progress = min(1.0, (step - self.warmup_steps) / span)
+            factor = self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        lr = self.base_lr * factor * self.plateau_scale
+        return max(lr, self.min_lr) if self.plateau_scale < 1.0 else lr
+
+    def report_validation(self, score: float) -> bool:
+        """Record a validation score (higher is better); returns True when the lr was reduced.
+
+        Only a score above ``best + plateau_threshold`` counts as an improvement (and becomes the new
+        best), so a slow creep below the threshold ends in a reduction as a stall does.
+        """
+        if self.plateau.report_validation(score) and self.plateau_factor < 1.0:
+            self.plateau_scale *= self.plateau_factor
+            self.plateau.flat_validations = 0
+            return True
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-value state for checkpoints."""
+        return {"plateau_scale": self.plateau_scale, "best": self.plateau.reference,
+                "bad_validations": self.plateau.flat_validations}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.plateau_scale = float(state["plateau_scale"])
+        self.plateau.load_state_dict({"reference": state["best"], "flat_validations": state["bad_validations"]})
 
 
 class ExponentialMovingAverage:
