@@ -59,6 +59,10 @@ class FlatValidationStop:
             self.flat_validations += 1
         return self.flat
 
+    def restart_count(self) -> None:
+        """Count flat validations from zero again, keeping the reference (after acting on a plateau)."""
+        self.flat_validations = 0
+
     def state_dict(self) -> dict[str, Any]:
         """Plain-value state for checkpoints."""
         return {"reference": self.reference, "flat_validations": self.flat_validations}
@@ -118,7 +122,7 @@ class LearningRateController:
         """
         if self.plateau.report_validation(score) and self.plateau_factor < 1.0:
             self.plateau_scale *= self.plateau_factor
-            self.plateau.flat_validations = 0
+            self.plateau.restart_count()
             return True
         return False
 
