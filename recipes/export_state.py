@@ -5,6 +5,9 @@
 The EMA weights are exported when the run keeps them (``--raw``: the optimised weights instead),
 with a provenance naming the recipe, the step and the training time, so a snapshot of a running job
 can be evaluated (e.g. to compare two runs at equal CPU time) without stopping it.
+
+A run that continued from released weights (``init.checkpoint``) keeps their history in the
+provenance (``recipes.training.lineage``).
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import sys
 from pathlib import Path
 
 from speechkit.checkpoint import save_checkpoint
-from speechkit.errors import SpeechkitError
 from speechkit.models import build_model
 
+from recipes._cli import report
+from recipes.training.lineage import with_lineage
 from recipes.training.state import load_train_state
 
 
@@ -46,6 +50,7 @@ def export_state(state_path: Path, output: Path, raw: bool = False, storage_dtyp
         "weights": "optimised" if raw or not state.get("ema") else "ema",
         "exported_from": state_path.name,
     }
+    provenance = with_lineage(provenance)
     return save_checkpoint(model, output, provenance=provenance, overwrite=True, storage_dtype=storage_dtype)
 
 
@@ -57,13 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", action="store_true", help="export the optimised weights, not the EMA")
     parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the file size)")
     args = parser.parse_args(argv)
-    try:
-        path = export_state(args.state, args.output, args.raw, "float16" if args.half else None)
-    except (SpeechkitError, OSError, KeyError) as error:
-        print(f"export_state: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {path}")
-    return 0
+    storage_dtype = "float16" if args.half else None
+    return report("export_state", lambda: f"wrote {export_state(args.state, args.output, args.raw, storage_dtype)}")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from recipes.training.config import DEFAULT_CONFIG, merge_config, resolve_factory, validate_config
 from recipes.training.data import ResumableDistributedSampler, ignore_interrupts
 from recipes.training.distributed import DistributedContext, setup_distributed
+from recipes.training.lineage import with_lineage
 from recipes.training.objectives import objective_from_config, objective_spec
 from recipes.training.runlog import RunLog
 from recipes.training.schedule import (
@@ -355,7 +356,7 @@ class Trainer:
         """Training facts stored in the exported checkpoint."""
         data = self.config["data"]
         optim = self.config["optim"]
-        return {
+        return with_lineage({
             "recipe": self.config["name"],
             "task": self.config["task"],
             "data": {
@@ -391,8 +392,9 @@ class Trainer:
                 "torch": torch.__version__,
             },
             "validation": self.best_metrics,
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
             "command": self.command,
-        }
+        })
 
     def export(self, path: str | os.PathLike | None = None) -> Path:
         """Save the best weights (EMA if enabled) with provenance as a speechkit checkpoint."""
