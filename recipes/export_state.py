@@ -20,7 +20,7 @@ from speechkit.checkpoint import save_checkpoint
 from speechkit.models import build_model
 
 from recipes._cli import report
-from recipes.training.lineage import with_lineage
+from recipes.training.lineage import training_lineage, with_lineage
 from recipes.training.state import load_train_state
 
 
@@ -50,7 +50,7 @@ def export_state(state_path: Path, output: Path, raw: bool = False, storage_dtyp
         "weights": "optimised" if raw or not state.get("ema") else "ema",
         "exported_from": state_path.name,
     }
-    provenance = with_lineage(provenance)
+    provenance = with_lineage(provenance, training_lineage(provenance["initial_weights"]))
     return save_checkpoint(model, output, provenance=provenance, overwrite=True, storage_dtype=storage_dtype)
 
 

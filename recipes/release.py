@@ -27,6 +27,7 @@ from speechkit.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from speechkit.errors import ConfigError
 
 from recipes._cli import report
+from recipes.training.lineage import stage_total
 
 LOGS = ("train_log.csv", "valid_log.csv")
 
@@ -75,13 +76,12 @@ def release_run(run_dir: Path, target: Path, force: bool = False) -> Path:
         raise ConfigError(f"{weights} exists; pass --force to replace the release")
     provenance = read_metadata(best).get("provenance") or {}
     lineage = list(provenance.get("lineage") or [])
-    steps = [stage.get("steps_trained") for stage in lineage]
-    hours = [stage.get("train_hours") for stage in lineage]
-    if None in steps or None in hours:
+    steps, hours = stage_total(lineage, "steps_trained"), stage_total(lineage, "train_hours")
+    if steps is None or hours is None:
         raise ConfigError(f"{best}: an earlier training stage has unknown steps or hours; its logs cannot be merged")
     if not lineage and any((target / name).exists() for name in LOGS) and not force:
         raise ConfigError(f"{run_dir} started from scratch, and {target} holds another history; pass --force")
-    offset_steps, offset_seconds = int(sum(steps)), float(sum(hours)) * 3600.0
+    offset_steps, offset_seconds = int(steps), float(hours) * 3600.0
     target.mkdir(parents=True, exist_ok=True)
     for name in LOGS:
         earlier = _read_rows(target / name) if lineage else []

@@ -29,19 +29,18 @@ def training_lineage(initial_weights: str | None) -> list[dict[str, Any]]:
     return [*list(provenance.get("lineage") or []), stage]
 
 
-def _total(stages: list[dict[str, Any]], key: str) -> float | None:
+def stage_total(stages: list[dict[str, Any]], key: str) -> float | None:
     """The sum of ``key`` over ``stages``, or None when a stage does not know it."""
     values = [stage.get(key) for stage in stages]
     return None if any(value is None for value in values) else sum(values)
 
 
-def with_lineage(provenance: dict[str, Any]) -> dict[str, Any]:
-    """``provenance`` plus ``lineage``, ``total_steps`` and ``total_train_hours`` when its
-    ``initial_weights`` carry a history (unchanged for a run from scratch)."""
-    lineage = training_lineage(provenance.get("initial_weights"))
+def with_lineage(provenance: dict[str, Any], lineage: list[dict[str, Any]]) -> dict[str, Any]:
+    """``provenance`` plus ``lineage`` (from :func:`training_lineage` of its initial weights),
+    ``total_steps`` and ``total_train_hours`` (unchanged for a run from scratch)."""
     if not lineage:
         return provenance
     stages = [*lineage, provenance]
-    hours = _total(stages, "train_hours")
-    return {**provenance, "lineage": lineage, "total_steps": _total(stages, "steps_trained"),
+    hours = stage_total(stages, "train_hours")
+    return {**provenance, "lineage": lineage, "total_steps": stage_total(stages, "steps_trained"),
             "total_train_hours": None if hours is None else round(hours, 4)}

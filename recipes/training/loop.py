@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from recipes.training.config import DEFAULT_CONFIG, merge_config, resolve_factory, validate_config
 from recipes.training.data import ResumableDistributedSampler, ignore_interrupts
 from recipes.training.distributed import DistributedContext, setup_distributed
-from recipes.training.lineage import with_lineage
+from recipes.training.lineage import training_lineage, with_lineage
 from recipes.training.objectives import objective_from_config, objective_spec
 from recipes.training.runlog import RunLog
 from recipes.training.schedule import (
@@ -93,6 +93,7 @@ class Trainer:
         self.model: SpeechModel = model.to(self.context.device)
         if self.config["init"]["checkpoint"]:
             self._load_initial_weights(str(self.config["init"]["checkpoint"]))
+        self.lineage = training_lineage(self.config["init"]["checkpoint"])  # read once, recorded by every export
         self.train_dataset = train_dataset if train_dataset is not None else resolve_factory(self.config["data"]["train"])
         self.valid_dataset = valid_dataset if valid_dataset is not None else resolve_factory(self.config["data"]["valid"])
         for dataset in (self.train_dataset, self.valid_dataset):
@@ -394,7 +395,7 @@ class Trainer:
             "validation": self.best_metrics,
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "command": self.command,
-        })
+        }, self.lineage)
 
     def export(self, path: str | os.PathLike | None = None) -> Path:
         """Save the best weights (EMA if enabled) with provenance as a speechkit checkpoint."""
