@@ -89,6 +89,13 @@ BENCHMARKS = (
         needs=ROOT / SEPARATION_TESTS / "test",
     ),
     Benchmark(
+        "aec_headroom",
+        ("--corpus-root", "data_cache/corpora", "--items", "1", "--cache-root", "{out}/cache",
+         "--out", "{out}/aec_headroom.json"),
+        ("--corpus-root", "data_cache/corpora", "--floor-cache", "data_cache/speech_floor.json"),
+        needs=CORPUS_CACHE,
+    ),
+    Benchmark(
         "compare_aec",
         ("--model", "untrained:tiny", "--items", "2", "--no-aecmos", "--out", "{out}/compare_aec.json"),
         needs=SHARED_DATA,
