@@ -109,7 +109,7 @@ def suppressor_system(overestimation: float) -> Callable[[dict[str, Any]], np.nd
 
 
 def oracle_system(item: dict[str, Any]) -> np.ndarray:
-    """The best gain on the suppressor's STFT given the true near end (an upper bound, not a system)."""
+    """The Wiener gain on the suppressor's STFT computed from the true near end (a bound, not a system)."""
     from speechkit.frontend.echo_suppression import SuppressorConfig
     from speechkit.frontend.stft import stft_pair
 

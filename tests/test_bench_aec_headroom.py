@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_bench_aec_peers import synthetic_items
+from tests.test_bench_aec_peers import draw_echo_from_the_fake_train_split, synthetic_items
 
 
 def test_oracle_bounds_the_suppressor_and_keeps_near_end_single_talk() -> None:
@@ -22,7 +22,8 @@ def test_oracle_bounds_the_suppressor_and_keeps_near_end_single_talk() -> None:
     def score(label: str, item: dict) -> dict:
         return score_item(SYSTEMS[label](item)[: item["mic"].size], item, with_aecmos=False)
 
-    bundled, oracle = "filter + suppressor (bundled, overestimation 2)", "filter + oracle gain (knows the near end; a bound)"
+    bundled = "filter + suppressor (bundled, overestimation 2)"
+    oracle = "filter + oracle gain (knows the near end; a bound)"
     assert score(oracle, fst)["erle"] > score(bundled, fst)["erle"] > score("filter alone", fst)["erle"] > 3.0
     assert score(oracle, dt)["si_sdr"] > score("filter alone", dt)["si_sdr"]
     # nothing to remove without a far end: the oracle's gain is 1 and the STFT reconstructs the input
@@ -32,23 +33,14 @@ def test_oracle_bounds_the_suppressor_and_keeps_near_end_single_talk() -> None:
 def test_main_builds_validation_items_once_and_reports_every_system(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import recipes.train
     from bench.aec_headroom import SYSTEMS, main
     from tests.test_recipes_realworld import make_cache
 
     corpus = make_cache(tmp_path / "corpus")
-    built = []
-    original = recipes.train.realworld_echo
-
-    def fake_cache_echo(corpus_root, split, *args, **kwargs):
-        # the fake cache's validation split is tiny: draw from its train split, simulated rooms, unfiltered
-        kwargs["echo_options"] = {**kwargs["echo_options"], "rir_source": "simulated"}
-        built.append(split)
-        return original(corpus_root, "train", *args, max_floor_db=None, **kwargs)
-
-    monkeypatch.setattr(recipes.train, "realworld_echo", fake_cache_echo)
+    built = draw_echo_from_the_fake_train_split(monkeypatch)
     out = tmp_path / "headroom.json"
-    arguments = ["--corpus-root", str(corpus), "--items", "1", "--cache-root", str(tmp_path / "cache"), "--out", str(out)]
+    arguments = ["--corpus-root", str(corpus), "--items", "1", "--cache-root", str(tmp_path / "cache"),
+                 "--out", str(out)]
     assert main(arguments) == 0
     assert built == ["validation"] * 3
     assert len(list((tmp_path / "cache" / "fixed" / "aec_headroom_validation_16k").iterdir())) == 3

@@ -209,24 +209,32 @@ def test_held_out_set_is_written_once_and_reread_identically(tmp_path: Path) -> 
     assert description["scenarios"] == {scenario: 1 for scenario in SCENARIOS}
 
 
-def test_held_out_sentence_set_comes_from_the_corpus_cache_test_split(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def draw_echo_from_the_fake_train_split(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make ``recipes.train.realworld_echo`` draw every split from the fake cache's train split (its
+    other splits hold one speaker and one room), simulated rooms, unfiltered; returns the list of
+    splits asked for, filled as the builders call it."""
     import recipes.train
-    from bench.compare_aec import SCENARIOS, data_description, held_out_set
-    from tests.test_recipes_realworld import SPEAKERS, make_cache
 
-    corpus = make_cache(tmp_path / "corpus")
-    built = []
+    built: list[str] = []
     original = recipes.train.realworld_echo
 
     def fake_cache_echo(corpus_root, split, *args, **kwargs):
-        # the fake cache's test split holds one speaker and one room: draw from its train split, unfiltered
         kwargs["echo_options"] = {**kwargs["echo_options"], "rir_source": "simulated"}
         built.append(split)
         return original(corpus_root, "train", *args, max_floor_db=None, **kwargs)
 
     monkeypatch.setattr(recipes.train, "realworld_echo", fake_cache_echo)
+    return built
+
+
+def test_held_out_sentence_set_comes_from_the_corpus_cache_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.compare_aec import SCENARIOS, data_description, held_out_set
+    from tests.test_recipes_realworld import SPEAKERS, make_cache
+
+    corpus = make_cache(tmp_path / "corpus")
+    built = draw_echo_from_the_fake_train_split(monkeypatch)
     items = held_out_set(1, cache_root=tmp_path / "cache", corpus_root=corpus)
     assert built == ["test"] * 3 and [item["scenario"] for item in items] == list(SCENARIOS)
     assert len(list((tmp_path / "cache" / "fixed" / "compare_aec_sentences_16k").iterdir())) == 3
