@@ -35,14 +35,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bench.compare_aec import (  # noqa: E402
-    SAMPLE_RATE,
-    SCENARIOS,
-    SEGMENT_SECONDS,
-    fixed_echo_items,
-    score_item,
-    summarize_system,
-)
+from bench.compare_aec import SAMPLE_RATE, scenario_sets, score_item, summarize_system  # noqa: E402
 from bench.peers.report import finish_report, format_cell, skipped_and_notes_lines, title_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,23 +50,9 @@ def validation_items(
     corpus_root: Path, floor_cache: Path | None, items_per_scenario: int, cache_root: Path
 ) -> list[dict[str, Any]]:
     """``items_per_scenario`` validation-split echo items per scenario, generated once into ``cache_root``."""
-    from recipes.data.fixedset import write_fixed_set
-    from recipes.train import realworld_echo
-
-    loaded = []
-    for index, scenario in enumerate(SCENARIOS):
-        root = cache_root / "fixed" / "aec_headroom_validation_16k" / f"{scenario}_n{items_per_scenario}"
-        if not (root / "index.json").is_file():
-            generator = realworld_echo(
-                str(corpus_root), "validation", SAMPLE_RATE, SEGMENT_SECONDS, items_per_scenario, SEED_BASE + index,
-                floor_cache=None if floor_cache is None else str(floor_cache),
-                echo_options={"scenario_weights": {scenario: 1.0}},
-            )
-            description = {"builder": "bench.aec_headroom:validation_items", "split": "validation",
-                           "scenario": scenario, "seed": SEED_BASE + index, "count": items_per_scenario}
-            write_fixed_set(generator, root, SAMPLE_RATE, count=items_per_scenario, source=description, overwrite=True)
-        loaded.extend(fixed_echo_items(root))
-    return loaded
+    folder = cache_root / "fixed" / "aec_headroom_validation_16k"
+    return scenario_sets(folder, "validation", SEED_BASE, items_per_scenario, corpus_root, floor_cache,
+                         builder="bench.aec_headroom:validation_items")
 
 
 def run_filter(items: Sequence[dict[str, Any]], padding: int) -> None:

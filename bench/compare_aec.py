@@ -98,22 +98,43 @@ def held_out_set(
     over the mini corpus, or with ``corpus_root`` over a corpus cache's read sentences, real noise
     and measured rooms (``recipes.train:realworld_echo``; ``floor_cache``: its noise-floor cache).
     """
+    from recipes.data.minicorpus import default_cache_root
+
+    folder = (cache_root or default_cache_root()) / "fixed" / fixed_set_folder(corpus_root)
+    return scenario_sets(folder, "test", SEED_BASE, items_per_scenario, corpus_root, floor_cache,
+                         builder="bench.compare_aec:held_out_set")
+
+
+def scenario_sets(
+    folder: Path,
+    split: str,
+    seed_base: int,
+    items_per_scenario: int,
+    corpus_root: Path | None = None,
+    floor_cache: Path | None = None,
+    builder: str = "bench.compare_aec:scenario_sets",
+) -> list[dict[str, Any]]:
+    """One fixed set per scenario of :data:`SCENARIOS` (``folder/<split>_<scenario>_n<items>``, seed
+    ``seed_base + i`` for the ``i``-th), generated on first use from ``split`` of the mini corpus, or
+    of a corpus cache with ``corpus_root`` (``recipes.train:realworld_echo``), then read back with
+    :func:`fixed_echo_items`. :func:`held_out_set` is the test split; ``bench.aec_headroom`` the
+    validation split."""
     from recipes.data.datasets import EchoDataset
     from recipes.data.echo import EchoConfig
     from recipes.data.fixedset import write_fixed_set
-    from recipes.data.minicorpus import MiniCorpus, default_cache_root
+    from recipes.data.minicorpus import MiniCorpus
 
-    cache_root = cache_root or default_cache_root()
     corpus = None
     loaded = []
     for index, scenario in enumerate(SCENARIOS):
-        root = cache_root / "fixed" / fixed_set_folder(corpus_root) / f"test_{scenario}_n{items_per_scenario}"
+        root = folder / f"{split}_{scenario}_n{items_per_scenario}"
+        seed = seed_base + index
         if not (root / "index.json").is_file():
             if corpus_root is not None:
                 from recipes.train import realworld_echo
 
                 generator = realworld_echo(
-                    str(corpus_root), "test", SAMPLE_RATE, SEGMENT_SECONDS, items_per_scenario, SEED_BASE + index,
+                    str(corpus_root), split, SAMPLE_RATE, SEGMENT_SECONDS, items_per_scenario, seed,
                     floor_cache=None if floor_cache is None else str(floor_cache),
                     echo_options={"scenario_weights": {scenario: 1.0}},
                 )
@@ -121,10 +142,10 @@ def held_out_set(
                 corpus = corpus or MiniCorpus.scan()
                 config = EchoConfig(sample_rate=SAMPLE_RATE, segment_seconds=SEGMENT_SECONDS,
                                     scenario_weights={scenario: 1.0})
-                generator = EchoDataset.from_minicorpus("test", config, length=items_per_scenario,
-                                                        seed=SEED_BASE + index, corpus=corpus)
-            description = {"builder": "bench.compare_aec:held_out_set", "split": "test", "scenario": scenario,
-                           "seed": SEED_BASE + index, "count": items_per_scenario, "segment_seconds": SEGMENT_SECONDS,
+                generator = EchoDataset.from_minicorpus(split, config, length=items_per_scenario, seed=seed,
+                                                        corpus=corpus)
+            description = {"builder": builder, "split": split, "scenario": scenario, "seed": seed,
+                           "count": items_per_scenario, "segment_seconds": SEGMENT_SECONDS,
                            "speech": "mini corpus" if corpus_root is None else "corpus cache (read sentences)"}
             write_fixed_set(generator, root, SAMPLE_RATE, count=items_per_scenario, source=description, overwrite=True)
         loaded.extend(fixed_echo_items(root))
