@@ -392,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--test-set", type=Path, default=None,
                         help="score every item of this fixed echo set instead (e.g. a training run's validation "
                              "set, to choose settings without touching the held-out items); needs --out")
+    parser.add_argument("--realtime", type=Path, default=None, metavar="ONNX",
+                        help="also run this streaming export (speechkit export --streaming) through the realtime "
+                             "engine, with the far end's delay tracked live from past samples (speechkit stream)")
     parser.add_argument("--no-linear", action="store_true",
                         help="leave out the row of speechkit's linear stage alone (linear_aec_16k)")
     args = parser.parse_args(argv)
@@ -427,6 +430,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes.append(f"{label}: the network records no training (random weights); its quality numbers are "
                              "meaningless, only its RTF and latency are the architecture's.")
             systems.append((label, speechkit_system, False))
+        if args.realtime is not None:
+            from bench.aec_peers.speechkit_realtime import RealtimeEchoCanceller
+
+            systems.append((f"speechkit realtime ({args.realtime.name}, ONNX, live delay tracking)",
+                            RealtimeEchoCanceller(args.realtime), False))
+            systems.append((f"speechkit realtime ({args.realtime.name}, ONNX, delay of the whole clip)",
+                            RealtimeEchoCanceller(args.realtime, whole_clip_delay=True), False))
         if not args.no_linear:
             from speechkit.pretrained import LINEAR_ECHO_CANCELLER
 
@@ -469,6 +479,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Pre-aligned rows (if any) get a reference aligned by speechkit.delay (GCC-PHAT, not timed); Speex then "
         f"models {ALIGNED_SPEEX_TAIL_MS} ms."
     )
+    if args.realtime is not None:
+        notes.append(
+            "speechkit realtime: the streaming ONNX export run hop by hop by the realtime engine (speechkit stream) "
+            "from a fresh state on each clip. Live delay tracking sees only past samples: the far end is not aligned "
+            "until the tracker adopts a delay (GCC-PHAT on the last 2 s, from 0.5 s of signal on), then the model "
+            "restarts on the aligned far end, so each 4 s clip loses its first second or so. The whole-clip row "
+            "imposes the delay `speechkit aec` measures on the file: it should match the file path."
+        )
     if not args.no_linear:
         notes.append(
             "speechkit linear stage: the partitioned-block frequency-domain Kalman filter (no network, no "
@@ -496,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, system, prealigned in systems:
         print(f"running {label} ({time.perf_counter() - started:.0f} s)...", file=sys.stderr)
         result = evaluate_system(system, label, items, with_aecmos, prealigned)
-        if isinstance(system, SpeechkitEchoCanceller):
+        if isinstance(system, SpeechkitEchoCanceller) or hasattr(system, "delays"):
             result["model"] = system.describe()
         results.append(result)
         system.close()

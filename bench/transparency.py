@@ -9,7 +9,11 @@ and -10 dBFS (RMS over the clip; peaks soft-limited, see :func:`at_level`) and r
 * the output-minus-input level in dB (target: within 1 dB);
 * outputs that peak above full scale;
 * for a separator (one talker in, two outputs): the output that holds the talker (the louder one)
-  is scored as above, and the other output's level against the input is the residue.
+  is scored as above, and the other output's level against the input is the residue;
+* for an echo canceller: the sentence is the microphone and the far end is silent (scored as
+  above); then another test talker plays as the far end at -20 dBFS without ever reaching the
+  microphone (a headset, or a far end given by mistake), and the near end's SI-SDR and level
+  change are reported for that too.
 
     .venv/bin/python -m bench.transparency [--model M [M ...]] [--corpus-root data_cache/corpora] [--items 20]
 
@@ -40,6 +44,8 @@ LEVELS_DBFS = (-45.0, -35.0, -25.0, -15.0, -10.0)
 MIN_SI_SDR_DB = 20.0
 MIN_STOI = 0.95
 MAX_LEVEL_CHANGE_DB = 1.0
+#: level of the unrelated far end an echo canceller is also given (it never reaches the microphone)
+UNRELATED_FAR_END_DBFS = -20.0
 #: test-split speech files at most this noisy (speech_floor_db) count as clean
 MAX_FLOOR_DB = -45.0
 PACKAGES = ("speechkit", "torch", "numpy", "soxr", "pystoi")
@@ -62,13 +68,28 @@ def at_level(audio: np.ndarray, target_dbfs: float) -> np.ndarray:
     return soft_limit(scaled)[0]
 
 
-def transparency_row(processor: Any, clean: np.ndarray, sample_rate: int, target_dbfs: float) -> dict[str, float]:
-    """Enhance ``clean [T]`` scaled to ``target_dbfs``: SI-SDR and STOI against the input, level change, peak."""
+def transparency_row(
+    processor: Any, clean: np.ndarray, sample_rate: int, target_dbfs: float, unrelated: np.ndarray | None = None
+) -> dict[str, float]:
+    """Enhance ``clean [T]`` scaled to ``target_dbfs``: SI-SDR and STOI against the input, level change, peak.
+
+    An echo canceller gets a silent far end; given ``unrelated`` speech ``[T']``, it also runs with
+    that far end at :data:`UNRELATED_FAR_END_DBFS`, which never reaches the microphone (a headset),
+    and the near end's SI-SDR and level change then are ``unrelated_si_sdr`` / ``unrelated_level_change_db``.
+    """
     from speechkit.metrics import si_sdr, stoi
 
     source = at_level(clean, target_dbfs)
-    residue = float("nan")
-    if getattr(processor.model, "task", None) == "separation":
+    residue = unrelated_si_sdr = unrelated_level = float("nan")
+    task = getattr(processor.model, "task", None)
+    if task == "aec":
+        output = np.asarray(processor.cancel_echo(source, np.zeros_like(source), sample_rate), dtype=np.float32)
+        if unrelated is not None:
+            far_end = at_level(np.resize(unrelated, source.shape), UNRELATED_FAR_END_DBFS)
+            heard = np.asarray(processor.cancel_echo(source, far_end, sample_rate), dtype=np.float32)
+            unrelated_si_sdr = float(si_sdr(heard, source))
+            unrelated_level = level_dbfs(heard) - level_dbfs(source)
+    elif task == "separation":
         outputs = np.asarray(processor.separate(source, sample_rate)[:, 0], dtype=np.float32)  # [S, C=1, T] -> [S, T]
         loudest = int(np.argmax((outputs.astype(np.float64) ** 2).sum(axis=-1)))
         output = outputs[loudest]
@@ -83,6 +104,8 @@ def transparency_row(processor: Any, clean: np.ndarray, sample_rate: int, target
         "level_change_db": level_dbfs(output) - level_dbfs(source),
         "peak": float(np.max(np.abs(output))),
         "residue_db": residue,
+        "unrelated_si_sdr": unrelated_si_sdr,
+        "unrelated_level_change_db": unrelated_level,
     }
 
 
@@ -117,14 +140,19 @@ def evaluate_model(model: str | None, sentences: Sequence[dict[str, Any]], level
     from bench.peers.report import finite_mean
 
     processor = speechkit.load(model)
-    rows = [{"name": sentence["name"], "level_dbfs": level, **transparency_row(processor, sentence["audio"], SAMPLE_RATE, level)}
-            for level in levels for sentence in sentences]
+    rows = []
+    for level in levels:
+        for index, sentence in enumerate(sentences):
+            other = sentences[(index + 1) % len(sentences)]["audio"] if len(sentences) > 1 else None  # another talker
+            row = transparency_row(processor, sentence["audio"], SAMPLE_RATE, level, other)
+            rows.append({"name": sentence["name"], "level_dbfs": level, **row})
     per_level = {}
     for level in levels:
         members = [row for row in rows if row["level_dbfs"] == level]
         per_level[f"{level:g}"] = {
             **{key: finite_mean([row[key] for row in members])
-               for key in ("input_level_dbfs", "si_sdr", "stoi", "level_change_db", "residue_db")},
+               for key in ("input_level_dbfs", "si_sdr", "stoi", "level_change_db", "residue_db", "unrelated_si_sdr",
+                           "unrelated_level_change_db")},
             "worst_level_change_db": max((row["level_change_db"] for row in members), key=abs),
             "outputs_over_full_scale": sum(row["peak"] > 1.0 for row in members),
         }
@@ -146,15 +174,18 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{MIN_STOI} against the input, level change within {MAX_LEVEL_CHANGE_DB:g} dB.",
         "",
         "| Model | level dBFS | SI-SDR dB | STOI | level change dB (mean / worst) | outputs > full scale | other outputs dB "
-        "(separators) | meets targets |",
-        "|---|---|---|---|---|---|---|---|",
+        "(separators) | unrelated far end: SI-SDR dB / level dB (echo cancellers) | meets targets |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in report["models"]:
         for level, values in result["per_level"].items():
             lines.append(
                 f"| {result['model']} | {level} | {format_cell(values['si_sdr'], 1)} | {format_cell(values['stoi'], 3)} | "
                 f"{values['level_change_db']:+.2f} / {values['worst_level_change_db']:+.2f} | {values['outputs_over_full_scale']} | "
-                f"{format_cell(values.get('residue_db', float('nan')), 1)} | {'yes' if result['meets_targets'] else 'no'} |"
+                f"{format_cell(values.get('residue_db', float('nan')), 1)} | "
+                f"{format_cell(values.get('unrelated_si_sdr', float('nan')), 1)} / "
+                f"{format_cell(values.get('unrelated_level_change_db', float('nan')), 2)} | "
+                f"{'yes' if result['meets_targets'] else 'no'} |"
             )
     return "\n".join(lines) + "\n"
 

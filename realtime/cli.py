@@ -37,7 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="'mic' or an audio file (any rate: resampled to the model's, as enhance does)")
     parser.add_argument("--output", default="speaker",
                         help="'speaker' or an output audio file (at the input file's rate when --input is a file)")
-    parser.add_argument("--ref", default=None, help="far-end audio file (echo-cancellation models)")
+    parser.add_argument("--ref", default=None,
+                        help="far-end audio file (echo-cancellation models); with --input mic it is played on the "
+                        "output device (the loudspeaker the microphone hears) and the cleaned near end goes to "
+                        "--output FILE")
+    parser.add_argument("--ref-channel", type=int, default=None, metavar="N",
+                        help="echo models: the far end is channel N of the input (a two-channel capture or file: "
+                        "microphone plus a loopback of the loudspeaker signal)")
+    parser.add_argument("--delay-ms", type=float, default=None,
+                        help="echo models: the far end's bulk delay, if known (default: tracked live from the "
+                        "past microphone and far-end samples, GCC-PHAT, as speechkit aec does on files)")
+    parser.add_argument("--max-delay-ms", type=float, default=500.0,
+                        help="echo models: search range of the live delay tracking (0: no alignment)")
     parser.add_argument("--mics", default=None, metavar="0,1,...",
                         help="input channels that feed the model's microphones, in array order (default: the "
                         "first M of an M-microphone model; a one-microphone model on a multichannel input "
@@ -89,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.cuda else None
     model = load_model(args.model, spinning=args.spinning, intra_op_threads=args.threads, providers=providers,
                        graph_optimization=args.graph_optimization)
+    if model.num_far_end_channels:
+        model = _aligned(model, args)
+    elif args.delay_ms is not None:
+        raise RealtimeError("--delay-ms is only for echo-cancellation models (microphone plus far end)")
     rate = model.sample_rate
     hop = model.hop_length
     mode = getattr(model, "mode", "stream")
@@ -103,22 +118,39 @@ def run(args: argparse.Namespace) -> int:
     far = None
     signal = None
     capture = None  # input device channels that feed the model's microphones
+    if args.ref_channel is not None:
+        if not model.num_far_end_channels:
+            raise RealtimeError("--ref-channel is only for echo-cancellation models (microphone plus far end)")
+        if args.ref is not None:
+            raise RealtimeError("pass the far end either as a file (--ref) or as an input channel (--ref-channel)")
+        if args.ref_channel < 0 or (mics is not None and args.ref_channel in mics):
+            raise RealtimeError(f"--ref-channel {args.ref_channel} must be a channel number not named in --mics")
     if use_mic:
         if args.ref is not None:
+            if not model.num_far_end_channels:
+                raise RealtimeError("--ref is only for echo-cancellation models (microphone plus far end)")
+            if use_speaker:
+                raise RealtimeError("with --input mic the loudspeaker plays the far end (--ref); write the cleaned "
+                                    "near end to a file with --output FILE, or capture the far end with --ref-channel")
             far = read_audio(args.ref, rate)[:1]
-        elif model.num_far_end_channels:
-            raise RealtimeError("this model needs a far-end signal: pass --ref FILE")
+        elif model.num_far_end_channels and args.ref_channel is None:
+            raise RealtimeError("this model needs a far-end signal: pass --ref FILE or --ref-channel N")
         if mics is not None:  # the device must offer the highest channel named
             capture = select_input_channels(model.input_layout, max(mics) + 1, mics, "the input device")
+        elif args.ref_channel is not None:  # the microphone(s): the first channels other than the far end's
+            capture = [channel for channel in range(model.num_microphones + 1) if channel != args.ref_channel]
+            capture = capture[: model.num_microphones]
     else:
-        signal = file_input(args.input, rate, args.ref, model.input_layout, mics)
+        signal = file_input(args.input, rate, args.ref, model.input_layout, mics, args.ref_channel)
     device_in = device_out = 0
     if use_mic or use_speaker:
         from .devices import device_latency
 
+        channels = list(capture or range(model.num_microphones)) + ([args.ref_channel] if use_mic and
+                                                                     args.ref_channel is not None else [])
         device_in, device_out = device_latency(
-            rate, block, _device(args.input_device), _device(args.output_device), use_mic, use_speaker,
-            model.num_microphones if capture is None else max(capture) + 1,
+            rate, block, _device(args.input_device), _device(args.output_device), use_mic, use_speaker or far is not None,
+            max(channels) + 1,
         )
     engine = Engine(
         model,
@@ -153,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
             output = run_device(
                 engine, file_input=signal, far_end=far, speaker=use_speaker, duration=args.duration, mics=capture,
                 input_device=_device(args.input_device), output_device=_device(args.output_device), progress=live,
+                far_end_channel=args.ref_channel if use_mic else None, play_far_end=use_mic and far is not None,
             )
             if output is not None and not args.no_compensate:
                 output = output[:, engine.signal_delay :]
@@ -167,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         if signal is not None and not use_mic:  # file to file: back at the input file's rate, as enhance writes
             output_rate, frames = audio_file_info(args.input)
             if output_rate != rate:  # the input file's length when the output is as long as the input
-                same_length = args.ref is None and output.shape[-1] == signal.shape[-1]
+                same_length = args.ref is None and output.shape[-1] == signal.shape[-1]  # a --ref may be shorter
                 length = frames if same_length else round(output.shape[-1] * output_rate / rate)
                 output = resample(output, rate, output_rate, length)
         with warnings.catch_warnings(record=True) as caught:
@@ -176,10 +209,28 @@ def run(args: argparse.Namespace) -> int:
         for entry in caught:  # e.g. the output exceeded full scale and was soft-limited
             print(f"speechkit stream: warning: {entry.message}", file=sys.stderr)
     summary = engine.summary()
+    if hasattr(model, "tracker"):
+        summary["far_end_delay"] = model.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(engine.latency.describe())
         print(engine.metrics.describe())
         print(f"fallback on missed steps: {engine.fallback}; skipped steps: {engine.metrics.skipped_steps}")
+        if hasattr(model, "tracker"):
+            print(model.describe())
     return 0
+
+
+def _aligned(model: Any, args: argparse.Namespace) -> Any:
+    """An echo model wrapped so that its far end is delayed by the bulk delay (imposed or tracked)."""
+    from .echo_delay import DelayAlignedModel, TrackerOptions
+
+    if args.delay_ms is not None:
+        if args.delay_ms < 0:
+            raise RealtimeError(f"--delay-ms must not be negative, got {args.delay_ms:g}")
+        return DelayAlignedModel(model, delay_seconds=args.delay_ms / 1000.0)
+    if args.max_delay_ms <= 0:
+        return DelayAlignedModel(model, delay_seconds=0.0)
+    longest = args.max_delay_ms / 1000.0
+    return DelayAlignedModel(model, options=TrackerOptions(max_delay_seconds=longest, window_seconds=max(2.0, 4 * longest)))

@@ -52,6 +52,8 @@ def run_device(
     progress: Callable[[Engine], None] | None = None,
     progress_interval: float = 1.0,
     mics: Sequence[int] | None = None,
+    far_end_channel: int | None = None,
+    play_far_end: bool = False,
 ) -> np.ndarray | None:
     """Stream through PortAudio until the file ends (plus the flush), ``duration`` or Ctrl-C.
 
@@ -64,6 +66,11 @@ def run_device(
         progress: called with the engine about every ``progress_interval`` seconds.
         mics: input device channels that feed the model's microphones, in array order
             (:func:`realtime.io.select_input_channels`); default the first ones.
+        far_end_channel: echo models: the input device channel that carries the far end (a
+            two-channel capture: microphone and a loopback of the loudspeaker signal).
+        play_far_end: echo models: play ``far_end`` on the output device (the loudspeaker whose
+            echo the microphone picks up) instead of the model's output, which is captured and
+            returned (``speaker`` must be False); without ``duration`` the stream ends with it.
 
     Returns:
         The captured output ``[C_out, T]`` when ``speaker`` is False, else None.
@@ -75,10 +82,20 @@ def run_device(
     use_mic = file_input is None
     microphones = int(getattr(model, "num_microphones", 1))  # capture channels of a microphone array
     selected = list(range(microphones)) if mics is None else [int(channel) for channel in mics]
-    device_channels = max(selected) + 1  # channels opened on the input device
-    if use_mic and duration is None and not speaker:
+    captured_channels = selected + ([int(far_end_channel)] if far_end_channel is not None else [])
+    device_channels = max(captured_channels) + 1  # channels opened on the input device
+    if play_far_end and (far_end is None or speaker or not use_mic):
+        raise RealtimeError("playing the far end needs a far-end signal, the microphone and a captured output")
+    if use_mic and duration is None and not speaker and not play_far_end:
         raise RealtimeError("recording from the microphone to a file needs a --duration")
-    total = file_input.shape[-1] + engine.signal_delay if file_input is not None else int(duration * rate) if duration else None
+    if file_input is not None:
+        total = file_input.shape[-1] + engine.signal_delay
+    elif duration:
+        total = int(duration * rate)
+    elif play_far_end:
+        total = far_end.shape[-1] + engine.signal_delay
+    else:
+        total = None
     capture = np.zeros((model.num_output_channels, (total or 0) + block), dtype=np.float32) if not speaker else None
     in_block = np.zeros((model.num_input_channels, block), dtype=np.float32)
     out_block = np.zeros((model.num_output_channels, block), dtype=np.float32)
@@ -94,7 +111,9 @@ def run_device(
         if use_mic:
             for model_channel, device_channel in enumerate(selected):  # copies only, no allocation
                 current_in[model_channel] = indata[:, device_channel]  # [frames] of one microphone
-            if far_end is not None:
+            if far_end_channel is not None:
+                current_in[microphones] = indata[:, far_end_channel]  # [frames] of the loopback channel
+            elif far_end is not None:
                 available = max(0, min(frames, far_end.shape[-1] - start))
                 current_in[microphones, :available] = far_end[0, start : start + available]
                 current_in[microphones, available:] = 0.0
@@ -106,7 +125,7 @@ def run_device(
         current_out = out_block[:, :frames]
         engine.pull(current_out)
         if outdata is not None:
-            outdata[:, 0] = current_out[0]
+            outdata[:, 0] = current_in[microphones] if play_far_end else current_out[0]
         if capture is not None and start + frames <= capture.shape[-1]:
             capture[:, start : start + frames] = current_out
         position[0] = start + frames
@@ -125,7 +144,7 @@ def run_device(
 
     settings = dict(samplerate=rate, blocksize=block, dtype="float32", latency="low")
     try:
-        if use_mic and speaker:
+        if use_mic and (speaker or play_far_end):
             stream = sounddevice.Stream(device=(input_device, output_device), channels=(device_channels, 1),
                                         callback=duplex_callback, **settings)
         elif use_mic:

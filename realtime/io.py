@@ -125,14 +125,33 @@ def file_input(
     far_end: str | os.PathLike | None,
     layout: InputLayout,
     mics: Sequence[int] | None = None,
+    far_end_channel: int | None = None,
 ) -> np.ndarray:
     """The model input ``[C_in, T]`` from a file and an optional far-end file.
 
     The microphone channels come from the file by :func:`select_input_channels` (``layout`` is the
     model's input layout, ``mics`` the ``--mics`` selection); the far end, which follows them, from
-    the first channel of ``far_end`` (both signals are then cut to the shorter length).
+    the first channel of ``far_end`` (both signals are then cut to the shorter length), or from
+    channel ``far_end_channel`` of the file itself (a two-channel capture: microphone and loopback).
     """
     audio = read_audio(path, sample_rate)  # [C_file, T]
+    if far_end_channel is not None:
+        if layout.far_end_channel is None:
+            raise RealtimeError("--ref-channel is only for echo-cancellation models (microphone plus far end)")
+        if not 0 <= far_end_channel < audio.shape[0]:
+            raise RealtimeError(
+                f"{path} has {audio.shape[0]} channel(s); there is no channel {far_end_channel} for the far end"
+            )
+        others = [channel for channel in range(audio.shape[0]) if channel != far_end_channel]
+        microphones = others if mics is None else list(mics)
+        if far_end_channel in microphones:
+            raise RealtimeError(f"channel {far_end_channel} cannot be both a microphone and the far end")
+        if mics is None and len(others) > layout.num_microphones:
+            raise RealtimeError(
+                f"{path} has {audio.shape[0]} channels; name the microphone channel(s) with --mics besides the far end"
+            )
+        near = audio[select_input_channels(layout, audio.shape[0], microphones, str(path))]  # [M, T]
+        return np.concatenate([near, audio[far_end_channel : far_end_channel + 1]], axis=0)  # [M + 1, T]
     near = audio[select_input_channels(layout, audio.shape[0], mics, str(path))]  # [M, T]
     if far_end is None:
         if layout.far_end_channel is not None:

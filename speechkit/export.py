@@ -221,6 +221,8 @@ def export_metadata(
         "num_output_channels": model.num_output_channels,
         "config": config_to_dict(model.config),
         "ort_graph_optimization": model.onnx_graph_optimization,
+        # echo cancellers with a linear stage: feed the far end this many samples ahead of the bulk delay
+        "reference_lead": int(getattr(model, "reference_lead", 0)),
     }
     if streaming:
         if hops_per_step < 1:

@@ -205,3 +205,38 @@ def test_a_far_end_that_never_reaches_the_microphone_is_flagged(
                  str(tmp_path / "out.wav")]) == EXIT_OK
     # no echo path: the delay estimate is unreliable, and the user is told what cancelling then costs
     assert "does not play into this microphone" in capsys.readouterr().err
+
+
+def test_the_realtime_engine_with_the_files_delay_equals_speechkit_aec(tmp_path: Path) -> None:
+    """The streaming export behind the realtime engine, with the far end aligned by the delay the file
+    path measures (minus the model's reference lead, read from the export), gives the file path's output."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from realtime.echo_delay import DelayAlignedModel
+    from realtime.engine import Engine
+    from realtime.model import StreamModel
+    from speechkit.api import Processor
+    from speechkit.delay import estimate_delay
+    from speechkit.export import export_onnx, read_onnx_metadata
+
+    torch.manual_seed(0)
+    model = build_model("complex_d3net_aec", "tiny_linear_suppression", pass_through_init=True).eval()
+    far_end, echo = _far_and_echo(1.0, delay=600, tail=0.01)
+    near = 0.02 * np.sin(2 * np.pi * 300 * np.arange(far_end.size) / RATE).astype(np.float32)
+    mic = echo + near
+    result = export_onnx(model, tmp_path / "aec.onnx", streaming=True, verify_steps=4)
+    assert read_onnx_metadata(result.onnx_path)["reference_lead"] == model.reference_lead > 0
+    delay = estimate_delay(mic, far_end, RATE)
+    assert delay.samples == 600
+    expected = Processor(model).cancel_echo(mic, far_end, RATE)  # [T], aligned with the input
+    stream = DelayAlignedModel(StreamModel(result.onnx_path), delay_seconds=delay.seconds)
+    output = Engine(stream, stream.hop_length).run_array(np.stack([mic, far_end]))[0]  # [T]
+    assert stream.shift == 600 - model.reference_lead
+    scale = float(np.abs(expected).max())
+    # the last stream_delay samples are flushed differently: the file path's aligned far end stops with the
+    # microphone, the stream's delayed far end runs on into the flush
+    inner = slice(0, mic.size - model.stream_delay)
+    assert float(np.abs(output - expected)[inner].max()) < 1e-4 * scale
+    # without the alignment the same engine gives another output
+    unaligned = Engine(StreamModel(result.onnx_path), stream.hop_length).run_array(np.stack([mic, far_end]))[0]
+    assert float(np.abs(unaligned - expected).max()) > 1e-2 * scale

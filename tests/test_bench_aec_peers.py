@@ -271,3 +271,43 @@ def test_compare_aec_scores_every_item_of_a_given_fixed_set(tmp_path: Path) -> N
     assert str(root) in report["data"]["source"]
     systems = [system["system"] for system in report["systems"]]
     assert systems == ["mic (unprocessed)", "speechkit linear stage (linear_aec_16k)"]
+
+
+def test_compare_aec_runs_a_streaming_export_through_the_realtime_engine(tmp_path: Path) -> None:
+    """--realtime adds the export run live (delay tracked from past samples) and with the whole clip's
+    delay; the latter reproduces the file path (the linear stage's row) on every item."""
+    import json
+
+    pytest.importorskip("onnxruntime")
+    import recipes.train
+    from bench.compare_aec import SCENARIOS, main
+    from recipes.data.fixedset import write_fixed_set
+    from speechkit.export import export_onnx
+    from speechkit.pretrained import LINEAR_ECHO_CANCELLER, resolve_model
+    from speechkit.api import load
+    from tests.test_recipes_realworld import make_cache
+
+    corpus = make_cache(tmp_path / "corpus")
+    mixed = recipes.train.realworld_echo(
+        str(corpus), "train", 16000, 1.0, 3, seed=4, max_floor_db=None,
+        echo_options={"rir_source": "simulated", "scenario_weights": dict.fromkeys(SCENARIOS, 1.0)},
+    )
+    root = write_fixed_set(mixed, tmp_path / "validation", 16000, count=3)
+    onnx_path = export_onnx(load(resolve_model(LINEAR_ECHO_CANCELLER)).model, tmp_path / "linear.onnx",
+                            streaming=True, verify_steps=4).onnx_path
+    out = tmp_path / "report.json"
+    assert main(["--test-set", str(root), "--no-aecmos", "--peers", "--realtime", str(onnx_path),
+                 "--out", str(out)]) == 0
+    systems = {system["system"]: system for system in json.loads(out.read_text())["systems"]}
+    live = systems["speechkit realtime (linear.onnx, ONNX, live delay tracking)"]
+    whole = systems["speechkit realtime (linear.onnx, ONNX, delay of the whole clip)"]
+    file_path = systems[f"speechkit linear stage ({LINEAR_ECHO_CANCELLER})"]
+    assert live["latency_ms"] == whole["latency_ms"] == pytest.approx(file_path["latency_ms"])
+    assert len(live["model"]["delays"]) == 3 and live["model"]["delays"][0]["tracked"] is True
+    compared = 0
+    for mine, reference in zip(whole["items"], file_path["items"]):
+        for key in ("erle", "si_sdr"):
+            if reference.get(key) is not None:
+                assert mine[key] == pytest.approx(reference[key], abs=0.05), key
+                compared += 1
+    assert compared >= 3

@@ -61,7 +61,8 @@ def _torch_stream(model, x: np.ndarray) -> np.ndarray:
 
 
 def test_no_torch_imported():
-    code = ("import sys, realtime, realtime.engine, realtime.cli, realtime.model, realtime.devices, realtime.io; "
+    code = ("import sys, realtime, realtime.engine, realtime.cli, realtime.model, realtime.devices, realtime.io, "
+            "realtime.echo_delay; "
             "import speechkit.channels, speechkit.audio, speechkit.files; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert result.stdout.strip() == "False"

@@ -118,3 +118,24 @@ def test_transparency_of_a_separator_scores_the_output_holding_the_talker(clean_
     assert row["si_sdr"] > 60.0  # the louder output is a scaled copy of the input
     assert row["level_change_db"] == pytest.approx(20 * np.log10(0.8), abs=1e-3)
     assert row["residue_db"] == pytest.approx(20 * np.log10(0.2), abs=1e-3)
+
+
+def test_transparency_of_an_echo_canceller_also_feeds_an_unrelated_far_end(clean_second):
+    from types import SimpleNamespace
+
+    from bench.transparency import transparency_row
+
+    class LeakyCanceller:
+        """Returns the microphone plus 10 % of the far end: transparent only while the far end is silent."""
+
+        model = SimpleNamespace(task="aec")
+
+        def cancel_echo(self, mic, far_end, sample_rate):
+            return mic + 0.1 * far_end
+
+    unrelated = np.roll(clean_second, 4000)
+    row = transparency_row(LeakyCanceller(), clean_second, 16000, -25.0, unrelated)
+    assert row["si_sdr"] > 60.0 and row["level_change_db"] == pytest.approx(0.0, abs=1e-3)
+    # the far end (at -20 dBFS, 10 % of it) lands 15 dB under -25 dBFS speech, give or take the overlap
+    assert 10.0 < row["unrelated_si_sdr"] < 20.0 and row["unrelated_level_change_db"] > 0.0
+    assert np.isnan(transparency_row(LeakyCanceller(), clean_second, 16000, -25.0)["unrelated_si_sdr"])
