@@ -111,3 +111,30 @@ def write_spectrogram_figure(
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def write_files_figure(
+    path: str | os.PathLike,
+    files: Sequence[str | os.PathLike],
+    titles: Sequence[str],
+    seconds: float,
+    heading: str | None = None,
+) -> Path:
+    """:func:`write_spectrogram_figure` of the first ``seconds`` of audio files (first channel each),
+    all drawn at the first file's rate (others are resampled), overwriting ``path``."""
+    import soundfile
+    import soxr
+
+    signals = []
+    rate = 0
+    for index, file in enumerate(files):
+        file_rate = int(soundfile.info(str(file)).samplerate)
+        audio, _ = soundfile.read(str(file), frames=int(seconds * file_rate), dtype="float32", always_2d=True)
+        channel = audio[:, 0]  # [T, C] -> first channel [T]
+        if index == 0:
+            rate = file_rate
+        elif file_rate != rate and channel.size:
+            channel = soxr.resample(channel, file_rate, rate).astype(np.float32)
+        signals.append(channel)
+    return write_spectrogram_figure(path, signals, rate, list(titles), force=True, heading=heading)
+

@@ -162,3 +162,21 @@ def test_cli_output_equals_the_api(tmp_path: Path, aec_checkpoint: Path, capsys:
     np.testing.assert_allclose(written, expected, atol=1e-4)  # the file is 16-bit PCM
     result = speechkit.cancel_echo_file(mic, ref, tmp_path / "api.wav", model=processor, max_delay_seconds=0)
     assert result.delay.samples == 0 and result.far_end == ref
+
+
+def test_plot_draws_microphone_far_end_and_output_and_never_overwrites(
+    tmp_path: Path, aec_checkpoint: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("matplotlib")
+    mic, ref = _pair(tmp_path, "call.wav", ref_rate=8000, ref_seconds=0.5)  # the reference at another rate
+    out = tmp_path / "clean.wav"
+    args = ["aec", "--mic", str(mic), "--ref", str(ref), "-o", str(out), "--model", str(aec_checkpoint), "--resample",
+            "--plot"]
+    assert main(args) == EXIT_OK
+    figure = tmp_path / "clean.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(figure) in capsys.readouterr().err
+    out.unlink()  # the figure alone exists: the pair is refused before anything is written
+    drawn = figure.read_bytes()
+    assert main(args) == EXIT_FAILED
+    assert "clean.png exists; pass --force" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--force"]) == EXIT_OK and figure.read_bytes() == drawn  # byte-identical redraw

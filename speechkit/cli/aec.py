@@ -5,6 +5,7 @@
     speechkit aec --mic mic.wav --ref far_end.wav -o near_end.wav --model aec.safetensors
     speechkit aec --mic mics/ --ref refs/ -o out/          # pairs files by relative path
     speechkit aec --mic mic.wav --ref far_end.wav -o out.wav --linear-only   # the linear stage, no network
+    speechkit aec --mic mic.wav --ref far_end.wav -o out.wav --plot   # + out.png: microphone, far end, output
 
 For every pair the far-end reference is aligned to the microphone by the bulk delay that
 :func:`speechkit.delay.estimate_delay` finds (GCC-PHAT, up to ``--max-delay-ms``; ``--delay-ms``
@@ -28,11 +29,14 @@ import warnings
 from pathlib import Path
 
 from ..audio import AUDIO_EXTENSIONS, audio_files_under, default_output_name, names_an_audio_file
-from ..errors import AudioError, SpeechkitError
+from ..errors import AudioError, OutputExistsError, SpeechkitError
 from ..pretrained import DEFAULT_ECHO_CANCELLER as DEFAULT_AEC_MODEL
 from ..pretrained import LINEAR_ECHO_CANCELLER, NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
 from . import EXIT_FAILED, EXIT_OK
-from .enhance import add_option_argument
+from .enhance import PLOT_SECONDS, add_option_argument
+
+#: panel titles of ``aec --plot``, top to bottom
+FIGURE_TITLES = ("microphone", "far end (loudspeaker reference, as given)", "echo cancelled")
 
 #: default search range of the bulk delay, in milliseconds
 DEFAULT_MAX_DELAY_MS = 500.0
@@ -99,6 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--repair-nonfinite", action="store_true",
         help="replace NaN/Inf input samples by 0 instead of refusing the pair",
     )
+    parser.add_argument(
+        "--plot", action="store_true",
+        help=f"also draw the spectrograms of microphone, far end and output to <output>.png (first "
+        f"{PLOT_SECONDS:g} s; needs speechkit[plot])",
+    )
     add_option_argument(parser)
     parser.set_defaults(func=run)
 
@@ -148,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
     from ..api import load_echo_canceller
     from ..models.spec import parse_option_strings
 
+    if args.plot:  # refuse before anything is processed
+        from .._optional import require
+
+        require("matplotlib", "plot", "--plot")
     pairs = find_pairs(Path(args.mic), Path(args.ref), Path(args.output))
     model = LINEAR_ECHO_CANCELLER if args.linear_only else args.model
     processor = load_echo_canceller(model, device=args.device, options=parse_option_strings(args.option))
@@ -158,7 +171,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"speechkit aec: FAILED {problem}", file=sys.stderr)
             failed += 1
             continue
+        figure = target.with_suffix(".png") if args.plot else None
         try:
+            if figure is not None and figure.exists() and not args.force:
+                raise OutputExistsError(f"{figure} exists; pass --force to overwrite it")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # collected in result.warnings and printed below
                 result = processor.cancel_echo_file(
@@ -168,6 +184,12 @@ def run(args: argparse.Namespace) -> int:
                     max_length_difference=args.max_length_difference,
                     resample=args.resample, repair_nonfinite=args.repair_nonfinite,
                 )
+            if figure is not None:
+                from ..plot import write_files_figure
+
+                write_files_figure(figure, [mic_file, ref_file, result.outputs[0]], FIGURE_TITLES, PLOT_SECONDS,
+                                   heading=mic_file.name)
+                result.outputs.append(figure)
         except SpeechkitError as error:
             text = str(error)
             print(f"speechkit aec: FAILED {text if text.startswith(str(mic_file)) else f'{mic_file}: {text}'}",
@@ -184,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"speechkit aec: warning: {message}", file=sys.stderr)
         delay_ms = 1000 * result.delay.seconds if result.delay is not None else 0.0
         print(
-            f"speechkit aec: {mic_file} + {ref_file} -> {result.outputs[0]} (delay {delay_ms:.1f} ms)",
+            f"speechkit aec: {mic_file} + {ref_file} -> {', '.join(map(str, result.outputs))} (delay {delay_ms:.1f} ms)",
             file=sys.stderr,
         )
     print(f"speechkit aec: {done} pair(s) done, {failed} failed", file=sys.stderr)

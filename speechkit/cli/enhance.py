@@ -312,18 +312,10 @@ def _figure_path(action: str, source: Path, destinations: list[Path]) -> Path:
 
 def _draw_figure(figure: Path, action: str, source: Path, outputs: list[Path]) -> None:
     """The spectrograms of the input and its outputs (first :data:`PLOT_SECONDS`) into ``figure``."""
-    import soundfile
+    from ..plot import ENHANCEMENT_TITLES, separation_titles, write_files_figure
 
-    from ..plot import ENHANCEMENT_TITLES, separation_titles, write_spectrogram_figure
-
-    signals = []
-    rate = 0
-    for path in (source, *outputs):
-        rate = int(soundfile.info(str(path)).samplerate)
-        audio, _ = soundfile.read(str(path), frames=int(PLOT_SECONDS * rate), dtype="float32", always_2d=True)
-        signals.append(audio[:, 0])  # [T, C] -> first channel [T]
     titles = ENHANCEMENT_TITLES[:2] if action == "enhance" else separation_titles(len(outputs))
-    write_spectrogram_figure(figure, signals, rate, list(titles), force=True, heading=source.name)
+    write_files_figure(figure, [source, *outputs], list(titles), PLOT_SECONDS, heading=source.name)
 
 
 def _report(message: str, show_progress: bool) -> None:
