@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import soundfile
 
 from conftest import speech_like, write_audio_file
 from speechkit.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
-from speechkit.pretrained import DEFAULT_MODEL, DEFAULT_SEPARATOR, EXAMPLES_DIR, bundled_model_names
+from speechkit.pretrained import (
+    DEFAULT_MODEL,
+    DEFAULT_SEPARATOR,
+    EXAMPLES_DIR,
+    bundled_echo_canceller,
+    bundled_model_names,
+)
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -112,7 +119,15 @@ def test_demo(capsys, enhance_checkpoint, tmp_path):
     expected = ["clean_speech.wav", "enhanced_speech.wav", "noisy_speech.wav", "spectrogram.png"]
     if DEFAULT_SEPARATOR in bundled_model_names():  # the demo also separates the two-speaker example
         expected += ["separation_spectrogram.png", "two_speakers_mix.wav", "two_speakers_s1.wav", "two_speakers_s2.wav"]
+    echo_example = bundled_echo_canceller() is not None and (EXAMPLES_DIR / "echo_mic.flac").is_file()
+    if echo_example:  # and cancels the echo of the echo example
+        expected += ["echo_cancelled.wav", "echo_far_end.wav", "echo_mic.wav", "echo_spectrogram.png"]
     assert names == sorted(expected)
+    if echo_example:
+        # the bundled canceller removes the echo of a far end talking alone and keeps the near-end talker
+        line = next(line for line in err.splitlines() if "cancelled the echo" in line)
+        removed, before, after = (float(value) for value in re.findall(r"(-?\d+\.\d) (?:dB|->)", line)[:3])
+        assert removed > 20.0 and after > before + 10.0, line
     assert "SI-SDR" in err or DEFAULT_SEPARATOR not in bundled_model_names()
     assert (tmp_path / "demo" / "spectrogram.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run_cli(capsys, "demo", "-o", tmp_path / "demo", "--model", enhance_checkpoint)

@@ -6,7 +6,11 @@ panels, see :mod:`speechkit.plot`) into DIR. Where the bundled two-speaker separ
 example are installed, it also separates ``two_speakers_mix.wav`` (the bundled 16 kHz sentence
 example ``two_speakers_16k_mix.flac``) into ``two_speakers_s1.wav`` and ``two_speakers_s2.wav``
 and draws ``separation_spectrogram.png`` (mixture, speaker 1, speaker 2), with the SI-SDR of each.
-The figures need matplotlib (``speechkit[plot]``); without it the audio is still written and one
+Where an echo canceller and the echo example are bundled, it also cancels the echo of
+``echo_mic.flac`` (3.5 s of a far-end talker's echo alone, then a near-end talker too) given
+``echo_far_end.flac``: ``echo_mic.wav``, ``echo_far_end.wav``, ``echo_cancelled.wav`` and
+``echo_spectrogram.png``, with the echo removed while the far end talks alone and the near end's
+SI-SDR in double talk. The figures need matplotlib (``speechkit[plot]``); without it the audio is still written and one
 line says how to get the figures.
 """
 from __future__ import annotations
@@ -26,6 +30,11 @@ CLEAN_NAME = "clean_speech.flac"
 MIXTURE_NAME = "two_speakers_16k_mix.flac"
 REFERENCE_NAMES = ("two_speakers_16k_s1.flac", "two_speakers_16k_s2.flac")
 SEPARATION_OUTPUTS = ("two_speakers_mix.wav", "two_speakers_s1.wav", "two_speakers_s2.wav", "separation_spectrogram.png")
+#: the bundled echo example: microphone, far end (loudspeaker reference), clean near end
+ECHO_NAMES = ("echo_mic.flac", "echo_far_end.flac", "echo_near_end.flac")
+ECHO_OUTPUTS = ("echo_mic.wav", "echo_far_end.wav", "echo_cancelled.wav", "echo_spectrogram.png")
+#: the echo example's near-end talker starts here: before, far-end single talk
+ECHO_NEAR_END_ONSET_SECONDS = 3.5
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.output)
     if directory.exists() and not directory.is_dir():
         raise AudioError(f"{directory} is a file; the demo needs an output folder")
-    names = ["noisy_speech.wav", "enhanced_speech.wav", "clean_speech.wav", "spectrogram.png", *SEPARATION_OUTPUTS]
+    names = ["noisy_speech.wav", "enhanced_speech.wav", "clean_speech.wav", "spectrogram.png", *SEPARATION_OUTPUTS,
+             *ECHO_OUTPUTS]
     existing = [name for name in names if (directory / name).exists()]
     if existing and not args.force:
         raise OutputExistsError(f"{directory / existing[0]} exists; pass --force to overwrite the demo files")
@@ -72,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     separated = _separate_example(directory, args.device)
     if separated:
         print(f"speechkit demo: {separated}", file=sys.stderr)
+    cancelled = _cancel_echo_example(directory, args.device)
+    if cancelled:
+        print(f"speechkit demo: {cancelled}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -120,3 +133,38 @@ def _separate_example(directory: Path, device: str) -> str | None:
     before = si_sdr(torch.from_numpy(mixture).expand(2, -1), reference).mean().item()
     return (f"separated {mixture_path.name} with {processor.name}: SI-SDR {before:.1f} -> {max(straight, swapped):.1f} dB "
             f"(mean of both speakers); wrote two_speakers_s1.wav, two_speakers_s2.wav{figure}")
+
+
+def _cancel_echo_example(directory: Path, device: str) -> str | None:
+    """Cancel the echo of the bundled echo example with the bundled echo canceller; a summary, or None
+    if either is not installed."""
+    import torch
+
+    from ..api import load_echo_canceller
+    from ..audio import read_audio, write_audio
+    from ..losses import si_sdr
+    from ..pretrained import EXAMPLES_DIR, bundled_echo_canceller
+
+    paths = [EXAMPLES_DIR / name for name in ECHO_NAMES]
+    model = bundled_echo_canceller()
+    if model is None or not all(path.is_file() for path in paths):
+        return None
+    processor = load_echo_canceller(model, device=device)
+    (mic, rate), (far_end, _), (near_end, _) = (read_audio(path) for path in paths)  # [1, T] each
+    output = np.asarray(processor.cancel_echo(mic[0], far_end[0], rate), dtype=np.float32)[None]  # [T] -> [1, T]
+    for name, audio in zip(ECHO_OUTPUTS[:3], (mic, far_end, output)):
+        write_audio(directory / name, audio, rate, force=True)
+    titles = ("microphone (echo, then echo + near-end talker)", "far end (loudspeaker)", f"echo cancelled ({model.stem})")
+    drawn = _draw(directory / ECHO_OUTPUTS[3], [mic, far_end, output], rate, titles, paths[0].name)
+    onset = int(ECHO_NEAR_END_ONSET_SECONDS * rate)
+    single_talk = slice(rate // 2, onset)  # far end alone (after the first half second)
+    removed = 10 * np.log10(np.sum(mic[0, single_talk] ** 2) / (np.sum(output[0, single_talk] ** 2) + 1e-12))
+    talk = slice(onset, None)  # double talk: score the near end
+    reference = torch.from_numpy(near_end[:, talk])
+    before = si_sdr(torch.from_numpy(mic[:, talk]), reference).item()
+    after = si_sdr(torch.from_numpy(output[:, talk]), reference).item()
+    figure = ", echo_spectrogram.png" if drawn else ""
+    return (f"cancelled the echo of {paths[0].name} with {model.stem}: {removed:.1f} dB of echo removed while the "
+            f"far end talks alone, near-end SI-SDR {before:.1f} -> {after:.1f} dB in double talk; wrote "
+            f"echo_cancelled.wav{figure}")
+
