@@ -60,4 +60,28 @@ class EchoCanceller(Enhancer):
         return self.process(np.stack([microphone, far_end]), sample_rate)  # 2 x [T] -> [2, T]
 
 
-__all__ = ["MIC_CHANNEL", "REFERENCE_CHANNEL", "EchoCanceller"]
+class AlignedEchoCanceller(EchoCanceller):
+    """An echo canceller whose :meth:`process_native` returns the whole near end already aligned with its
+    input (speechkit's file path and its realtime engine, which compensate their own latency): no flush,
+    no declared delay. :meth:`process` resamples, times only :meth:`process_native` and returns ``[T]``."""
+
+    def flush_length(self, sample_rate: int) -> int:
+        return 0
+
+    def process(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        import time
+
+        from bench.peers.base import resample
+
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 2 or audio.shape[0] != 2:
+            raise ValueError(f"{self.name} expects [2, T] audio (microphone, far end), got shape {audio.shape}")
+        native = np.stack([resample(channel, sample_rate, self.native_rate) for channel in audio])  # [2, T']
+        start_time = time.perf_counter()
+        near_end = self.process_native(native, None)
+        self.last_compute_seconds = time.perf_counter() - start_time
+        near_end = resample(near_end, self.native_rate, sample_rate)[: audio.shape[1]]
+        return np.pad(near_end, (0, audio.shape[1] - near_end.shape[0]))  # -> [T]
+
+
+__all__ = ["MIC_CHANNEL", "REFERENCE_CHANNEL", "AlignedEchoCanceller", "EchoCanceller"]

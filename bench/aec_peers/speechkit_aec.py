@@ -13,15 +13,14 @@ numbers mean nothing, but its real-time factor is the architecture's.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import numpy as np
 
-from bench.peers.base import Availability, resample
+from bench.peers.base import Availability
 from bench.peers.speechkit_model import is_trained
 
-from .base import MIC_CHANNEL, REFERENCE_CHANNEL, EchoCanceller
+from .base import MIC_CHANNEL, REFERENCE_CHANNEL, AlignedEchoCanceller
 
 #: prefix of a ``model`` argument that builds an untrained network from a preset
 UNTRAINED_PREFIX = "untrained:"
@@ -29,7 +28,7 @@ UNTRAINED_PREFIX = "untrained:"
 AEC_MODEL_NAME = "complex_d3net_aec"
 
 
-class SpeechkitEchoCanceller(EchoCanceller):
+class SpeechkitEchoCanceller(AlignedEchoCanceller):
     """A speechkit echo-cancellation checkpoint (or an untrained preset), run as ``speechkit aec`` runs it.
 
     Args:
@@ -79,9 +78,6 @@ class SpeechkitEchoCanceller(EchoCanceller):
         summary.update(trained=self.trained, model_reference=self.model_reference, provenance=self.provenance)
         return summary
 
-    def flush_length(self, sample_rate: int) -> int:
-        return 0
-
     def process_native(self, audio: np.ndarray, state: Any) -> np.ndarray:
         from speechkit.api import DEFAULT_MAX_DELAY_SECONDS
 
@@ -90,17 +86,6 @@ class SpeechkitEchoCanceller(EchoCanceller):
             audio[MIC_CHANNEL], audio[REFERENCE_CHANNEL], self.native_rate, max_delay_seconds=max_delay_seconds
         )
         return np.asarray(near_end, dtype=np.float32)
-
-    def process(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 2 or audio.shape[0] != 2:
-            raise ValueError(f"{self.name} expects [2, T] audio (microphone, far end), got shape {audio.shape}")
-        native = np.stack([resample(channel, sample_rate, self.native_rate) for channel in audio])  # [2, T']
-        start_time = time.perf_counter()
-        near_end = self.process_native(native, None)
-        self.last_compute_seconds = time.perf_counter() - start_time
-        near_end = resample(near_end, self.native_rate, sample_rate)[: audio.shape[1]]
-        return np.pad(near_end, (0, audio.shape[1] - near_end.shape[0]))  # -> [T]
 
 
 __all__ = ["AEC_MODEL_NAME", "UNTRAINED_PREFIX", "SpeechkitEchoCanceller"]

@@ -10,17 +10,16 @@ timed compute includes the delay tracking.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import numpy as np
 
-from bench.peers.base import Availability, resample
+from bench.peers.base import Availability
 
-from .base import EchoCanceller
+from .base import AlignedEchoCanceller
 
 
-class RealtimeEchoCanceller(EchoCanceller):
+class RealtimeEchoCanceller(AlignedEchoCanceller):
     """A streaming ONNX export of an echo canceller (``speechkit export --streaming``) run by the realtime engine.
 
     Args:
@@ -69,9 +68,6 @@ class RealtimeEchoCanceller(EchoCanceller):
             "delays": self.delays,
         }
 
-    def flush_length(self, sample_rate: int) -> int:
-        return 0
-
     def process_native(self, audio: np.ndarray, state: Any) -> np.ndarray:
         from realtime.echo_delay import DelayAlignedModel
         from realtime.engine import Engine
@@ -84,17 +80,6 @@ class RealtimeEchoCanceller(EchoCanceller):
         output = engine.run_array(audio.astype(np.float32))  # [2, T] -> [1, T], latency compensated
         self.delays.append(self.model.summary())
         return output[0]
-
-    def process(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 2 or audio.shape[0] != 2:
-            raise ValueError(f"{self.name} expects [2, T] audio (microphone, far end), got shape {audio.shape}")
-        native = np.stack([resample(channel, sample_rate, self.native_rate) for channel in audio])  # [2, T']
-        start_time = time.perf_counter()
-        near_end = self.process_native(native, None)
-        self.last_compute_seconds = time.perf_counter() - start_time
-        near_end = resample(near_end, self.native_rate, sample_rate)[: audio.shape[1]]
-        return np.pad(near_end, (0, audio.shape[1] - near_end.shape[0]))  # -> [T]
 
 
 __all__ = ["RealtimeEchoCanceller"]
