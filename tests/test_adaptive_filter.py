@@ -190,3 +190,20 @@ def test_long_stream_is_bit_stable() -> None:
             for m in range(minutes)]
     assert min(erle) > 25.0, erle
     assert erle[-1] > erle[0] - 3.0, erle
+
+
+def test_a_clipping_microphone_keeps_the_error_within_twice_full_scale() -> None:
+    """An overdriven microphone (the echo 20 times too loud for the converter) clips; the filter's estimate
+    of the unclipped echo is clipped too in those blocks, so the error stays within twice full scale, where
+    without the guard it reaches several times full scale. Unclipped input is untouched."""
+    far_end = speech_like(2.0, seed=3)
+    echo = echo_of(far_end, room_response(0.1, seed=4))
+    overdriven = np.clip(echo * 0.9 / np.abs(echo).max() * 20.0, -1.0, 1.0).astype(np.float32)
+    guarded = run_filter(overdriven, far_end)
+    unguarded = run_filter(overdriven, far_end, KalmanFilterConfig(saturation_level=0.0))
+    assert np.abs(guarded).max() <= 2.0 < np.abs(unguarded).max()
+    clean = (echo * 0.9 / np.abs(echo).max()).astype(np.float32)  # peak 0.9: no block saturates
+    unguarded_clean = run_filter(clean, far_end, KalmanFilterConfig(saturation_level=0.0))
+    np.testing.assert_array_equal(run_filter(clean, far_end), unguarded_clean)
+    with pytest.raises(Exception, match="saturation_level must not be negative"):
+        KalmanFilterConfig(saturation_level=-1.0)

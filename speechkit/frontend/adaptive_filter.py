@@ -104,6 +104,12 @@ class KalmanFilterConfig:
             energy exceeds this multiple of the microphone's (the filter adds echo instead of
             removing it: strongly nonlinear echo, a wrong alignment).
         power_floor: smallest observation-noise power (keeps the gain finite in digital silence).
+        saturation_level: microphone samples at or beyond this magnitude count as saturated (the
+            converter clipped them, and the echo in them): in a block with such a sample the echo
+            estimate is clipped to the same level before it is subtracted, so an estimate of the
+            unclipped echo cannot push the error (and the output) far beyond full scale (at most
+            twice it), and the filter learns less from the clipped block; 0 disables it. Blocks
+            below the level are untouched.
     """
 
     block_length: int = 256
@@ -123,6 +129,7 @@ class KalmanFilterConfig:
     reset_ratio: float = 4.0
     divergence_ratio: float = 2.0
     power_floor: float = 1e-10
+    saturation_level: float = 0.999
 
     def __post_init__(self) -> None:
         if self.block_length <= 0 or self.num_partitions <= 0:
@@ -143,6 +150,8 @@ class KalmanFilterConfig:
             raise ConfigError("uncertainty_floor and shadow_step must not be negative, shadow_regularization positive")
         if not 0.0 <= self.comparison_smoothing < 1.0 or not 0.0 < self.adopt_ratio < 1.0 < self.reset_ratio:
             raise ConfigError("comparison_smoothing must be in [0, 1), adopt_ratio in (0, 1), reset_ratio above 1")
+        if self.saturation_level < 0.0:
+            raise ConfigError(f"saturation_level must not be negative, got {self.saturation_level}")
         if self.divergence_ratio <= 1.0:
             raise ConfigError(f"divergence_ratio must be above 1, got {self.divergence_ratio}")
 
@@ -263,6 +272,10 @@ class PartitionedKalmanFilter(nn.Module):
         far_spectra = torch.cat([newest.reshape(batch, 1, 2, freqs), far_spectra[:, :-1]], dim=1)  # [B, P, 2, F]
         far_power = far_spectra.pow(2).sum(dim=_COMPLEX)  # [B, P, F]
         echoes = self._echoes(far_spectra, torch.stack([weights, shadow_weights]))  # [2, B, L]: main, shadow
+        if config.saturation_level > 0.0:  # where the microphone clipped, so did the echo it recorded
+            level = config.saturation_level
+            saturated = (mic_block.abs() >= level).any(dim=-1, keepdim=True)  # [B, 1]: a clipping block
+            echoes = torch.where(saturated, echoes.clamp(-level, level), echoes)  # [2, B, L]
         errors = mic_block - echoes  # [2, B, L]
         echo, error, shadow_error = echoes[0], errors[0], errors[1]  # [B, L] each
         spectra = self._tail_spectra(torch.cat([errors, echoes[:1]]))  # [3, B, 1, 2, F]
