@@ -27,7 +27,7 @@ from .pretrained import DEFAULT_ECHO_CANCELLER
 if TYPE_CHECKING:
     from .api import Processor
 
-#: bundled echo-cancellation model used when no model is given, once it is bundled (not yet)
+#: bundled echo-cancellation model used when no model is given (the network behind the linear stage)
 DEFAULT_AEC_MODEL = DEFAULT_ECHO_CANCELLER
 #: default search range of the echo's bulk delay, in seconds
 DEFAULT_MAX_DELAY_SECONDS = 0.5
@@ -44,8 +44,9 @@ def load_echo_canceller(
 ) -> "Processor":
     """Load an echo-cancellation checkpoint (bundled name or path); ``options`` as in :func:`load`.
 
-    None loads the bundled :data:`DEFAULT_AEC_MODEL` once one is bundled; no echo canceller is
-    bundled yet, so for now pass a checkpoint trained with ``recipes/echo_cancellation``.
+    None loads the bundled :data:`DEFAULT_AEC_MODEL` (else the bundled linear stage
+    ``linear_aec_16k``; a copy of speechkit with neither needs a checkpoint trained with
+    ``recipes/echo_cancellation``).
 
     Raises:
         CheckpointError: no model given while none is bundled, or the file is not a checkpoint.
@@ -261,7 +262,7 @@ def cancel_echo_file(
         output: destination file (``.wav``, ``.flac``, ``.ogg``) or an existing directory
             (``<dir>/<mic name>_aec.<ext>``); written at the microphone's rate and length.
         model: bundled model name, checkpoint path, a Processor from :func:`load_echo_canceller`,
-            or None (the bundled :data:`DEFAULT_AEC_MODEL`; none is bundled yet).
+            or None (the bundled :data:`DEFAULT_AEC_MODEL`).
         force: overwrite an existing output.
         delay_seconds: impose the echo's bulk delay instead of estimating it (GCC-PHAT on the
             first minute of both files, up to ``max_delay_seconds``; 0 disables the alignment).

@@ -23,16 +23,17 @@ DEFAULT_MODEL = "conv_tasnet_enhance_16k"
 DEFAULT_SEPARATOR = "conv_tasnet_separate_2spk_16k"
 #: the bundled model each action uses when none is named
 DEFAULT_MODELS = {"enhance": DEFAULT_MODEL, "separate": DEFAULT_SEPARATOR}
-#: bundled echo canceller ``aec`` uses when none is named, once its file exists in MODELS_DIR (no
-#: trained network is bundled yet: until then ``aec`` falls back to :data:`LINEAR_ECHO_CANCELLER`)
+#: bundled echo canceller ``aec`` uses when none is named (the trained network behind the linear stage;
+#: a copy of speechkit without its file falls back to :data:`LINEAR_ECHO_CANCELLER`)
 DEFAULT_ECHO_CANCELLER = "complex_d3net_aec_16k"
 #: the one-line explanation when no echo canceller at all is installed
 NO_BUNDLED_ECHO_CANCELLER = (
-    "no echo canceller is bundled yet; pass --model FILE.safetensors (train one with recipes/echo_cancellation) "
+    "no echo canceller is installed in this copy of speechkit; pass --model FILE.safetensors (train one with "
+    "recipes/echo_cancellation) "
     "or --linear-only for the linear stage alone (adaptive filter and residual-echo suppressor)"
 )
 #: the bundled linear echo canceller (adaptive filter + residual-echo suppressor, no network): ``aec --linear-only``, and
-#: ``aec``'s default while no trained network (:data:`DEFAULT_ECHO_CANCELLER`) is bundled
+#: ``aec``'s default where the trained network (:data:`DEFAULT_ECHO_CANCELLER`) is not installed
 LINEAR_ECHO_CANCELLER = "linear_aec_16k"
 CHECKPOINT_SUFFIX = ".safetensors"
 #: checkpoint files of other toolkits that must be converted before use

@@ -48,9 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``aec`` command."""
     bundled = bundled_echo_canceller()
     model_note = NO_BUNDLED_ECHO_CANCELLER if bundled is None else f"default model: {bundled.stem}" + (
-        " (adaptive filter + residual-echo suppressor, no network: no trained network is bundled yet)"
+        " (adaptive filter + residual-echo suppressor, no network: the trained network is not installed)"
         if bundled.stem == LINEAR_ECHO_CANCELLER
-        else ""
+        else " (the linear stage, then a trained network; 32 ms latency)"
     )
     parser = subparsers.add_parser(
         "aec",
@@ -77,8 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     choice.add_argument(
         "--model", default=None, metavar="NAME|PATH",
         help=f"bundled model name or complex_d3net_aec checkpoint path (default: {DEFAULT_AEC_MODEL}, "
-        f"else {LINEAR_ECHO_CANCELLER} while no trained network is bundled)"
-        if bundled else "complex_d3net_aec checkpoint path (needed: no echo canceller is bundled yet; "
+        f"else {LINEAR_ECHO_CANCELLER} where the network is not installed)"
+        if bundled else "complex_d3net_aec checkpoint path (needed: no echo canceller is installed; "
         "train one with recipes/echo_cancellation)",
     )
     parser.add_argument(
