@@ -143,6 +143,7 @@ def _cancel_echo_example(directory: Path, device: str) -> str | None:
     from ..api import load_echo_canceller
     from ..audio import read_audio, write_audio
     from ..losses import si_sdr
+    from ..metrics import erle
     from ..pretrained import EXAMPLES_DIR, bundled_echo_canceller
 
     paths = [EXAMPLES_DIR / name for name in ECHO_NAMES]
@@ -158,7 +159,7 @@ def _cancel_echo_example(directory: Path, device: str) -> str | None:
     drawn = _draw(directory / ECHO_OUTPUTS[3], [mic, far_end, output], rate, titles, paths[0].name)
     onset = int(ECHO_NEAR_END_ONSET_SECONDS * rate)
     single_talk = slice(rate // 2, onset)  # far end alone (after the first half second)
-    removed = 10 * np.log10(np.sum(mic[0, single_talk] ** 2) / (np.sum(output[0, single_talk] ** 2) + 1e-12))
+    removed = erle(mic[0, single_talk], output[0, single_talk])
     talk = slice(onset, None)  # double talk: score the near end
     reference = torch.from_numpy(near_end[:, talk])
     before = si_sdr(torch.from_numpy(mic[:, talk]), reference).item()
