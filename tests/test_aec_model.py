@@ -1,6 +1,7 @@
 """The pseudocomplex multidilated D3Net echo canceller and its building blocks."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -415,3 +416,37 @@ def test_echo_options_reach_the_echo_dataset() -> None:
         assert item["echo"].shape == (1, 8000) and float(item["targets"].abs().max()) == 0.0
     with pytest.raises(ConfigError):
         minicorpus_task(task="echo", echo_options={"delay_range": [0, 1]})
+
+
+def test_aec_validation_scores_pesq_on_double_talk_items_only() -> None:
+    pytest.importorskip("pesq")
+    from recipes.training.distributed import DistributedContext
+    from recipes.training.objectives import build_objective
+    from recipes.training.validation import evaluate, validation_spec
+    from speechkit import metrics
+
+    time = torch.arange(16000) / 16000.0
+    envelope = 0.5 * (1.0 + torch.sin(2 * math.pi * 3.0 * time))  # syllable-like 3 Hz modulation
+    near = (envelope * sum(torch.sin(2 * math.pi * 150.0 * k * time) / k for k in range(1, 12)))[None] * 0.1
+    echo = 0.05 * torch.randn(1, 16000, generator=torch.Generator().manual_seed(0))
+    silence = torch.zeros(1, 16000)
+    items = [  # double talk, near-end single talk, far-end single talk
+        {"mixture": torch.cat([near + echo, echo]), "targets": near[None], "echo": echo},
+        {"mixture": torch.cat([near, echo]), "targets": near[None], "echo": silence},
+        {"mixture": torch.cat([echo, echo]), "targets": silence[None], "echo": echo},
+    ]
+
+    class Microphone(torch.nn.Module):
+        sample_rate = 16000
+
+        def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+            return mixture[:, None, :1]  # [1, 2, T] -> [1, 1, 1, T]
+
+    spec = validation_spec({"task": "aec", "validation": {"metrics": ["pesq_double_talk", "double_talk_items", "erle"]}})
+    scores = evaluate(Microphone(), items, build_objective({"name": "echo_aware"}), spec, DistributedContext())
+    assert scores["double_talk_items"] == 1.0
+    assert scores["pesq_double_talk"] == pytest.approx(metrics.pesq(items[0]["mixture"][0], near[0], 16000), abs=1e-6)
+    assert scores["pesq_double_talk"] < 4.0  # the untouched echo costs quality (the clean near end alone scores 4.6)
+    assert scores["erle"] == pytest.approx(0.0, abs=1e-6)
+    assert "pesq_double_talk" not in evaluate(
+        Microphone(), items, build_objective({"name": "echo_aware"}), validation_spec({"task": "aec"}), DistributedContext())

@@ -8,6 +8,7 @@ import torch
 
 from speechkit.errors import ConfigError
 from speechkit.losses import (
+    compressed_spectral_loss,
     multi_resolution_stft_loss,
     neg_si_sdr,
     neg_snr,
@@ -138,3 +139,24 @@ def test_multi_resolution_stft_loss_is_zero_for_equal_level_invariant_and_grows_
     estimate = (reference + 0.3 * noise).requires_grad_(True)
     multi_resolution_stft_loss(estimate, reference).sum().backward()
     assert torch.isfinite(estimate.grad).all()
+
+
+def test_compressed_spectral_loss_weighs_quiet_errors_more_than_an_snr() -> None:
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.randn(2, 1, 8000, generator=generator)
+    noise = torch.randn(2, 1, 8000, generator=generator)
+    assert compressed_spectral_loss(reference, reference).shape == (2, 1)
+    assert compressed_spectral_loss(reference, reference).abs().max() < 1e-6
+    light = compressed_spectral_loss(reference + 0.01 * noise, reference)
+    heavy = compressed_spectral_loss(reference + 0.1 * noise, reference)
+    assert torch.all(heavy > light) and torch.all(light > 0)
+    # a passage 40 dB quieter at the same SNR: 1e-4 of the loud one's cost for an MSE, about
+    # 0.01^0.6 = 0.063 after the 0.3 power-law compression
+    quiet = compressed_spectral_loss(0.01 * (reference + 0.1 * noise), 0.01 * reference)
+    assert torch.all(quiet > 0.03 * heavy) and torch.all(quiet < 0.2 * heavy)
+    estimate = (reference + 0.3 * noise).requires_grad_(True)
+    compressed_spectral_loss(estimate, reference).sum().backward()
+    assert torch.isfinite(estimate.grad).all()
+    silent = torch.zeros(1, 8000, requires_grad=True)
+    compressed_spectral_loss(silent, reference[0]).sum().backward()  # a silent output: finite gradient
+    assert torch.isfinite(silent.grad).all()

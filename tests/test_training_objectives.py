@@ -45,7 +45,8 @@ SPECS = {
     "pit_si_sdr": ({"name": "pit_si_sdr"}, 2, 1),
     "si_sdr": ({"name": "si_sdr"}, 1, 1),
     "snr": ({"name": "snr"}, 1, 1),
-    "echo_aware": ({"name": "echo_aware", "echo_weight": 0.5}, 1, 2),
+    "echo_aware": ({"name": "echo_aware", "echo_weight": 0.5, "spectral_weight": 2.0, "spectral_n_fft": 256,
+                    "spectral_hop_length": 64}, 1, 2),
     "multi_resolution_stft": ({"name": "multi_resolution_stft", "resolutions": [[256, 64], [128, 32]]}, 1, 1),
     "complex_spectral_mapping": ({"name": "complex_spectral_mapping", "n_fft": 256, "hop_length": 64}, 1, 1),
     "combination": ({"name": "combination", "terms": [{"name": "snr"}, {"name": "multi_resolution_stft", "weight": 2.0}]}, 1, 1),
@@ -160,3 +161,21 @@ def test_bad_objective_specs_are_config_errors() -> None:
         build_objective({"name": "snr", "floor_db": 3})
     with pytest.raises(ConfigError, match="non-empty"):
         build_objective({"name": "combination", "terms": []})
+
+
+def test_echo_aware_spectral_term_counts_near_end_items_only() -> None:
+    batch = make_batch(input_channels=2)
+    batch["targets"][1] = 0.0  # item 1: far-end single talk
+    plain = build_objective({"name": "echo_aware"})
+    spectral = build_objective({"name": "echo_aware", "spectral_weight": 3.0, "spectral_n_fft": 256,
+                                "spectral_hop_length": 64})
+    estimate = 0.7 * batch["targets"] + 0.01 * batch["mixture"][:, None, :1]
+    microphone = batch["mixture"][:, 0]
+    scale = microphone.pow(2).mean(dim=-1).add(1e-8).sqrt()[:, None]
+    near_end = losses.compressed_spectral_loss(estimate[0, 0, 0] / scale[0], batch["targets"][0, 0, 0] / scale[0], 256, 64)
+    expected = plain.loss(estimate, batch) + 3.0 * near_end / 2  # the far-end item adds nothing, the mean is over 2
+    torch.testing.assert_close(spectral.loss(estimate, batch), expected)
+    # the term is level-free: scaling every signal leaves it unchanged
+    scaled = {key: 10.0 * value for key, value in batch.items()}
+    torch.testing.assert_close(spectral.spectral_term(10.0 * estimate, scaled["targets"], 10.0 * microphone),
+                               spectral.spectral_term(estimate, batch["targets"], microphone))

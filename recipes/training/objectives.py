@@ -176,13 +176,24 @@ class EchoAware(Objective):
     With ``echo_weight`` and an ``"echo"`` entry in the batch, training also asks the model for
     its echo estimate (``model(mixture, return_echo=True)``) and adds ``echo_weight`` times the
     same loss of it against the true echo in the microphone.
+
+    With ``spectral_weight``, items with near-end speech (double talk, near-end single talk) also
+    add ``spectral_weight`` times :func:`speechkit.losses.compressed_spectral_loss` of the
+    near-end estimate, both signals divided by the item's microphone RMS: a perceptual term
+    against the near-end distortion an SNR tolerates. Far-end single talk keeps the energy term
+    alone.
     """
 
     name = "echo_aware"
 
-    def __init__(self, floor_db: float = 50.0, echo_weight: float = 0.0) -> None:
+    def __init__(
+        self, floor_db: float = 50.0, echo_weight: float = 0.0, spectral_weight: float = 0.0,
+        spectral_n_fft: int = 512, spectral_hop_length: int = 128,
+    ) -> None:
         self.floor_db = float(floor_db)
         self.echo_weight = float(echo_weight)
+        self.spectral_weight = float(spectral_weight)
+        self.spectral_stft = {"n_fft": int(spectral_n_fft), "hop_length": int(spectral_hop_length)}
 
     def combine(
         self,
@@ -195,10 +206,22 @@ class EchoAware(Objective):
         """Near-end term (plus the weighted echo term when both echo tensors are given)."""
         microphone = mixture[:, 0]  # [B, 2, T] -> [B, T]
         loss = echo_aware_loss(estimate, targets, microphone, self.floor_db).mean()
+        if self.spectral_weight:
+            loss = loss + self.spectral_weight * self.spectral_term(estimate, targets, microphone)
         if self.echo_weight and echo_estimate is not None and echo is not None:
             echo = echo.reshape(echo_estimate.shape)  # [B, 1, T] -> [B, 1, 1, T]
             loss = loss + self.echo_weight * echo_aware_loss(echo_estimate, echo, microphone, self.floor_db).mean()
         return loss
+
+    def spectral_term(self, estimate: torch.Tensor, targets: torch.Tensor, microphone: torch.Tensor) -> torch.Tensor:
+        """Batch mean of the compressed spectral loss over the items with near-end speech (0 items: 0)."""
+        scale = microphone.pow(2).mean(dim=-1).add(1e-8).sqrt()  # [B, T] -> [B]
+        batch = estimate.shape[0]
+        flat_estimate = estimate.reshape(batch, -1) / scale[:, None]  # [B, 1, 1, T] -> [B, T]
+        flat_targets = targets.reshape(batch, -1) / scale[:, None]  # [B, 1, 1, T] -> [B, T]
+        near_end = flat_targets.abs().amax(dim=-1) > 0.0  # [B]
+        per_item = losses.compressed_spectral_loss(flat_estimate, flat_targets, **self.spectral_stft)  # [B]
+        return (per_item * near_end).sum() / batch
 
     def loss(self, estimate: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         return self.combine(estimate, batch["targets"], batch["mixture"])

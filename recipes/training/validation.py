@@ -28,7 +28,12 @@ from speechkit.tasks import Task
 #: per-item metrics of enhancement-like tasks and separation (``*i`` = improvement over the mixture)
 SIGNAL_METRICS = ("si_sdr", "si_sdri", "mixture_si_sdr", "snr", "snri", "mixture_snr", "pesq", "stoi")
 #: metrics of the ``aec`` task
-AEC_METRICS = ("si_sdr", "si_sdri", "mixture_si_sdr", "erle", "near_end_items", "far_end_items")
+AEC_METRICS = (
+    "si_sdr", "si_sdri", "mixture_si_sdr", "erle", "near_end_items", "far_end_items", "pesq_double_talk",
+    "double_talk_items",
+)
+#: the default ``aec`` metrics (``pesq_double_talk`` costs about 0.2 s per double-talk item)
+AEC_DEFAULT_METRICS = AEC_METRICS[:6]
 #: metrics where lower is better (the selection score is negated)
 LOWER_IS_BETTER = frozenset({"loss"})
 
@@ -62,7 +67,7 @@ def validation_spec(config: Mapping[str, Any], model: torch.nn.Module | None = N
     values = dict(getattr(model, "validation_defaults", None) or {})
     values.update({key: value for key, value in dict(config.get("validation") or {}).items() if value is not None})
     known = AEC_METRICS if task == Task.AEC else SIGNAL_METRICS
-    default = AEC_METRICS if task == Task.AEC else ("si_sdr", "si_sdri", "mixture_si_sdr")
+    default = AEC_DEFAULT_METRICS if task == Task.AEC else ("si_sdr", "si_sdri", "mixture_si_sdr")
     metrics = tuple(values.get("metrics") or default)
     unknown = [name for name in metrics if name not in known]
     if unknown:
@@ -137,7 +142,8 @@ def _item_metrics(
 def _item(dataset: Dataset, index: int, device: torch.device) -> dict[str, Any]:
     """Item ``index`` as a batch of one on ``device`` (mixture ``[1, C_in, T]``, targets ``[1, S, C, T]``)."""
     item = dataset[index]
-    return {key: torch.as_tensor(item[key]).unsqueeze(0).to(device) for key in ("mixture", "targets")}
+    keys = [key for key in ("mixture", "targets", "echo") if key in item]
+    return {key: torch.as_tensor(item[key]).unsqueeze(0).to(device) for key in keys}
 
 
 @contextlib.contextmanager
@@ -180,12 +186,16 @@ def _evaluate_aec(
     """Echo-cancellation validation: SI-SDR(i) on items with near-end speech, ERLE on far-end single talk.
 
     ``si_sdri`` is 0 when the set holds no near-end item; ``erle`` is NaN when it holds no far-end
-    single-talk item.
+    single-talk item. ``pesq_double_talk`` (when asked for) is the mean PESQ-WB of the near-end
+    estimate over the double-talk items (near-end speech and an ``"echo"`` entry with energy),
+    leaving out the items where PESQ finds no utterance; NaN without such items.
     """
     from speechkit import metrics
 
-    # near-end SI-SDR, mixture SI-SDR, near-end items, ERLE, far-end items, loss, items
-    totals = torch.zeros(7, dtype=torch.float64)
+    with_pesq = "pesq_double_talk" in spec.metrics
+    sample_rate = int(getattr(model, "sample_rate", 16000))
+    # near-end SI-SDR, mixture SI-SDR, near-end items, ERLE, far-end items, loss, items, DT PESQ, DT items
+    totals = torch.zeros(9, dtype=torch.float64)
     for index in spec.indices(len(dataset))[context.rank :: context.world_size]:
         batch = _item(dataset, index, context.device)
         mixture, targets = batch["mixture"], batch["targets"]  # [1, 2, T], [1, 1, 1, T]
@@ -194,13 +204,17 @@ def _evaluate_aec(
             loss = float(objective.validation_loss(model, estimate, batch))
         if float(targets.abs().max()) > 0.0:
             score, baseline = validation_scores(estimate, targets, mixture, "aec")
-            totals += torch.tensor([score, baseline, 1.0, 0.0, 0.0, loss, 1.0], dtype=torch.float64)
+            totals += torch.tensor([score, baseline, 1.0, 0.0, 0.0, loss, 1.0, 0.0, 0.0], dtype=torch.float64)
+            if with_pesq and "echo" in batch and float(batch["echo"].abs().max()) > 0.0:
+                quality = metrics.pesq(estimate.reshape(-1).cpu(), targets.reshape(-1).cpu(), sample_rate)
+                if not math.isnan(quality):
+                    totals[7:] += torch.tensor([quality, 1.0], dtype=torch.float64)
         else:
             erle = metrics.erle(mixture[0, 0].cpu(), estimate.reshape(-1).cpu())
-            totals += torch.tensor([0.0, 0.0, 0.0, erle, 1.0, loss, 1.0], dtype=torch.float64)
+            totals += torch.tensor([0.0, 0.0, 0.0, erle, 1.0, loss, 1.0, 0.0, 0.0], dtype=torch.float64)
     if context.distributed:
         dist.all_reduce(totals)
-    near_items, far_items, items = (float(totals[index]) for index in (2, 4, 6))
+    near_items, far_items, items, double_talk_items = (float(totals[index]) for index in (2, 4, 6, 8))
     si_sdr = float(totals[0]) / near_items if near_items else 0.0
     baseline = float(totals[1]) / near_items if near_items else 0.0
     scores = {
@@ -210,5 +224,7 @@ def _evaluate_aec(
         "erle": float(totals[3]) / far_items if far_items else math.nan,
         "near_end_items": near_items,
         "far_end_items": far_items,
+        "pesq_double_talk": float(totals[7]) / double_talk_items if double_talk_items else math.nan,
+        "double_talk_items": double_talk_items,
     }
     return {**{name: scores[name] for name in spec.metrics}, "loss": float(totals[5]) / max(1.0, items)}
