@@ -96,6 +96,13 @@ BENCHMARKS = (
         needs=CORPUS_CACHE,
     ),
     Benchmark(
+        "aec_delay_changes",
+        ("--corpus-root", "data_cache/corpora", "--clips", "1", "--conditions", "jump -30 ms",
+         "--out", "{out}/aec_delay_changes.json"),
+        ("--corpus-root", "data_cache/corpora", "--clips", "2"),
+        needs=CORPUS_CACHE,
+    ),
+    Benchmark(
         "compare_aec",
         ("--model", "untrained:tiny", "--items", "2", "--no-aecmos", "--out", "{out}/compare_aec.json"),
         needs=SHARED_DATA,

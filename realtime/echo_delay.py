@@ -9,114 +9,18 @@ feeds the model the far end delayed by the current estimate (minus the model's
 ``reference_lead``, exactly as the file path aligns it). Delaying the far end only reads older
 samples, so the alignment adds no latency.
 
-Policy: an analysis runs every ``update_seconds`` once ``min_history_seconds`` are buffered; it
-counts only when the correlation peak is reliable (the same confidence rule as
-:func:`speechkit.delay.estimate_delay`); a new delay is adopted when ``agreements`` consecutive
-reliable analyses agree within ``tolerance_seconds`` and differ from the current delay by more
-than that. Until the first adoption the far end is not delayed. Silence, a far end that never
-reaches the microphone (a headset) or a near-end talker alone give no reliable peak and change
-nothing.
+The tracking policy is :class:`speechkit.delay.DelayTracker`'s (numpy only; the file path uses it
+too). Until the first adoption the far end is not delayed.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 
-from speechkit.delay import estimate_delay  # numpy only
+from speechkit.delay import DelayTracker, TrackerOptions  # numpy only
 
 from .errors import RealtimeError
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackerOptions:
-    """Settings of :class:`DelayTracker` (seconds)."""
-
-    max_delay_seconds: float = 0.5
-    window_seconds: float = 2.0
-    min_history_seconds: float = 0.5
-    update_seconds: float = 0.25
-    tolerance_seconds: float = 0.004
-    agreements: int = 2
-    first_confidence: float = 10.0
-
-
-class DelayTracker:
-    """Online GCC-PHAT estimate of how far the microphone's echo lags the far end.
-
-    Args:
-        sample_rate: rate of both signals, in Hz.
-        options: window, update period and adoption rule (:class:`TrackerOptions`).
-    """
-
-    def __init__(self, sample_rate: int, options: TrackerOptions | None = None) -> None:
-        self.options = options or TrackerOptions()
-        if self.options.max_delay_seconds <= 0 or self.options.window_seconds <= self.options.max_delay_seconds:
-            raise RealtimeError(
-                "the delay search needs 0 < max_delay_seconds < window_seconds, got "
-                f"{self.options.max_delay_seconds} and {self.options.window_seconds}"
-            )
-        self.sample_rate = int(sample_rate)
-        self._window = int(round(self.options.window_seconds * sample_rate))
-        self._min_history = int(round(self.options.min_history_seconds * sample_rate))
-        self._update = max(1, int(round(self.options.update_seconds * sample_rate)))
-        self._tolerance = int(round(self.options.tolerance_seconds * sample_rate))
-        self._history = np.zeros((2, self._window), dtype=np.float32)  # [mic, far] x window (oldest first)
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the history and the estimate (a new stream)."""
-        self._history.fill(0.0)
-        self._filled = 0
-        self._since_update = 0
-        self._candidate: int | None = None
-        self._agreeing = 0
-        #: the adopted delay in samples (0 until the first adoption)
-        self.delay = 0
-        #: how many times the adopted delay changed
-        self.changes = 0
-        #: confidence of the last analysis (0: silent or not run)
-        self.confidence = 0.0
-
-    def push(self, mic: np.ndarray, far: np.ndarray) -> bool:
-        """Append one block of microphone and far-end samples (``[n]`` each); True when the
-        adopted delay changed."""
-        count = mic.shape[-1]
-        if count >= self._window:
-            self._history[0], self._history[1] = mic[-self._window :], far[-self._window :]
-        else:
-            self._history[:, :-count] = self._history[:, count:]
-            self._history[0, -count:], self._history[1, -count:] = mic, far
-        self._filled = min(self._window, self._filled + count)
-        self._since_update += count
-        if self._filled < self._min_history or self._since_update < self._update:
-            return False
-        self._since_update = 0
-        return self._analyse()
-
-    def _analyse(self) -> bool:
-        history = self._history[:, -self._filled :]
-        estimate = estimate_delay(
-            history[0], history[1], self.sample_rate, self.options.max_delay_seconds, analysis_seconds=None
-        )
-        self.confidence = estimate.confidence
-        if not estimate.reliable:
-            self._candidate, self._agreeing = None, 0
-            return False
-        if self._candidate is not None and abs(estimate.samples - self._candidate) <= self._tolerance:
-            self._agreeing += 1
-        else:
-            self._agreeing = 1
-        self._candidate = estimate.samples
-        confident_first = self.changes == 0 and estimate.confidence >= self.options.first_confidence
-        if (self._agreeing < self.options.agreements and not confident_first) or (
-            abs(estimate.samples - self.delay) <= self._tolerance
-        ):
-            return False
-        self.delay = estimate.samples
-        self.changes += 1
-        return True
 
 
 class DelayAlignedModel:

@@ -9,12 +9,18 @@ cross-spectrum ``M(f) conj(R(f))`` is whitened (``|.|^-beta``, ``beta = 1`` is P
 inverse transform has a sharp peak at the lag of the strongest echo path tap, whatever the
 spectral colour of speech. :func:`align_reference` then shifts the reference by that lag.
 
+Real recordings may also change their delay mid-call (a dropped or repeated audio buffer, a
+device switch): :class:`DelayTracker` follows it online on a sliding window (the realtime engine
+uses it live) and :func:`delay_schedule` turns a whole recording into a piecewise-constant delay
+(the file path).
+
 Sign convention: a positive delay means the echo in the microphone lags the reference (the
 physical case): ``mic[n] ~ reference[n - delay]``.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -160,6 +166,190 @@ def align_reference(reference: np.ndarray, delay_samples: int, length: int) -> n
     return aligned
 
 
+@dataclasses.dataclass(frozen=True)
+class TrackerOptions:
+    """Settings of :class:`DelayTracker` (seconds)."""
+
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS
+    window_seconds: float = 2.0
+    min_history_seconds: float = 0.5
+    update_seconds: float = 0.25
+    tolerance_seconds: float = 0.004
+    agreements: int = 2
+    first_confidence: float = 10.0
+
+    @property
+    def detection_lag_seconds(self) -> float:
+        """Longest time from a delay change to its adoption: the window of the first analysis that
+        finds the new delay may begin right at the change, and ``agreements - 1`` more analyses must
+        confirm it."""
+        return self.window_seconds + (self.agreements - 1) * self.update_seconds
+
+
+class DelayTracker:
+    """Online GCC-PHAT estimate of how far the microphone's echo lags the far end.
+
+    Policy: an analysis (:func:`estimate_delay` on the last ``window_seconds`` of both signals)
+    runs every ``update_seconds`` once ``min_history_seconds`` are buffered; it counts only when
+    its peak is reliable; a new delay is adopted when ``agreements`` consecutive reliable analyses
+    agree within ``tolerance_seconds`` and differ from the current delay by more than that (before
+    any delay is known, one analysis with confidence ``first_confidence`` suffices). Silence, a far
+    end that never reaches the microphone (a headset) or a near-end talker alone give no reliable
+    peak and change nothing.
+
+    Args:
+        sample_rate: rate of both signals, in Hz.
+        options: window, update period and adoption rule (:class:`TrackerOptions`).
+        initial_delay: a delay already known (e.g. measured on the whole recording), in samples;
+            None starts from 0 with the first delay still to be found.
+    """
+
+    def __init__(self, sample_rate: int, options: TrackerOptions | None = None, initial_delay: int | None = None) -> None:
+        self.options = options or TrackerOptions()
+        if self.options.max_delay_seconds <= 0 or self.options.window_seconds <= self.options.max_delay_seconds:
+            raise AudioError(
+                "the delay search needs 0 < max_delay_seconds < window_seconds, got "
+                f"{self.options.max_delay_seconds} and {self.options.window_seconds}"
+            )
+        self.sample_rate = int(sample_rate)
+        self.initial_delay = initial_delay
+        self._window = int(round(self.options.window_seconds * sample_rate))
+        self._min_history = int(round(self.options.min_history_seconds * sample_rate))
+        self._update = max(1, int(round(self.options.update_seconds * sample_rate)))
+        self._tolerance = int(round(self.options.tolerance_seconds * sample_rate))
+        self._history = np.zeros((2, self._window), dtype=np.float32)  # [mic, far] x window (oldest first)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the history and the estimate (a new stream)."""
+        self._history.fill(0.0)
+        self._filled = 0
+        self._since_update = 0
+        self._candidate: int | None = None
+        self._agreeing = 0
+        #: the adopted delay in samples (0, or ``initial_delay``, until the first adoption)
+        self.delay = int(self.initial_delay or 0)
+        #: how many times the adopted delay changed
+        self.changes = 0
+        #: confidence of the last analysis (0: silent or not run)
+        self.confidence = 0.0
+
+    def push(self, mic: np.ndarray, far: np.ndarray) -> bool:
+        """Append one block of microphone and far-end samples (``[n]`` each); True when the
+        adopted delay changed."""
+        count = mic.shape[-1]
+        if count >= self._window:
+            self._history[0], self._history[1] = mic[-self._window :], far[-self._window :]
+        else:
+            self._history[:, :-count] = self._history[:, count:]
+            self._history[0, -count:], self._history[1, -count:] = mic, far
+        self._filled = min(self._window, self._filled + count)
+        self._since_update += count
+        if self._filled < self._min_history or self._since_update < self._update:
+            return False
+        self._since_update = 0
+        return self._analyse()
+
+    def _analyse(self) -> bool:
+        history = self._history[:, -self._filled :]
+        estimate = estimate_delay(
+            history[0], history[1], self.sample_rate, self.options.max_delay_seconds, analysis_seconds=None
+        )
+        self.confidence = estimate.confidence
+        if not estimate.reliable:
+            self._candidate, self._agreeing = None, 0
+            return False
+        if self._candidate is not None and abs(estimate.samples - self._candidate) <= self._tolerance:
+            self._agreeing += 1
+        else:
+            self._agreeing = 1
+        self._candidate = estimate.samples
+        first = self.changes == 0 and self.initial_delay is None
+        confident_first = first and estimate.confidence >= self.options.first_confidence
+        if (self._agreeing < self.options.agreements and not confident_first) or (
+            abs(estimate.samples - self.delay) <= self._tolerance
+        ):
+            return False
+        self.delay = estimate.samples
+        self.changes += 1
+        return True
+
+
+def locate_change(
+    mic: np.ndarray, far: np.ndarray, old: int, new: int, sample_rate: int,
+    window_seconds: float = 0.5, hop_seconds: float = 0.1,
+) -> int | None:
+    """Where in ``mic`` the echo moves from lag ``old`` to lag ``new`` (samples, the same history of both).
+
+    Slides a ``window_seconds`` window in steps of ``hop_seconds`` and compares the whitened
+    cross-correlation (GCC-PHAT) of each window at the two lags; windows whose difference stands
+    out (above twice its RMS over the searched lags) vote. Returns the centre of the first voting
+    window after which every vote goes to ``new``, or None when no window votes for ``new``.
+    """
+    window = int(round(window_seconds * sample_rate))
+    hop = max(1, int(round(hop_seconds * sample_rate)))
+    longest, shortest = max(old, new, 0), min(old, new, 0)
+    votes: list[tuple[int, bool]] = []
+    for start in range(longest, mic.shape[-1] - window + 1, hop):
+        mic_window = mic[start : start + window].astype(np.float64)
+        far_window = far[start - longest : start + window - shortest].astype(np.float64)
+        if np.sqrt(np.mean(mic_window**2)) < SILENCE_RMS or np.sqrt(np.mean(far_window**2)) < SILENCE_RMS:
+            continue
+        # mic[start + n + lag] ~ far[start - longest + n] when lag = delay - longest
+        lags, correlation = gcc_phat(mic_window, far_window, max_lag=-shortest, min_lag=shortest - longest)
+        rms = float(np.sqrt(np.mean(correlation**2)))
+        at_new, at_old = (float(correlation[delay - longest - lags[0]]) for delay in (new, old))
+        if rms > 0 and abs(at_new - at_old) > 2.0 * rms:
+            votes.append((start + window // 2, at_new > at_old))
+    for index, (centre, for_new) in enumerate(votes):
+        if for_new and all(vote for _, vote in votes[index:]):
+            return centre
+    return None
+
+
+def delay_schedule(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    sample_rate: int,
+    initial_delay: int,
+    options: TrackerOptions | None = None,
+) -> list[tuple[int, int]]:
+    """Where the bulk delay of a recording changes: ``[(start_sample, delay_samples), ...]``.
+
+    ``pairs`` yields microphone and far-end blocks (``[n]`` each, the same ``n``, at
+    ``sample_rate``) from the start of the recording. A :class:`DelayTracker` starting from
+    ``initial_delay`` follows them. The recording is known in advance, so each adopted change is
+    dated back: :func:`locate_change` finds it in the last
+    :attr:`TrackerOptions.detection_lag_seconds` before its adoption (0.5 s windows), and the new
+    delay starts a quarter second on the causal side of it: before it for a shorter delay (the
+    echo then arrives earlier; until the change it merely lags a little more), after it for a
+    longer one (switching before the change would make the echo lead the far end, which no causal
+    filter can cancel). Where the change cannot be located, a shorter delay starts at the earliest
+    moment the change can have happened and a longer one at its adoption. The first entry is
+    ``(0, initial_delay)``; starts increase strictly.
+    """
+    options = options or TrackerOptions()
+    tracker = DelayTracker(sample_rate, options, initial_delay=initial_delay)
+    lag = int(round(options.detection_lag_seconds * sample_rate))
+    margin = int(round(0.25 * sample_rate))
+    # what locate_change needs: the detection span plus the longest delay before it
+    kept = lag + int(round(options.max_delay_seconds * sample_rate)) + 1
+    history = np.zeros((2, 0), dtype=np.float32)  # [mic, far] x (at most kept), newest last
+    schedule = [(0, int(initial_delay))]
+    position = 0
+    for mic, far in pairs:
+        position += mic.shape[-1]
+        history = np.concatenate([history, np.stack([mic, far]).astype(np.float32)], axis=1)[:, -kept:]
+        if tracker.push(np.asarray(mic, np.float32), np.asarray(far, np.float32)):
+            old, new = schedule[-1][1], tracker.delay
+            change = locate_change(history[0], history[1], old, new, sample_rate)
+            if change is not None:
+                start = position - history.shape[-1] + change + (margin if new > old else -margin)
+            else:
+                start = position - lag if new < old else position
+            schedule.append((max(min(start, position), schedule[-1][0] + 1), new))
+    return schedule
+
+
 def check_pair_lengths(
     mic_length: int, reference_length: int, sample_rate: int, max_difference_seconds: float
 ) -> None:
@@ -180,8 +370,12 @@ def check_pair_lengths(
 __all__ = [
     "DEFAULT_MAX_DELAY_SECONDS",
     "DelayEstimate",
+    "DelayTracker",
+    "TrackerOptions",
     "align_reference",
     "check_pair_lengths",
+    "delay_schedule",
     "estimate_delay",
+    "locate_change",
     "gcc_phat",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ import torch
 
 from ._arrays import check_rate, like_input, mono_array
 from .audio import AtomicAudioWriter, SampleChecker, check_output_path, default_output_name, iter_blocks, open_audio
-from .delay import DelayEstimate, estimate_delay
+from .delay import DelayEstimate, TrackerOptions, delay_schedule, estimate_delay
 from .errors import AudioError, CheckpointError
 from .files import EchoFileResult, checked_blocks, report_file_warnings, run_file
 from .inference import DEFAULT_CHUNK_SECONDS, DEFAULT_OVERLAP_SECONDS, EchoFeed, EchoPipeline
@@ -33,6 +33,10 @@ DEFAULT_AEC_MODEL = DEFAULT_ECHO_CANCELLER
 DEFAULT_MAX_DELAY_SECONDS = 0.5
 #: default largest allowed length difference between microphone and reference, in seconds
 DEFAULT_MAX_LENGTH_DIFFERENCE = 1.0
+#: block of the delay tracking, in samples
+TRACKING_BLOCK_SAMPLES = 1024
+#: block of the delay-tracking pass over files, in seconds
+READ_SECONDS = 1.0
 
 
 def load_echo_canceller(
@@ -104,6 +108,7 @@ def cancel_echo_array(
     max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
     repair_nonfinite: bool = False,
     stacklevel: int = 4,
+    track_delay: bool = True,
 ) -> np.ndarray | torch.Tensor:
     """Remove the far-end echo (and noise) from a microphone signal with ``processor``; returns ``[T]``
     (:meth:`speechkit.api.Processor.cancel_echo` is this function).
@@ -117,6 +122,8 @@ def cancel_echo_array(
             it with GCC-PHAT up to ``max_delay_seconds`` (0 disables the alignment).
         max_delay_seconds: search range of the estimate.
         repair_nonfinite: replace NaN/Inf input samples by 0 instead of refusing the input.
+        track_delay: follow changes of the delay through the recording (:func:`echo_delay_schedule`);
+            False keeps the first estimate throughout. No effect when ``delay_seconds`` is given.
         stacklevel: where input warnings point, counted from :func:`speechkit._arrays.check_samples`
             (4: the caller of this function).
 
@@ -130,7 +137,11 @@ def cancel_echo_array(
     reference = mono_array(far_end, "far_end", reference_rate, repair_nonfinite, stacklevel)
     reference_at_mic_rate = _resample_excerpt(reference, reference_rate, rate)
     delay, _ = estimate_echo_delay(mic_array, reference_at_mic_rate, rate, delay_seconds, max_delay_seconds)
-    pipeline = _echo_pipeline(processor, rate, reference_rate, delay.samples)
+    schedule = [(0, delay.samples)]
+    if track_delay and delay_seconds is None and max_delay_seconds > 0:
+        pair = (mic_array, _padded(reference_at_mic_rate[: mic_array.shape[-1]], mic_array.shape[-1]))
+        schedule = echo_delay_schedule([pair], rate, delay.samples, max_delay_seconds)
+    pipeline = _echo_pipeline(processor, rate, reference_rate, schedule)
     output = np.concatenate([pipeline.push(mic_array, reference), pipeline.finish()])  # [T]
     return like_input(output, mic)
 
@@ -148,6 +159,7 @@ def run_echo_file(
     repair_nonfinite: bool = False,
     progress: Callable[[int], None] | None = None,
     stacklevel: int = 3,
+    track_delay: bool = True,
 ) -> EchoFileResult:
     """Cancel the echo of one microphone/far-end file pair into ``output`` with ``processor``
     (:meth:`speechkit.api.Processor.cancel_echo_file` is this function).
@@ -184,7 +196,12 @@ def run_echo_file(
             mic_excerpt, reference_excerpt, rate, delay_seconds, max_delay_seconds, str(mic)
         )
         del mic_excerpt, reference_excerpt
-        pipeline = _echo_pipeline(processor, rate, reference_rate, delay.samples)
+        schedule = [(0, delay.samples)]
+        if track_delay and delay_seconds is None and max_delay_seconds > 0:
+            schedule = echo_delay_schedule(
+                _paired_file_blocks(mic_handle, reference_handle, rate), rate, delay.samples, max_delay_seconds
+            )
+        pipeline = _echo_pipeline(processor, rate, reference_rate, schedule)
         mic_checker = SampleChecker(rate, str(mic), repair_nonfinite)
         reference_checker = SampleChecker(reference_rate, str(far_end), repair_nonfinite)
         writer = AtomicAudioWriter(output, rate, 1, force=force)
@@ -204,11 +221,44 @@ def run_echo_file(
         warnings=messages,
         far_end=far_end,
         delay=delay,
+        delay_schedule=schedule,
     )
 
 
-def _echo_pipeline(processor: "Processor", rate: int, reference_rate: int, delay_samples: int) -> EchoPipeline:
-    """The echo pipeline of ``processor`` for one microphone/reference pair.
+def echo_delay_schedule(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    sample_rate: int,
+    initial_delay: int,
+    max_delay_seconds: float = DEFAULT_MAX_DELAY_SECONDS,
+) -> list[tuple[int, int]]:
+    """The bulk delay through a recording, ``[(start_sample, delay_samples), ...]``, from ``initial_delay`` on.
+
+    :func:`speechkit.delay.delay_schedule` over microphone/far-end block pairs (``[n]`` each at
+    ``sample_rate``, any ``n``: they are cut into blocks of :data:`TRACKING_BLOCK_SAMPLES`, so a
+    file read in blocks and the same signals in memory give one schedule) with the realtime engine's tracking rule (a 2 s window, or four times the search
+    range when longer; an analysis every 0.25 s; a change counts once two analyses agree). Real
+    calls change their delay when an audio buffer is dropped or repeated; with one delay for the
+    whole file, an echo that arrives earlier than the aligned reference can no longer be cancelled.
+    """
+    options = TrackerOptions(max_delay_seconds=max_delay_seconds, window_seconds=max(2.0, 4 * max_delay_seconds))
+    return delay_schedule(_rechunked(pairs, TRACKING_BLOCK_SAMPLES), sample_rate, initial_delay, options)
+
+
+def _rechunked(pairs: Iterable[tuple[np.ndarray, np.ndarray]], size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of ``[n]`` blocks regrouped into pairs of ``size`` samples (a last partial block is dropped)."""
+    pending: list[np.ndarray] = [np.zeros(0, np.float32), np.zeros(0, np.float32)]
+    for mic, far in pairs:
+        pending = [np.concatenate([pending[0], mic]), np.concatenate([pending[1], far])]
+        whole = pending[0].shape[-1] // size * size
+        for start in range(0, whole, size):
+            yield pending[0][start : start + size], pending[1][start : start + size]
+        pending = [pending[0][whole:], pending[1][whole:]]
+
+
+def _echo_pipeline(
+    processor: "Processor", rate: int, reference_rate: int, delay_samples: int | list[tuple[int, int]]
+) -> EchoPipeline:
+    """The echo pipeline of ``processor`` for one microphone/reference pair (one delay or a schedule).
 
     A model with a linear adaptive-filter stage declares a ``reference_lead`` (samples at its rate):
     the reference is aligned that much earlier than the bulk delay, so that an estimate a few
@@ -216,10 +266,41 @@ def _echo_pipeline(processor: "Processor", rate: int, reference_rate: int, delay
     """
     model = processor.model
     lead = int(round(getattr(model, "reference_lead", 0) * rate / model.sample_rate))
+    schedule = [(0, delay_samples)] if isinstance(delay_samples, int) else delay_samples
     return EchoPipeline(
-        model, rate, reference_rate, delay_samples - lead, processor.chunk_seconds, processor.overlap_seconds,
-        processor.device, processor.streaming,
+        model, rate, reference_rate, [(start, delay - lead) for start, delay in schedule],
+        processor.chunk_seconds, processor.overlap_seconds, processor.device, processor.streaming,
     )
+
+
+def _padded(block: np.ndarray, length: int) -> np.ndarray:
+    """``block [n]`` zero-padded to ``length`` samples."""
+    return block if block.shape[-1] >= length else np.pad(block, (0, length - block.shape[-1]))
+
+
+def _paired_file_blocks(mic_handle: Any, reference_handle: Any, rate: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Microphone and far-end blocks of equal length from the start of two open mono files (the far end
+    resampled to ``rate``, zeros after its end; non-finite samples as 0); both files are rewound after."""
+    from .audio import StreamResampler
+
+    resampler = StreamResampler(int(reference_handle.samplerate), rate, 1)
+    pending = np.zeros(0, dtype=np.float32)
+    references = iter_blocks(reference_handle, max(1, int(READ_SECONDS * reference_handle.samplerate)))
+    try:
+        for mic_block in iter_blocks(mic_handle, max(1, int(READ_SECONDS * rate))):
+            mic = np.nan_to_num(mic_block[0], nan=0.0, posinf=0.0, neginf=0.0)
+            while pending.shape[-1] < mic.shape[-1]:
+                reference_block = next(references, None)
+                if reference_block is None:
+                    pending = np.concatenate([pending, resampler.flush()[0]])
+                    pending = _padded(pending, mic.shape[-1])
+                    break
+                pending = np.concatenate([pending, resampler.process(reference_block)[0]])
+            reference, pending = pending[: mic.shape[-1]], pending[mic.shape[-1] :]
+            yield mic, np.nan_to_num(reference, nan=0.0, posinf=0.0, neginf=0.0)
+    finally:
+        mic_handle.seek(0)
+        reference_handle.seek(0)
 
 
 def _resample_excerpt(signal: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
@@ -253,6 +334,7 @@ def cancel_echo_file(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     repair_nonfinite: bool = False,
     progress: Callable[[int], None] | None = None,
+    track_delay: bool = True,
 ) -> EchoFileResult:
     """Cancel the far-end echo (and noise) of the microphone file ``mic`` into ``output``, in bounded memory.
 
@@ -270,6 +352,9 @@ def cancel_echo_file(
             reference is cut or zero-padded to the microphone's length after alignment).
         resample: accept a reference at another rate than the microphone (it is resampled).
         device, chunk_seconds, repair_nonfinite, progress: as in :func:`enhance_file`.
+        track_delay: follow changes of the bulk delay through the recording (a first pass over both
+            files, :func:`echo_delay_schedule`); False keeps the delay of the first minute. No effect
+            when ``delay_seconds`` is given.
 
     Both files are read block by block; a streaming model (such as ``complex_d3net_aec``) runs
     its ``forward_step`` with the state carried through the whole recording, so the result equals
@@ -280,5 +365,5 @@ def cancel_echo_file(
     processor = model if isinstance(model, Processor) else load_echo_canceller(model, device, chunk_seconds)
     return run_echo_file(
         processor, mic, far_end, output, force, delay_seconds, max_delay_seconds, max_length_difference, resample,
-        repair_nonfinite, progress, stacklevel=4,
+        repair_nonfinite, progress, stacklevel=4, track_delay=track_delay,
     )

@@ -59,6 +59,9 @@ class EchoFileResult(FileResult):
 
     far_end: Path = Path()
     delay: DelayEstimate | None = None
+    #: the alignment used, ``[(start_sample, delay_samples), ...]`` at the microphone's rate (the
+    #: bulk delay without the model's reference lead; more than one entry when the delay changed)
+    delay_schedule: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
 class FilePipeline(Protocol):
     """What :func:`run_file` drives: ``push(block, *other_blocks) -> [S, C_out, m]`` and ``finish()``.

@@ -9,6 +9,7 @@ import pytest
 
 from realtime.echo_delay import DelayAlignedModel, DelayTracker, TrackerOptions
 from realtime.errors import RealtimeError
+from speechkit.errors import AudioError
 from speechkit.tasks import InputLayout
 
 RATE = 8000
@@ -82,7 +83,7 @@ def test_tracker_keeps_the_delay_without_a_reliable_echo(case: str) -> None:
 
 
 def test_tracker_refuses_a_search_range_longer_than_its_window() -> None:
-    with pytest.raises(RealtimeError, match="max_delay_seconds < window_seconds"):
+    with pytest.raises(AudioError, match="max_delay_seconds < window_seconds"):
         DelayTracker(RATE, TrackerOptions(max_delay_seconds=2.0, window_seconds=2.0))
 
 

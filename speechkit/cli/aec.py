@@ -9,7 +9,8 @@
 
 For every pair the far-end reference is aligned to the microphone by the bulk delay that
 :func:`speechkit.delay.estimate_delay` finds (GCC-PHAT, up to ``--max-delay-ms``; ``--delay-ms``
-imposes one), then the echo-cancellation model removes echo and noise (a model with a linear stage
+imposes one) and followed through the recording when it changes (a dropped or repeated audio buffer;
+``--fixed-delay`` keeps the first estimate), then the echo-cancellation model removes echo and noise (a model with a linear stage
 runs its adaptive filter first, on the aligned pair; ``--linear-only`` runs the bundled linear stage
 ``linear_aec_16k`` alone, no network: the adaptive filter and a residual-echo suppressor). Both files must be mono;
 their sample rates must match unless ``--resample`` is given (the reference is then resampled to
@@ -27,6 +28,7 @@ import logging
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..audio import AUDIO_EXTENSIONS, audio_files_under, default_output_name, names_an_audio_file
 from ..errors import AudioError, OutputExistsError, SpeechkitError
@@ -34,6 +36,9 @@ from ..pretrained import DEFAULT_ECHO_CANCELLER as DEFAULT_AEC_MODEL
 from ..pretrained import LINEAR_ECHO_CANCELLER, NO_BUNDLED_ECHO_CANCELLER, bundled_echo_canceller
 from . import EXIT_FAILED, EXIT_OK
 from .enhance import PLOT_SECONDS, add_option_argument
+
+if TYPE_CHECKING:
+    from ..files import EchoFileResult
 
 #: panel titles of ``aec --plot``, top to bottom
 FIGURE_TITLES = ("microphone", "far end (loudspeaker reference, as given)", "echo cancelled")
@@ -90,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="use this bulk delay (reference leading the microphone) instead of estimating it",
     )
     parser.add_argument(
+        "--fixed-delay", action="store_true",
+        help="keep the delay measured on the first minute for the whole recording instead of following its changes",
+    )
+    parser.add_argument(
         "--max-length-difference", type=float, default=DEFAULT_MAX_LENGTH_DIFFERENCE, metavar="SECONDS",
         help=f"refuse pairs whose lengths differ by more (default {DEFAULT_MAX_LENGTH_DIFFERENCE:g} s)",
     )
@@ -141,6 +150,14 @@ def find_pairs(mic: Path, ref: Path, output: Path) -> list[tuple[Path, Path | No
     raise AudioError(f"--mic {mic} and --ref {ref} must both be files or both be folders")
 
 
+def describe_delay(result: "EchoFileResult") -> str:
+    """``delay 120.0 ms``, or with changes ``delay 120.0 ms, then 90.0 ms from 14.62 s``."""
+    rate = result.sample_rate
+    delay_ms = 1000 * result.delay.seconds if result.delay is not None else 0.0
+    changes = [f"{1000 * delay / rate:.1f} ms from {start / rate:.2f} s" for start, delay in result.delay_schedule[1:]]
+    return f"delay {delay_ms:.1f} ms" + "".join(f", then {change}" for change in changes)
+
+
 def _matching_reference(ref_dir: Path, relative: Path) -> Path | None:
     exact = ref_dir / relative
     if exact.is_file():
@@ -183,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
                     max_delay_seconds=args.max_delay_ms / 1000.0,
                     max_length_difference=args.max_length_difference,
                     resample=args.resample, repair_nonfinite=args.repair_nonfinite,
+                    track_delay=not args.fixed_delay,
                 )
             if figure is not None:
                 from ..plot import write_files_figure
@@ -204,9 +222,8 @@ def run(args: argparse.Namespace) -> int:
         done += 1
         for message in result.warnings:
             print(f"speechkit aec: warning: {message}", file=sys.stderr)
-        delay_ms = 1000 * result.delay.seconds if result.delay is not None else 0.0
         print(
-            f"speechkit aec: {mic_file} + {ref_file} -> {', '.join(map(str, result.outputs))} (delay {delay_ms:.1f} ms)",
+            f"speechkit aec: {mic_file} + {ref_file} -> {', '.join(map(str, result.outputs))} ({describe_delay(result)})",
             file=sys.stderr,
         )
     print(f"speechkit aec: {done} pair(s) done, {failed} failed", file=sys.stderr)

@@ -1,6 +1,8 @@
 """The echo-cancellation pipeline: microphone and far-end blocks paired, aligned and run through a Pipeline."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -20,11 +22,17 @@ class EchoPipeline:
     :class:`Pipeline` (so a streaming model runs its ``forward_step`` with state carried across the
     whole recording). The two inputs may arrive in blocks of any sizes.
 
+    ``delay_samples`` may also be a schedule ``[(start_sample, delay_samples), ...]`` (starts
+    increasing from 0, see :func:`speechkit.delay.delay_schedule`): from each start on the
+    reference is shifted by that entry's delay. The model's state carries on across a change, so
+    an adaptive filter keeps the echo path it learned; only the alignment moves (a longer delay
+    ``d' > d`` feeds the last ``d' - d`` reference samples again, a shorter one skips ``d - d'``).
+
     Args:
         model: an echo canceller (two input channels: microphone, far end).
         mic_rate: rate of the microphone blocks (and of the output).
         reference_rate: rate of the reference blocks.
-        delay_samples: bulk delay of the echo, in samples at ``mic_rate``.
+        delay_samples: bulk delay of the echo in samples at ``mic_rate``, or a schedule of them.
         chunk_seconds, overlap_seconds, device, streaming: as for :class:`Pipeline`.
     """
 
@@ -33,7 +41,7 @@ class EchoPipeline:
         model: SpeechModel,
         mic_rate: int,
         reference_rate: int,
-        delay_samples: int = 0,
+        delay_samples: int | Sequence[tuple[int, int]] = 0,
         chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         device: torch.device | str = "cpu",
@@ -49,9 +57,18 @@ class EchoPipeline:
         self.pipeline = Pipeline(model, mic_rate, 2, "separate", chunk_seconds, overlap_seconds, device, streaming)
         self.runner = self.pipeline.runner
         self._reference_in = StreamResampler(reference_rate, mic_rate, 1)
+        schedule = [(0, int(delay_samples))] if isinstance(delay_samples, (int, np.integer)) else [
+            (int(start), int(delay)) for start, delay in delay_samples
+        ]
+        starts = [start for start, _ in schedule]
+        if not schedule or starts[0] != 0 or any(later <= earlier for earlier, later in zip(starts, starts[1:])):
+            raise ConfigError(f"a delay schedule must start at sample 0 with increasing starts, got {starts[:4]}")
+        self._starts = np.asarray(starts, dtype=np.int64)  # [K]
+        self._delays = np.asarray([delay for _, delay in schedule], dtype=np.int64)  # [K]
         self._mic = np.zeros(0, dtype=np.float32)
-        self._reference = np.zeros(max(0, int(delay_samples)), dtype=np.float32)
-        self._reference_skip = max(0, -int(delay_samples))
+        self._mic_start = 0  # absolute index of self._mic[0]
+        self._reference = np.zeros(0, dtype=np.float32)  # resampled, unaligned
+        self._reference_start = 0  # absolute index of self._reference[0]
         self._reference_ended = False
 
     def push(self, mic_block: np.ndarray, reference_block: np.ndarray | None = None) -> np.ndarray:
@@ -75,22 +92,39 @@ class EchoPipeline:
         head = self._run(final=True)
         return np.concatenate([head, self.pipeline.finish()[0, 0]])  # [m]
 
+    @property
+    def delay_schedule(self) -> list[tuple[int, int]]:
+        """The alignment in use: ``[(start_sample, delay_samples), ...]``."""
+        return [(int(start), int(delay)) for start, delay in zip(self._starts, self._delays)]
+
     def _add_reference(self, samples: np.ndarray) -> None:
-        skipped = min(self._reference_skip, samples.shape[-1])
-        self._reference_skip -= skipped
-        self._reference = np.concatenate([self._reference, samples[skipped:]])  # [k + n']
+        self._reference = np.concatenate([self._reference, samples])  # [k + n']
 
     def _run(self, final: bool) -> np.ndarray:
         """Feed the paired samples (all the microphone's once the reference has ended) to the pipeline."""
-        count = self._mic.shape[-1] if self._reference_ended else min(self._mic.shape[-1], self._reference.shape[-1])
+        positions = self._mic_start + np.arange(self._mic.shape[-1])  # [k] absolute microphone indices
+        sources = positions - self._delays[np.searchsorted(self._starts, positions, side="right") - 1]  # [k]
+        reference_end = self._reference_start + self._reference.shape[-1]
+        if self._reference_ended:
+            count = self._mic.shape[-1]
+        else:  # pair only the samples whose reference has arrived
+            missing = np.flatnonzero(sources >= reference_end)
+            count = int(missing[0]) if missing.size else self._mic.shape[-1]
         if count == 0:
             return np.zeros(0, dtype=np.float32)
-        reference = self._reference[:count]
-        if reference.shape[-1] < count:  # the reference has ended: zeros after it
-            reference = np.pad(reference, (0, count - reference.shape[-1]))
+        offsets = sources[:count] - self._reference_start  # [count]
+        inside = (sources[:count] >= 0) & (offsets >= 0) & (offsets < self._reference.shape[-1])
+        reference = np.zeros(count, dtype=np.float32)
+        reference[inside] = self._reference[offsets[inside]]
         pair = np.stack([self._mic[:count], reference])  # [2, count]
         self._mic = self._mic[count:]
-        self._reference = self._reference[count:]
+        self._mic_start += count
+        # keep the reference the remaining samples can still read: back to the largest delay ahead
+        ahead = self._delays[max(0, int(np.searchsorted(self._starts, self._mic_start, side="right")) - 1) :]
+        keep_from = self._mic_start - int(ahead.max()) - self._reference_start
+        if keep_from > 0:
+            self._reference = self._reference[keep_from:]
+            self._reference_start += keep_from
         if final:
             self._reference = self._reference[:0]  # reference beyond the microphone's end is cut
         return self.pipeline.push(pair)[0, 0]  # [S=1, C_out=1, m] -> [m]
