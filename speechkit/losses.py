@@ -31,6 +31,15 @@ def _check_shapes(estimate: torch.Tensor, reference: torch.Tensor) -> None:
         )
 
 
+def _flattened_pair(estimate: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
+    """``estimate [..., T]`` and ``reference`` (broadcast to it) as ``[N, T]`` each, plus the leading shape."""
+    _check_shapes(estimate, reference)
+    leading = estimate.shape[:-1]
+    flat_estimate = estimate.reshape(-1, estimate.shape[-1])  # [..., T] -> [N, T]
+    flat_reference = reference.expand_as(estimate).reshape(-1, reference.shape[-1])  # -> [N, T]
+    return flat_estimate, flat_reference, leading
+
+
 def snr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = False,
         eps: float = EPS) -> torch.Tensor:
     """Signal-to-noise ratio in dB: ``10 log10(|ref|^2 / |ref - est|^2)``, ``[..., T] -> [...]``.
@@ -101,10 +110,7 @@ def multi_resolution_stft_loss(
     ``eps`` floors the magnitudes inside the logarithm (relative to unit RMS), so near-silent bins
     do not dominate.
     """
-    _check_shapes(estimate, reference)
-    leading = estimate.shape[:-1]
-    estimate = estimate.reshape(-1, estimate.shape[-1])  # [..., T] -> [N, T]
-    reference = reference.expand_as(estimate.view(*leading, -1)).reshape(-1, reference.shape[-1])  # -> [N, T]
+    estimate, reference, leading = _flattened_pair(estimate, reference)  # [..., T] -> [N, T] each
     scale = reference.pow(2).mean(dim=-1, keepdim=True).add(EPS).sqrt()  # [N, 1]
     estimate, reference = estimate / scale, reference / scale
     total = estimate.new_zeros(estimate.shape[0])
@@ -137,10 +143,7 @@ def complex_spectral_loss(
     mapping ("PCM"-style) loss of DeFTAN-II (Lee and Choi, IEEE/ACM TASLP 2024), which averages it
     over the speech and the implied noise. Not scale-invariant.
     """
-    _check_shapes(estimate, reference)
-    leading = estimate.shape[:-1]
-    estimate = estimate.reshape(-1, estimate.shape[-1])  # [..., T] -> [N, T]
-    reference = reference.expand_as(estimate.view(*leading, -1)).reshape(-1, reference.shape[-1])  # -> [N, T]
+    estimate, reference, leading = _flattened_pair(estimate, reference)  # [..., T] -> [N, T] each
     window = torch.hann_window(n_fft, device=estimate.device, dtype=estimate.dtype)
     estimate_spectrum, reference_spectrum = (
         torch.view_as_real(torch.stft(signal, n_fft, hop_length, window=window, return_complex=True))  # [N, F, frames, 2]
@@ -170,10 +173,7 @@ def compressed_spectral_loss(
     speech distortion are audible, far more than an SNR does. Not scale-invariant: normalise the
     signals first when levels vary.
     """
-    _check_shapes(estimate, reference)
-    leading = estimate.shape[:-1]
-    estimate = estimate.reshape(-1, estimate.shape[-1])  # [..., T] -> [N, T]
-    reference = reference.expand_as(estimate.view(*leading, -1)).reshape(-1, reference.shape[-1])  # -> [N, T]
+    estimate, reference, leading = _flattened_pair(estimate, reference)  # [..., T] -> [N, T] each
     window = torch.hann_window(n_fft, device=estimate.device, dtype=estimate.dtype)
     compressed = []
     for signal in (estimate, reference):
