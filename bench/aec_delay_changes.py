@@ -187,8 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{CHANGE_SECONDS:g} s; drift resamples the played far end by 1 + ppm 1e-6 (3 ms over 30 s at 100 ppm).",
         "ERLE = 10 log10(sum mic^2 / sum output^2) in each window (speechkit.metrics.erle); it also counts "
         "removed noise, which the noise suppressor of webrtc_aec3_ns removes most aggressively.",
-        "speechkit aec follows the delay with speechkit.delay.delay_schedule: a change is confirmed by two "
-        "GCC-PHAT analyses of the last 2 s, 0.25 s apart, located within 0.5 s windows and applied 0.25 s on "
+        "speechkit aec follows the delay with speechkit.delay.delay_schedule: a change is confirmed by three "
+        "GCC-PHAT analyses of full 2 s windows, 0.25 s apart, located within 0.5 s windows and applied 0.25 s on "
         "the side that keeps the echo causal (a shorter delay before the change, a longer one after it); "
         "--fixed-delay keeps the delay GCC-PHAT finds on the first minute (here: the whole clip, so with a jump "
         "it may be either delay).",

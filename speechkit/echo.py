@@ -235,12 +235,18 @@ def echo_delay_schedule(
 
     :func:`speechkit.delay.delay_schedule` over microphone/far-end block pairs (``[n]`` each at
     ``sample_rate``, any ``n``: they are cut into blocks of :data:`TRACKING_BLOCK_SAMPLES`, so a
-    file read in blocks and the same signals in memory give one schedule) with the realtime engine's tracking rule (a 2 s window, or four times the search
-    range when longer; an analysis every 0.25 s; a change counts once two analyses agree). Real
+    file read in blocks and the same signals in memory give one schedule): GCC-PHAT on the last 2 s
+    (or four times the search range when longer) every 0.25 s once a whole window is buffered, a
+    change adopted once three analyses agree. Real
     calls change their delay when an audio buffer is dropped or repeated; with one delay for the
     whole file, an echo that arrives earlier than the aligned reference can no longer be cancelled.
     """
-    options = TrackerOptions(max_delay_seconds=max_delay_seconds, window_seconds=max(2.0, 4 * max_delay_seconds))
+    window = max(2.0, 4 * max_delay_seconds)
+    # a delay is already known from the first minute: analyse only full windows and ask three agreeing
+    # analyses before moving away from it (two, from half a window, moved it in 2 of 120 held-out
+    # 4-second items, on a few words of double talk; three from full windows in none)
+    options = TrackerOptions(max_delay_seconds=max_delay_seconds, window_seconds=window, min_history_seconds=window,
+                             agreements=3)
     return delay_schedule(_rechunked(pairs, TRACKING_BLOCK_SAMPLES), sample_rate, initial_delay, options)
 
 
