@@ -21,10 +21,7 @@ Writes ``bench/results/aec_headroom.json`` (per item too) and the table beside i
 """
 from __future__ import annotations
 
-import os
-
-for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")  # one thread, set before torch loads
+import bench.one_thread  # noqa: F401 - one thread per system, set before torch loads
 
 import argparse  # noqa: E402
 import time  # noqa: E402

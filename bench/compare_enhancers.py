@@ -27,10 +27,7 @@ setup (:func:`add_system_arguments`, :func:`build_systems`), alignment (:func:`r
 """
 from __future__ import annotations
 
-import os
-
-for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
-    os.environ.setdefault(_variable, "1")  # one thread for every system, set before torch loads
+import bench.one_thread  # noqa: F401 - one thread per system, set before torch loads
 
 import argparse  # noqa: E402
 import math  # noqa: E402

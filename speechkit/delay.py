@@ -202,9 +202,14 @@ class DelayTracker:
         options: window, update period and adoption rule (:class:`TrackerOptions`).
         initial_delay: a delay already known (e.g. measured on the whole recording), in samples;
             None starts from 0 with the first delay still to be found.
+        history_seconds: keep this much of both signals (at least the analysis window) for
+            :meth:`history`.
     """
 
-    def __init__(self, sample_rate: int, options: TrackerOptions | None = None, initial_delay: int | None = None) -> None:
+    def __init__(
+        self, sample_rate: int, options: TrackerOptions | None = None, initial_delay: int | None = None,
+        history_seconds: float = 0.0,
+    ) -> None:
         self.options = options or TrackerOptions()
         if self.options.max_delay_seconds <= 0 or self.options.window_seconds <= self.options.max_delay_seconds:
             raise AudioError(
@@ -217,7 +222,8 @@ class DelayTracker:
         self._min_history = int(round(self.options.min_history_seconds * sample_rate))
         self._update = max(1, int(round(self.options.update_seconds * sample_rate)))
         self._tolerance = int(round(self.options.tolerance_seconds * sample_rate))
-        self._history = np.zeros((2, self._window), dtype=np.float32)  # [mic, far] x window (oldest first)
+        kept = max(self._window, int(round(history_seconds * sample_rate)))
+        self._history = np.zeros((2, kept), dtype=np.float32)  # [mic, far] x kept samples (oldest first)
         self.reset()
 
     def reset(self) -> None:
@@ -237,21 +243,25 @@ class DelayTracker:
     def push(self, mic: np.ndarray, far: np.ndarray) -> bool:
         """Append one block of microphone and far-end samples (``[n]`` each); True when the
         adopted delay changed."""
-        count = mic.shape[-1]
-        if count >= self._window:
-            self._history[0], self._history[1] = mic[-self._window :], far[-self._window :]
+        count, kept = mic.shape[-1], self._history.shape[-1]
+        if count >= kept:
+            self._history[0], self._history[1] = mic[-kept:], far[-kept:]
         else:
             self._history[:, :-count] = self._history[:, count:]
             self._history[0, -count:], self._history[1, -count:] = mic, far
-        self._filled = min(self._window, self._filled + count)
+        self._filled = min(kept, self._filled + count)
         self._since_update += count
         if self._filled < self._min_history or self._since_update < self._update:
             return False
         self._since_update = 0
         return self._analyse()
 
+    def history(self) -> np.ndarray:
+        """The kept microphone and far-end samples ``[2, n]``, newest last."""
+        return self._history[:, -self._filled :] if self._filled else self._history[:, :0]
+
     def _analyse(self) -> bool:
-        history = self._history[:, -self._filled :]
+        history = self._history[:, -min(self._filled, self._window) :]
         estimate = estimate_delay(
             history[0], history[1], self.sample_rate, self.options.max_delay_seconds, analysis_seconds=None
         )
@@ -328,19 +338,18 @@ def delay_schedule(
     ``(0, initial_delay)``; starts increase strictly.
     """
     options = options or TrackerOptions()
-    tracker = DelayTracker(sample_rate, options, initial_delay=initial_delay)
+    # locate_change reads the detection span plus the longest delay before it
+    tracker = DelayTracker(sample_rate, options, initial_delay=initial_delay,
+                           history_seconds=options.detection_lag_seconds + options.max_delay_seconds)
     lag = int(round(options.detection_lag_seconds * sample_rate))
     margin = int(round(0.25 * sample_rate))
-    # what locate_change needs: the detection span plus the longest delay before it
-    kept = lag + int(round(options.max_delay_seconds * sample_rate)) + 1
-    history = np.zeros((2, 0), dtype=np.float32)  # [mic, far] x (at most kept), newest last
     schedule = [(0, int(initial_delay))]
     position = 0
     for mic, far in pairs:
         position += mic.shape[-1]
-        history = np.concatenate([history, np.stack([mic, far]).astype(np.float32)], axis=1)[:, -kept:]
         if tracker.push(np.asarray(mic, np.float32), np.asarray(far, np.float32)):
             old, new = schedule[-1][1], tracker.delay
+            history = tracker.history()  # [2, n]
             change = locate_change(history[0], history[1], old, new, sample_rate)
             if change is not None:
                 start = position - history.shape[-1] + change + (margin if new > old else -margin)

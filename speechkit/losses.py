@@ -40,6 +40,18 @@ def _flattened_pair(estimate: torch.Tensor, reference: torch.Tensor) -> tuple[to
     return flat_estimate, flat_reference, leading
 
 
+def _real_spectra(
+    estimate: torch.Tensor, reference: torch.Tensor, n_fft: int, hop_length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hann-window STFTs of two ``[N, T]`` signals as real pairs ``[N, F, frames, 2]``."""
+    window = torch.hann_window(n_fft, device=estimate.device, dtype=estimate.dtype)
+    estimate_spectrum, reference_spectrum = (
+        torch.view_as_real(torch.stft(signal, n_fft, hop_length, window=window, return_complex=True))  # [N, F, frames, 2]
+        for signal in (estimate, reference)
+    )
+    return estimate_spectrum, reference_spectrum
+
+
 def snr(estimate: torch.Tensor, reference: torch.Tensor, zero_mean: bool = False,
         eps: float = EPS) -> torch.Tensor:
     """Signal-to-noise ratio in dB: ``10 log10(|ref|^2 / |ref - est|^2)``, ``[..., T] -> [...]``.
@@ -144,11 +156,7 @@ def complex_spectral_loss(
     over the speech and the implied noise. Not scale-invariant.
     """
     estimate, reference, leading = _flattened_pair(estimate, reference)  # [..., T] -> [N, T] each
-    window = torch.hann_window(n_fft, device=estimate.device, dtype=estimate.dtype)
-    estimate_spectrum, reference_spectrum = (
-        torch.view_as_real(torch.stft(signal, n_fft, hop_length, window=window, return_complex=True))  # [N, F, frames, 2]
-        for signal in (estimate, reference)
-    )
+    estimate_spectrum, reference_spectrum = _real_spectra(estimate, reference, n_fft, hop_length)  # [N, F, frames, 2]
     distance = (estimate_spectrum - reference_spectrum).abs().flatten(1, 2).mean(dim=1).sum(dim=-1)  # [N]
     if magnitude_weight:
         magnitudes = [spectrum.pow(2).sum(dim=-1).add(EPS).sqrt() for spectrum in (estimate_spectrum, reference_spectrum)]
@@ -174,10 +182,8 @@ def compressed_spectral_loss(
     signals first when levels vary.
     """
     estimate, reference, leading = _flattened_pair(estimate, reference)  # [..., T] -> [N, T] each
-    window = torch.hann_window(n_fft, device=estimate.device, dtype=estimate.dtype)
     compressed = []
-    for signal in (estimate, reference):
-        spectrum = torch.view_as_real(torch.stft(signal, n_fft, hop_length, window=window, return_complex=True))  # [N, F, frames, 2]
+    for spectrum in _real_spectra(estimate, reference, n_fft, hop_length):  # [N, F, frames, 2] each
         magnitude = spectrum.pow(2).sum(dim=-1, keepdim=True).add(EPS).sqrt()  # [N, F, frames, 1]
         compressed_magnitude = magnitude.pow(compression)
         compressed.append((compressed_magnitude, spectrum * compressed_magnitude / magnitude))

@@ -123,40 +123,37 @@ def test_pit_with_snr_loss_and_errors() -> None:
         reorder_sources(torch.randn(2, 2, 10), torch.zeros(2, 3, dtype=torch.long))
 
 
-def test_multi_resolution_stft_loss_is_zero_for_equal_level_invariant_and_grows_with_noise() -> None:
+def check_spectral_loss(loss, light_noise: float, heavy_noise: float, zero: float):  # noqa: ANN001, ANN201
+    """The checks every spectral loss passes: ``[2, 1, T] -> [2, 1]``, ``zero`` at most for equal
+    signals, larger for more noise, finite gradients. Returns reference, noise, light and heavy losses."""
     generator = torch.Generator().manual_seed(0)
     reference = torch.randn(2, 1, 8000, generator=generator)
     noise = torch.randn(2, 1, 8000, generator=generator)
-    assert multi_resolution_stft_loss(reference, reference).shape == (2, 1)
-    assert multi_resolution_stft_loss(reference, reference).abs().max() < 1e-5
-    light = multi_resolution_stft_loss(reference + 0.1 * noise, reference)
-    heavy = multi_resolution_stft_loss(reference + 1.0 * noise, reference)
+    assert loss(reference, reference).shape == (2, 1)
+    assert loss(reference, reference).abs().max() < zero
+    light = loss(reference + light_noise * noise, reference)
+    heavy = loss(reference + heavy_noise * noise, reference)
     assert torch.all(heavy > light) and torch.all(light > 0)
+    estimate = (reference + 0.3 * noise).requires_grad_(True)
+    loss(estimate, reference).sum().backward()
+    assert torch.isfinite(estimate.grad).all()
+    return reference, noise, light, heavy
+
+
+def test_multi_resolution_stft_loss_is_zero_for_equal_level_invariant_and_grows_with_noise() -> None:
+    reference, noise, light, _ = check_spectral_loss(multi_resolution_stft_loss, 0.1, 1.0, zero=1e-5)
     scaled = multi_resolution_stft_loss(100.0 * (reference + 0.1 * noise), 100.0 * reference)
     assert torch.allclose(scaled, light, rtol=1e-3, atol=1e-4)  # overall level does not matter
     wrong_gain = multi_resolution_stft_loss(0.5 * reference, reference)
     assert torch.all(wrong_gain > 0.1)  # but the estimate's gain relative to the reference does
-    estimate = (reference + 0.3 * noise).requires_grad_(True)
-    multi_resolution_stft_loss(estimate, reference).sum().backward()
-    assert torch.isfinite(estimate.grad).all()
 
 
 def test_compressed_spectral_loss_weighs_quiet_errors_more_than_an_snr() -> None:
-    generator = torch.Generator().manual_seed(0)
-    reference = torch.randn(2, 1, 8000, generator=generator)
-    noise = torch.randn(2, 1, 8000, generator=generator)
-    assert compressed_spectral_loss(reference, reference).shape == (2, 1)
-    assert compressed_spectral_loss(reference, reference).abs().max() < 1e-6
-    light = compressed_spectral_loss(reference + 0.01 * noise, reference)
-    heavy = compressed_spectral_loss(reference + 0.1 * noise, reference)
-    assert torch.all(heavy > light) and torch.all(light > 0)
+    reference, noise, _, heavy = check_spectral_loss(compressed_spectral_loss, 0.01, 0.1, zero=1e-6)
     # a passage 40 dB quieter at the same SNR: 1e-4 of the loud one's cost for an MSE, about
     # 0.01^0.6 = 0.063 after the 0.3 power-law compression
     quiet = compressed_spectral_loss(0.01 * (reference + 0.1 * noise), 0.01 * reference)
     assert torch.all(quiet > 0.03 * heavy) and torch.all(quiet < 0.2 * heavy)
-    estimate = (reference + 0.3 * noise).requires_grad_(True)
-    compressed_spectral_loss(estimate, reference).sum().backward()
-    assert torch.isfinite(estimate.grad).all()
     silent = torch.zeros(1, 8000, requires_grad=True)
     compressed_spectral_loss(silent, reference[0]).sum().backward()  # a silent output: finite gradient
     assert torch.isfinite(silent.grad).all()
