@@ -16,13 +16,15 @@ from safetensors.torch import save_file
 from speechkit.checkpoint import load_checkpoint, read_metadata
 from speechkit.cli import EXIT_OK, main
 from speechkit.convert import convert_checkpoint
-from speechkit.convert.tiger import reference_state_dict
+from speechkit.convert.tiger import convert_tiger_state_dict, reference_state_dict, tiger_config
 from speechkit.errors import CheckpointError
 from speechkit.models.tiger import TIGER, TIGERConfig
 
-#: constructor arguments as the hub mixin's config.json holds them (narrow widths, real 67-band split)
-ARGUMENTS = {"out_channels": 8, "in_channels": 16, "num_blocks": 2, "upsampling_depth": 3, "win": 640,
-             "stride": 160, "num_sources": 2, "sample_rate": 16000}
+#: constructor arguments as the hub mixin's config.json holds them: every argument of the reference
+#: constructor, defaults included (narrow widths, real 67-band split)
+ARGUMENTS = {"out_channels": 8, "in_channels": 16, "num_blocks": 2, "upsampling_depth": 3, "att_n_head": 4,
+             "att_hid_chan": 4, "att_kernel_size": 8, "att_stride": 1, "win": 640, "stride": 160,
+             "num_sources": 2, "sample_rate": 16000}
 WIDTHS = [1] * 40 + [4] * 10 + [10] * 8 + [20] * 8 + [1]
 
 
@@ -136,6 +138,13 @@ def test_pytorch_files_load_weights_only(tmp_path, variant: str) -> None:
     assert all(torch.equal(converted.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
+def test_attention_arguments_map_onto_the_config_and_unused_ones_are_ignored() -> None:
+    config = tiger_config({**ARGUMENTS, "att_n_head": 2, "att_hid_chan": 8, "att_kernel_size": 3, "att_stride": 2})
+    assert (config.num_heads, config.key_channels) == (2, 8)
+    plain = {key: value for key, value in ARGUMENTS.items() if not key.startswith("att_")}
+    assert (tiger_config(plain).num_heads, tiger_config(plain).key_channels) == (4, 4)  # the reference defaults
+
+
 def test_missing_and_unexpected_keys_are_one_line_errors(tmp_path) -> None:
     model = _reference_model()
     folder = _hub_folder(tmp_path / "a", model, drop="separator.frame_path.0.loc_glo_fus.2.global_act.norm.bias",
@@ -165,6 +174,10 @@ def test_wrong_sample_rate_window_and_band_count_are_refused_with_the_reason(tmp
     folder = _hub_folder(tmp_path / "unknown", model, arguments={**ARGUMENTS, "att_heads": 8})
     with pytest.raises(CheckpointError, match="unknown TIGER argument"):
         convert_checkpoint("tiger", folder)
+    dnr_state = {f"{part}.{key}": value for part in ("dialog", "music")
+                 for key, value in reference_state_dict(model).items()}
+    with pytest.raises(CheckpointError, match="is a TIGER-DnR file \\(networks dialog, music\\)"):
+        convert_tiger_state_dict(dnr_state, model)
     (folder / "config.json").unlink()
     with pytest.raises(CheckpointError, match="config.json is missing"):
         convert_checkpoint("tiger", folder / "model.safetensors")

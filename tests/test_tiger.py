@@ -55,8 +55,10 @@ def test_speech_band_table_gives_67_bands() -> None:
     with torch.device("meta"):
         eight_khz, dnr = TIGER.from_preset("speech_8k"), TIGER.from_preset("dnr")
     assert (len(eight_khz.bands), eight_khz.frontend_spec.n_fft, eight_khz.sample_rate) == (59, 320, 8000)
-    # DnR: the same rule at 44.1 kHz / 2048 leaves one 673-bin band above 6.9 kHz (table not verified)
-    assert (len(dnr.bands), dnr.bands[-1][1] - dnr.bands[-1][0], dnr.num_sources) == (67, 673, 3)
+    # DnR (one of the reference TIGER-DnR's three networks): 57 bands at 44.1 kHz / 2048, 121 bins above 20 kHz
+    dnr_widths = [end - start for start, end in dnr.bands]
+    assert dnr_widths == [2] * 20 + [4] * 10 + [11] * 8 + [23] * 8 + [46] * 8 + [92] * 2 + [121]
+    assert (dnr.num_parameters(), dnr.num_sources) == (1_407_282, 3)  # the reference network; paper 1.40 M
     with pytest.raises(ConfigError, match="needs 640 bins"):  # the 16 kHz table at 8 kHz with a 640 window
         TIGERConfig(sample_rate=8000, win_length=640)
     with pytest.raises(ConfigError, match="0 bins"):

@@ -15,7 +15,9 @@ model and every model tensor must be present, else one :class:`CheckpointError` 
 missing or unexpected. The constructor arguments map onto :class:`~speechkit.models.tiger.TIGERConfig`
 (``out_channels`` -> ``features``, ``in_channels`` -> ``hidden_channels``, ``num_blocks`` ->
 ``iterations``, ``upsampling_depth`` -> ``depth``, ``win`` -> ``win_length``, ``stride`` ->
-``hop_length``, ``num_sources``, ``sample_rate``); the band table is the reference's speech table,
+``hop_length``, ``num_sources``, ``sample_rate``, ``att_n_head`` -> ``num_heads``, ``att_hid_chan`` ->
+``key_channels``; ``att_kernel_size`` and ``att_stride`` are accepted and ignored, as the reference
+network never reads them; the hub mixin writes every argument, defaults included); the band table is the reference's speech table,
 so a sample rate / window for which it does not fit (or that gives another band count than the
 file holds) is refused with the reason.
 
@@ -53,10 +55,16 @@ CONFIG_FIELDS: Mapping[str, str] = MappingProxyType(
         "stride": "hop_length",
         "num_sources": "num_sources",
         "sample_rate": "sample_rate",
+        "att_n_head": "num_heads",
+        "att_hid_chan": "key_channels",
     }
 )
+#: reference constructor arguments that its network never uses (accepted and ignored)
+UNUSED_ARGUMENTS = frozenset({"att_kernel_size", "att_stride"})
 #: prefix of the model's keys in the reference's Lightning training checkpoints
 LIGHTNING_PREFIX = "audio_model."
+#: sub-networks of the reference TIGER-DnR (three TIGERs whose outputs 2, 1 and 0 it keeps)
+DNR_PARTS = ("dialog", "effect", "music")
 #: weight files looked for in a folder, in order
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: (reference pattern, speechkit replacement) for the band split and the mask head
@@ -109,7 +117,7 @@ def reference_state_dict(model: TIGER) -> dict[str, torch.Tensor]:
 
 def tiger_config(arguments: Mapping[str, Any], source: str = "config.json") -> TIGERConfig:
     """The :class:`TIGERConfig` of the reference constructor ``arguments`` (one-line error if impossible)."""
-    unknown = sorted(set(arguments) - set(CONFIG_FIELDS) - {"window"})
+    unknown = sorted(set(arguments) - set(CONFIG_FIELDS) - UNUSED_ARGUMENTS - {"window"})
     if unknown:
         raise CheckpointError(f"{source}: unknown TIGER argument(s) {', '.join(unknown)}")
     window = str(arguments.get("window", "hann")).lower()
@@ -187,6 +195,12 @@ def _read_arguments(config: str | os.PathLike | Mapping[str, Any] | None, defaul
 def convert_tiger_state_dict(state: Mapping[str, torch.Tensor], model: TIGER, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Rename reference tensors onto ``model``; one-line error listing missing, unexpected or mis-shaped keys."""
     expected = model.state_dict()
+    parts = sorted({key.split(".", 1)[0] for key in state} & set(DNR_PARTS))
+    if parts:
+        raise CheckpointError(
+            f"{source} is a TIGER-DnR file (networks {', '.join(parts)}): only single-network TIGER files import; "
+            "the dnr preset is the architecture of one of its networks"
+        )
     file_bands = {int(key.split(".")[1]) for key in state if re.match(r"^BN\.\d+\.", key)}
     if file_bands and len(file_bands) != len(model.bands):
         raise CheckpointError(

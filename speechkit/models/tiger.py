@@ -42,6 +42,8 @@ from .spec import FrontendSpec, InferenceSpec, OptionSpec
 
 #: band widths (Hz) and counts of the speech models: 25 Hz to 1 kHz, 100 Hz to 2 kHz, 250 Hz to 4 kHz, 500 Hz to 8 kHz
 SPEECH_BAND_TABLE = ((25.0, 40), (100.0, 10), (250.0, 8), (500.0, 8))
+#: the DnR (44.1 kHz) table: 50 Hz to 1 kHz, 100 Hz to 2 kHz, 250 Hz to 4 kHz, 500 Hz to 8 kHz, 1 kHz to 16 kHz, 2 kHz to 20 kHz
+DNR_BAND_TABLE = ((50.0, 20), (100.0, 10), (250.0, 8), (500.0, 8), (1000.0, 8), (2000.0, 2))
 #: epsilon of the band split's group norm (float32 machine epsilon, as the reference)
 BAND_NORM_EPS = float(torch.finfo(torch.float32).eps)
 #: largest number of FFI iterations the ``iterations`` option accepts
@@ -169,11 +171,12 @@ class TIGER(SpeechModel):
             "paper": TIGERConfig(iterations=8),
             # 8 kHz (Libri2Mix-style): the speech table up to 4 kHz, 40 ms / 10 ms frames
             "speech_8k": TIGERConfig(sample_rate=8000, win_length=320, hop_length=80, band_table=SPEECH_BAND_TABLE[:3]),
-            # the reference class defaults (DnR, 44.1 kHz) with three sources (speech, music, effects)
-            # from one ungrouped mask head (the reference DnR model has three heads: not importable)
+            # one of the three networks of the reference TIGER-DnR (44.1 kHz; 1,407,282 parameters, the
+            # paper's 1.40 M): the reference keeps output 2 of its dialog network, 1 of its effect
+            # network and 0 of its music network
             "dnr": TIGERConfig(
-                sample_rate=44100, win_length=2048, hop_length=512, hidden_channels=512, iterations=16, depth=4,
-                num_sources=3, mask_groups=1,
+                sample_rate=44100, win_length=2048, hop_length=512, band_table=DNR_BAND_TABLE, features=132,
+                hidden_channels=256, iterations=8, depth=5, num_sources=3,
             ),
         }
     )
