@@ -6,8 +6,9 @@ window ``[C, N]`` (one channel at a time) :class:`SpectralSampler` does what the
 ``forward`` does: divide by the peak magnitude, take the centred STFT (reflect padding, periodic
 Hann window of ``n_fft``), compress ``beta |X| ** alpha e^{i angle X}``, pad the frames to a
 multiple of ``frame_multiple`` (zeros or reflection), run :func:`realtime.sampler.pc_sample` with
-noise drawn from the stream's generator, crop, decompress, invert (overlap-add divided by the
-window-sum-square envelope) and restore the peak. Settings come from the export's ``config``.
+noise drawn from the stream's generator, decompress (padded frames kept, as the reference), invert
+(overlap-add divided by the window-sum-square envelope, cut to the window length) and restore the
+peak. Settings come from the export's ``config``.
 """
 from __future__ import annotations
 
@@ -106,10 +107,9 @@ class SpectralSampler:
         for channel in window:
             peak = max(float(np.abs(channel).max()), PEAK_FLOOR)
             condition = self.spectrum(channel / peak)
-            frames = condition.shape[-1]
             padded = self.pad_frames(condition).astype(np.float32)  # [2, F, N']
             draws = noise if noise is not None else draw_noise(self.schedule, padded.shape, generator)
-            sample = pc_sample(self.score, padded, self.schedule, draws)[..., :frames]  # [2, F, N]
+            sample = pc_sample(self.score, padded, self.schedule, draws)  # [2, F, N'], padded frames kept
             estimate = decompress(sample.astype(np.float64), self.alpha, self.beta)
             outputs.append(centered_istft(estimate, self.n_fft, self.hop_length, channel.shape[-1]) * peak)
         return np.stack(outputs).astype(np.float32)  # [C, N]

@@ -1,8 +1,9 @@
 """``speechkit convert sgmse``: Lightning checkpoints of the official layout, built here.
 
-The files are written with ``torch.save`` as Lightning stores them: ``state_dict`` with the backbone
-under ``dnn.all_modules.{i}`` (the reference's flat module list, in its construction order) and
-``dnn.output_layer``, the torch_ema state under ``ema`` (``shadow_params`` a positional list),
+The files are written with ``torch.save`` as Lightning stores them: ``state_dict`` with the backbone's
+``dnn.output_layer`` (registered first) and ``dnn.all_modules.{i}`` (the reference's flat module list,
+in its construction order), the torch_ema state under ``ema`` (``shadow_params`` a positional list in
+that parameter order),
 ``hyper_parameters`` holding a class reference to ``sgmse.data_module.SpecsDataModule``, and the
 training state (optimiser, loops, callbacks with tensors).
 """
@@ -35,9 +36,13 @@ TINY_HPARAMS: dict[str, Any] = {
 
 
 def official_layout(nf: int, ch_mult: list[int], num_res_blocks: int, attn: list[int], height: int,
-                    channels: int = 4) -> list[tuple[str, tuple[int, ...]]]:
-    """(key, shape) of the reference backbone in parameter order, from its construction order."""
-    keys: list[tuple[str, tuple[int, ...]]] = []
+                    channels: int = 4, progressive: bool = True) -> list[tuple[str, tuple[int, ...]]]:
+    """(key, shape) of the reference backbone in parameter order: ``output_layer`` (created first), then its module list.
+
+    ``progressive=False``: without the input-skip and output-skip paths (``ncsnpp_48k``'s defaults).
+    """
+    keys: list[tuple[str, tuple[int, ...]]] = [("dnn.output_layer.weight", (2, channels, 1, 1)),
+                                               ("dnn.output_layer.bias", (2,))]
     index = 0
 
     def add(parts: list[tuple[str, tuple[int, ...]]]) -> None:
@@ -81,7 +86,8 @@ def official_layout(nf: int, ch_mult: list[int], num_res_blocks: int, attn: list
             skips.append(width)
         if level != len(ch_mult) - 1:
             add(resnet(width, resample=True))
-            add(prefix("Conv_0", conv(channels, width, 1)))
+            if progressive:
+                add(prefix("Conv_0", conv(channels, width, 1)))
             skips.append(width)
     add(resnet(width))
     add(attention(width))
@@ -92,11 +98,15 @@ def official_layout(nf: int, ch_mult: list[int], num_res_blocks: int, attn: list
             width = nf * ch_mult[level]
         if height // 2**level in attn:
             add(attention(width))
-        add(norm(width))
-        add(conv(width, channels, 3))
+        if progressive:
+            add(norm(width))
+            add(conv(width, channels, 3))
         if level != 0:
             add(resnet(width, resample=True))
-    return keys + [("dnn.output_layer.weight", (2, channels, 1, 1)), ("dnn.output_layer.bias", (2,))]
+    if not progressive:
+        add(norm(width))
+        add(conv(width, channels, 3))
+    return keys
 
 
 @pytest.fixture()
@@ -112,18 +122,24 @@ def data_module_class(monkeypatch):
 
 
 def lightning_file(path: Path, data_module: Any, hparams: dict[str, Any] | None = None, *, drop: str | None = None,
-                   shadow_count: int | None = None, ema: bool = True, stored: dict[str, Any] | None = None,
+                   shadow_count: int | None = None, fourier: bool = True, ema: bool = True,
+                   stored: dict[str, Any] | None = None,
                    remove: tuple[str, ...] = ()) -> tuple[Path, OrderedDict, list[torch.Tensor]]:
     """A Lightning-layout SGMSE+ checkpoint with random weights; returns (path, state_dict, EMA list).
 
     The weights follow ``hparams``; the stored hyper-parameters also get ``stored`` and lose ``remove``.
+    ``fourier=False`` leaves the fixed Fourier frequencies out of the EMA list (an EMA of the
+    trainable parameters only, as torch_ema before 0.3 kept); ``shadow_count`` keeps its last tensors.
     """
     hparams = {**TINY_HPARAMS, **(hparams or {}), "data_module_cls": data_module}
     generator = torch.Generator().manual_seed(3)
+    progressive = hparams.get("progressive", "none" if hparams["backbone"] == "ncsnpp_48k" else "output_skip")
     layout = official_layout(hparams["nf"], hparams["ch_mult"], hparams["num_res_blocks"], hparams["attn_resolutions"],
-                             hparams["n_fft"] // 2 + 1)
+                             hparams["n_fft"] // 2 + 1, progressive=progressive == "output_skip")
     state = OrderedDict((key, 0.1 * torch.randn(shape, generator=generator)) for key, shape in layout)
     shadow = [tensor + 0.01 * torch.randn(tensor.shape, generator=generator) for tensor in state.values()]
+    if not fourier:
+        shadow = [tensor for key, tensor in zip(state, shadow) if key != "dnn.all_modules.0.W"]
     if shadow_count is not None:
         shadow = shadow[len(shadow) - shadow_count:]
     if drop is not None:
@@ -206,12 +222,33 @@ def test_converts_ema_weights_by_default_and_raw_on_request(tmp_path, data_modul
 
 
 def test_ema_list_without_the_fixed_fourier_frequencies_is_accepted(tmp_path, data_module_class):
-    path, state, shadow = lightning_file(tmp_path / "a.ckpt", data_module_class, shadow_count=None)
-    count = len(state)
-    path, state, shadow = lightning_file(tmp_path / "b.ckpt", data_module_class, shadow_count=count - 1)
+    path, state, shadow = lightning_file(tmp_path / "b.ckpt", data_module_class, fourier=False)
+    assert len(shadow) == len(state) - 1
     model = convert_sgmse_checkpoint(path)
+    ema = dict(zip([key for key in state if key != "dnn.all_modules.0.W"], shadow))
     assert torch.equal(model.state_dict()["backbone.time_fourier.frequencies"], state["dnn.all_modules.0.W"])
-    assert torch.equal(model.state_dict()["backbone.time_dense_in.weight"], shadow[0])
+    assert torch.equal(model.state_dict()["backbone.time_dense_in.weight"], ema["dnn.all_modules.1.weight"])
+    assert torch.equal(model.state_dict()["backbone.output_layer.weight"], shadow[0])  # the list opens with it
+
+
+def test_the_48k_backbone_converts_with_its_layout_and_rate(tmp_path, data_module_class):
+    """ncsnpp_48k (trained with progressive = progressive_input = "none"): its layout, 48 kHz whatever ``sr`` says."""
+    wide = {"backbone": "ncsnpp_48k", "progressive": "none", "progressive_input": "none", "attn_resolutions": [],
+            "sr": 16000}
+    path, state, shadow = lightning_file(tmp_path / "ears.ckpt", data_module_class, wide)
+    model = convert_sgmse_checkpoint(path, tmp_path / "ears.safetensors")
+    config = model.config
+    assert (model.sample_rate, config.pad_mode) == (48000, "reflect")
+    assert not config.input_skip and not config.output_skip
+    assert config.scale_after_output_layer and config.attention_resolutions == ()
+    last = max(int(key.split(".")[2]) for key in state if key.startswith("dnn.all_modules."))
+    ema = dict(zip(state, shadow))
+    assert torch.equal(model.state_dict()["backbone.final_conv.weight"], ema[f"dnn.all_modules.{last}.weight"])
+    assert torch.equal(model.state_dict()["backbone.final_norm.bias"], ema[f"dnn.all_modules.{last - 1}.bias"])
+    assert "16000" in read_metadata(tmp_path / "ears.safetensors")["provenance"]["sr"]
+    path, _, _ = lightning_file(tmp_path / "residual.ckpt", data_module_class, {**wide, "progressive": "residual"})
+    with pytest.raises(CheckpointError, match="progressive='residual'"):
+        convert_sgmse_checkpoint(path)
 
 
 def test_refusals_are_one_line(tmp_path, data_module_class):

@@ -15,6 +15,8 @@ from speechkit.nn.ncsnpp import fir_downsample, fir_kernel_2d, fir_upsample
 
 #: the journal backbone, measured with the reference code (65.591 M, with the 128 Fourier frequencies)
 PAPER_PARAMETERS = 65_591_000
+#: the EARS 48 kHz backbone (ncsnpp_48k), counted on the reference modules
+EARS_PARAMETERS = 64_739_854
 
 
 def _tiny(**overrides) -> SGMSE:
@@ -38,6 +40,10 @@ def test_paper_size_on_the_meta_device():
     with torch.device("meta"):
         dereverb = build_model("sgmse", "paper_dereverb")
     assert (dereverb.options["steps"], dereverb.options["snr"]) == (50, 0.33)
+    with torch.device("meta"):  # the reference ncsnpp_48k with its training defaults: 64,739,854 in its count
+        wide = build_model("sgmse", "ears_48k")
+    assert wide.num_parameters() + wide.backbone.time_fourier.frequencies.numel() == EARS_PARAMETERS
+    assert len(wide.backbone.flat_modules()) == 56 and len(wide.state_dict()) == 581
 
 
 def test_config_refuses_sizes_the_unet_cannot_halve():
@@ -138,6 +144,25 @@ def test_score_convention_and_padding():
     for level_out in levels[1:]:
         pyramid = fir_upsample(pyramid, fir_kernel_2d((1, 3, 3, 1))) + level_out
     torch.testing.assert_close(final[0], pyramid / t)
+
+
+def test_output_inverts_the_sample_with_its_padded_frames():
+    """As the reference (``to_audio(sample, T)`` on the padded sample): the padded frames overlap the last samples."""
+    model = _tiny()
+    model.set_options({"steps": 2})
+    noisy = _noisy(0.1)  # 1600 samples: 101 frames, padded to 104
+    peak = noisy.abs().max()
+    with torch.no_grad():
+        output = model(noisy)[:, 0]  # [1, 1, T]
+        condition = model.pad_frames(model.spectrum(noisy / peak))
+        estimate = model.sample(condition)  # the same seeded draws as forward
+        expected = model.waveform(estimate, noisy.shape[-1]) * peak
+        cropped = model.waveform(estimate[..., :101], noisy.shape[-1]) * peak
+    assert condition.shape[-1] == 104
+    torch.testing.assert_close(output, expected)
+    tail = model.config.n_fft // 2
+    torch.testing.assert_close(cropped[..., :-tail], expected[..., :-tail], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(cropped[..., -tail:], expected[..., -tail:], rtol=1e-4, atol=1e-5)
 
 
 def test_score_matching_objective_trains_the_backbone():
@@ -253,7 +278,6 @@ def test_realtime_engine_runs_the_spectral_sampler_like_pytorch(tmp_path):
         schedule = live._schedule
         noise = draw_noise(schedule, tuple(condition.shape[2:]), np.random.default_rng(schedule.seed))
         estimate = model.sample(condition, noise=[torch.from_numpy(draw)[None, None] for draw in noise])
-        frames = model.spectrum(torch.from_numpy(window)[None]).shape[-1]
-        expected = (model.waveform(estimate[..., :frames], window.shape[-1]) * peak)[0].numpy()  # [1, N]
+        expected = (model.waveform(estimate, window.shape[-1]) * peak)[0].numpy()  # [1, N]
     scale = max(1.0, float(np.abs(expected).max()))
     assert np.abs(first[:, :3000] - expected[:, :3000]).max() / scale < 1e-4

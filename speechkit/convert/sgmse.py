@@ -1,8 +1,8 @@
 """Import official SGMSE+ Lightning checkpoints (``.ckpt``) as :class:`~speechkit.models.sgmse.SGMSE`.
 
 A released file is a PyTorch Lightning checkpoint: a dict with ``state_dict`` (the score model:
-the NCSN++ backbone under ``dnn.``, its modules in one flat list ``dnn.all_modules.{i}.*`` plus
-``dnn.output_layer.*``), ``ema`` (the exponential-moving-average state: ``decay``,
+the NCSN++ backbone under ``dnn.``: ``dnn.output_layer.*`` and its modules in one flat list
+``dnn.all_modules.{i}.*``), ``ema`` (the exponential-moving-average state: ``decay``,
 ``num_updates``, ``shadow_params`` as a **positional list** in the backbone's parameter order, and
 ``collected_params``), ``hyper_parameters`` (backbone and SDE names, STFT, compression, SDE
 constants, training settings, and ``data_module_cls``: a reference to the data-module class) and
@@ -15,7 +15,10 @@ the file runs). Any other class is refused with its name.
 
 Weights: the EMA weights by default (what the reference uses for inference; ``weights="raw"``
 takes the non-EMA ``state_dict``). The EMA list must have one tensor per backbone parameter in
-order (with or without the fixed Fourier frequencies at position 0), each of the expected shape.
+order (with or without the fixed Fourier frequencies ``all_modules.0.W``), each of the expected
+shape. That order is the registration order of the reference ``NCSNpp``: its ``output_layer`` is
+created before ``all_modules``, so the list opens with the output layer's weight and bias
+(torch_ema keeps one shadow tensor per parameter of ``ScoreModel.parameters()``, i.e. of ``dnn``).
 Every ``dnn.*`` key must land on the model; missing, unexpected or mis-shaped keys are listed in a
 one-line :class:`~speechkit.errors.CheckpointError`. The attention projections are stored as
 ``[in, out]`` matrices (``NIN_k.W``) and become 1x1 convolutions.
@@ -24,10 +27,15 @@ Hyper-parameters carried into :class:`~speechkit.models.sgmse.SGMSEConfig`: ``n_
 ``hop_length``, ``spec_factor``, ``spec_abs_exponent``, ``theta``, ``sigma_min``, ``sigma_max``,
 ``t_eps``, ``ch_mult``, ``num_res_blocks``, ``attn_resolutions``, ``nf``, ``centered`` (older
 files lack it; then it is assumed True unless ``centered=`` is given), ``N`` (the default
-number of steps) and ``sr``. Refused: another backbone than ``ncsnpp`` / ``ncsnpp_48k``, another
-SDE than ``ouve``, a window other than ``hann``, a transform other than ``exponent``, a
-normalisation other than ``noisy``, network scalings (``ncsnpp_v2``-style ``c_in``/``c_out``).
-Training-only keys are recorded in the provenance and otherwise ignored.
+number of steps), ``progressive`` / ``progressive_input`` (written by ``ncsnpp_48k`` runs, default
+``"none"``; ``ncsnpp`` fixes ``"output_skip"`` / ``"input_skip"``). The backbone sets the rest as the reference's ``enhancement.py`` does: ``ncsnpp``
+runs at 16 kHz with zero frame padding, ``ncsnpp_48k`` at 48 kHz with reflection padding and its
+``t`` scaling after the output layer; ``sr`` (the rate of the training-time metrics, 16000 by
+default even for 48 kHz runs) is only noted when it differs. Refused: another backbone than
+``ncsnpp`` / ``ncsnpp_48k``, ``"residual"`` progressive paths, another SDE than ``ouve``, a window
+other than ``hann``, a transform other than ``exponent``, a normalisation other than ``noisy``,
+network scalings (``ncsnpp_v2``-style ``c_in``/``c_out``). Training-only keys are recorded in
+the provenance and otherwise ignored.
 """
 from __future__ import annotations
 
@@ -56,7 +64,7 @@ BACKBONES = ("ncsnpp", "ncsnpp_48k")
 TRAINING_KEYS = frozenset({
     "lr", "ema_decay", "num_eval_files", "loss_type", "loss_weighting", "sigma_data", "l1_weight", "pesq_weight",
     "num_frames", "num_workers", "dummy", "batch_size", "base_dir", "format", "data_module_cls", "gpu", "gpus",
-    "no_wandb", "nolog", "log_dir", "wandb_name", "ckpt", "max_epochs", "return_time", "pad_mode",
+    "no_wandb", "nolog", "log_dir", "wandb_name", "ckpt", "max_epochs", "return_time", "pad_mode", "sampler_type",
 })
 #: submodule names of our blocks -> the reference's, per block type
 _NAMES: Mapping[type, Mapping[str, str]] = MappingProxyType({
@@ -111,6 +119,10 @@ def config_from_hyper_parameters(
             raise CheckpointError(f"SGMSE+ checkpoint has {key}={value!r}; only {accepted} is implemented")
 
     refuse("backbone", BACKBONES, "ncsnpp")
+    wide = hparams.get("backbone") == "ncsnpp_48k"
+    # the progressive paths: ncsnpp fixes them (output_skip / input_skip), ncsnpp_48k trains with "none"
+    refuse("progressive", ("output_skip", "none"), "none" if wide else "output_skip")
+    refuse("progressive_input", ("input_skip", "none"), "none" if wide else "input_skip")
     refuse("sde", ("ouve", "ouvesde"), "ouve")
     refuse("window", ("hann",), "hann")
     refuse("transform_type", ("exponent",), "exponent")
@@ -119,12 +131,14 @@ def config_from_hyper_parameters(
     for key, neutral in (("c_in", "1"), ("c_out", "1"), ("c_skip", "0")):
         refuse(key, (neutral, None), neutral)
     notes: dict[str, Any] = {}
-    wide = hparams.get("backbone") == "ncsnpp_48k"
     base = SGMSE.presets["ears_48k" if wide else "paper"]
     if centered is None and "centered" not in hparams:
         notes["centered"] = "absent from the file; assumed True"
+    if "sr" in hparams and hparams["sr"] != base.sample_rate:
+        notes["sr"] = (f"{hparams['sr']} in the file (a training-metric setting); the reference's enhancement.py runs "
+                       f"the {hparams.get('backbone', 'ncsnpp')} backbone at {base.sample_rate} Hz")
     values = {
-        "sample_rate": hparams.get("sr", base.sample_rate),
+        "sample_rate": base.sample_rate,
         "n_fft": hparams.get("n_fft", base.n_fft),
         "hop_length": hparams.get("hop_length", base.hop_length),
         "compression_beta": hparams.get("spec_factor", base.compression_beta),
@@ -139,10 +153,14 @@ def config_from_hyper_parameters(
         "attention_resolutions": tuple(hparams.get("attn_resolutions", base.attention_resolutions)),
         "base_channels": hparams.get("nf", base.base_channels),
         "centered": bool(hparams.get("centered", True) if centered is None else centered),
+        "input_skip": hparams.get("progressive_input", "none" if wide else "input_skip") == "input_skip",
+        "output_skip": hparams.get("progressive", "none" if wide else "output_skip") == "output_skip",
+        "scale_after_output_layer": wide,
     }
     used = {"backbone", "sde", "window", "transform_type", "normalize", "network_scaling", "c_in", "c_out", "c_skip",
-            "sr", "n_fft", "hop_length", "spec_factor", "spec_abs_exponent", "theta", "sigma_min", "sigma_max",
-            "t_eps", "N", "ch_mult", "num_res_blocks", "attn_resolutions", "nf", "centered"}
+            "progressive", "progressive_input", "sr", "n_fft", "hop_length", "spec_factor", "spec_abs_exponent",
+            "theta", "sigma_min", "sigma_max", "t_eps", "N", "ch_mult", "num_res_blocks", "attn_resolutions", "nf",
+            "centered"}
     ignored = sorted(str(key) for key in hparams if key not in used)
     notes["ignored_hyper_parameters"] = ignored
     notes["unrecognised_hyper_parameters"] = [key for key in ignored if key not in TRAINING_KEYS]
@@ -158,9 +176,15 @@ def _field_values(config: SGMSEConfig) -> dict[str, Any]:
 
 
 def reference_key_map(model: SGMSE) -> dict[str, tuple[str, bool]]:
-    """Reference key (``dnn.…``) -> (our state-dict key, transpose a ``[in, out]`` matrix), in parameter order."""
+    """Reference key (``dnn.…``) -> (our state-dict key, transpose a ``[in, out]`` matrix), in parameter order.
+
+    The reference's parameter order (that of its state dict and of the EMA list) starts with
+    ``output_layer``, registered before ``all_modules``.
+    """
     paths = {id(module): name for name, module in model.named_modules()}
-    mapping: dict[str, tuple[str, bool]] = {}
+    mapping: dict[str, tuple[str, bool]] = {
+        f"dnn.output_layer.{leaf}": (f"backbone.output_layer.{leaf}", False) for leaf in ("weight", "bias")
+    }
     for index, module in enumerate(model.backbone.flat_modules()):
         prefix = paths[id(module)]
         for name in module.state_dict():
@@ -174,8 +198,6 @@ def reference_key_map(model: SGMSE) -> dict[str, tuple[str, bool]]:
             else:
                 reference, matrix = name, False
             mapping[f"dnn.all_modules.{index}.{reference}"] = (f"{prefix}.{name}", matrix)
-    for leaf in ("weight", "bias"):
-        mapping[f"dnn.output_layer.{leaf}"] = (f"backbone.output_layer.{leaf}", False)
     return mapping
 
 

@@ -8,10 +8,13 @@ The noisy waveform is scaled by its peak, transformed to a centred complex STFT 
 and compressed, ``c = beta |X| ** alpha e^{i angle X}``; the frames are zero-padded (or reflected)
 to a multiple of ``frame_multiple``. A generative sampler then draws the clean compressed spectrum
 from the reverse of the OUVE SDE (:mod:`speechkit.nn.diffusion`), conditioned on the noisy one,
-with the score estimated by an NCSN++ U-Net (:class:`~speechkit.nn.ncsnpp.NCSNppUNet`) that reads
+with the score estimated by an NCSN++ U-Net (:class:`~speechkit.nn.ncsnpp.NCSNppUNet`; the
+reference's ``ncsnpp`` backbone, or its ``ncsnpp_48k`` layout in the ``ears_48k`` preset) that reads
 ``[Re x_t, Im x_t, Re y, Im y]`` and is conditioned on ``log t``. Its output is divided by ``t``
-and negated: ``score(x_t, y, t) = -unet([x_t, y], t)``. The sample is cropped, decompressed,
-inverted and rescaled by the input peak.
+and negated: ``score(x_t, y, t) = -unet([x_t, y], t)``. The sample is decompressed with its padded
+frames, inverted, cut to the input length and rescaled by the input peak: as the reference
+(``enhancement.py``: ``to_audio(sample, T_orig)`` on the padded sample), so the first padded frames,
+which overlap the last ``n_fft / 2`` samples, take part in the overlap-add there.
 
 Inference options: ``seed``, ``steps`` (N), ``corrector_steps``, ``snr`` and ``sampler``
 (``"pc"``: reverse-diffusion predictor with annealed Langevin corrector, ``2 N`` network
@@ -64,6 +67,9 @@ class SGMSEConfig:
     fourier_scale: float = 16.0  # [fourier_scale]
     dropout: float = 0.0  # [dropout]
     centered: bool = True  # [centered] False maps the U-Net input x to 2x - 1
+    input_skip: bool = True  # [progressive_input] "input_skip" (True) or "none" (False)
+    output_skip: bool = True  # [progressive] "output_skip" (True) or "none" (False)
+    scale_after_output_layer: bool = False  # [backbone] ncsnpp_48k divides by t after the 1x1 output layer
     theta: float = 1.5  # [theta] OUVE stiffness
     sigma_min: float = 0.05  # [sigma_min]
     sigma_max: float = 0.5  # [sigma_max]
@@ -110,10 +116,12 @@ class SGMSE(SpeechModel):
         {
             "paper": SGMSEConfig(),
             "paper_dereverb": SGMSEConfig(steps=50, snr=0.33),
-            # EARS 48 kHz front end and SDE; the U-Net keeps the 16 kHz layout on 768 bins
+            # EARS 48 kHz: the reference ncsnpp_48k backbone with its training defaults (no progressive
+            # input/output paths, no attention but the middle one, t scaling after the output layer) on 768 bins
             "ears_48k": SGMSEConfig(
                 sample_rate=48000, n_fft=1534, hop_length=384, compression_alpha=0.667, compression_beta=0.065,
-                pad_mode="reflect", theta=2.0, sigma_min=0.1, sigma_max=1.0,
+                pad_mode="reflect", theta=2.0, sigma_min=0.1, sigma_max=1.0, attention_resolutions=(),
+                input_skip=False, output_skip=False, scale_after_output_layer=True,
             ),
             "small": SGMSEConfig(
                 base_channels=32, channel_multipliers=(1, 2, 2, 2), num_res_blocks=1, attention_resolutions=(32,),
@@ -145,6 +153,9 @@ class SGMSE(SpeechModel):
             fourier_scale=config.fourier_scale,
             dropout=config.dropout,
             centered=config.centered,
+            input_skip=config.input_skip,
+            output_skip=config.output_skip,
+            scale_after_output_layer=config.scale_after_output_layer,
         )
 
     @property
@@ -293,8 +304,7 @@ class SGMSE(SpeechModel):
         length = x.shape[-1]
         noisy, peak = self._normalised(x)
         condition = self.spectrum(noisy)  # [B, 1, 2, F, N]
-        frames = condition.shape[-1]
-        estimate = self.sample(self.pad_frames(condition))[..., :frames]  # [B, 1, 2, F, N'] -> [B, 1, 2, F, N]
+        estimate = self.sample(self.pad_frames(condition))  # [B, 1, 2, F, N'], padded frames kept (as the reference)
         return (self.waveform(estimate, length) * peak).unsqueeze(1)  # [B, 1, T] -> [B, 1, 1, T]
 
 

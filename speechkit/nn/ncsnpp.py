@@ -16,7 +16,12 @@ Building blocks:
 * :class:`NCSNppUNet`: the U-Net with "input_skip" progressive input (the input, FIR-downsampled,
   projected and summed into every level), "output_skip" progressive output (a per-level
   GroupNorm -> swish -> 3x3 conv pyramid, FIR-upsampled and summed) and the output divided by
-  the diffusion time ``t`` before a final 1x1 convolution.
+  the diffusion time ``t`` before a final 1x1 convolution (the reference ``ncsnpp`` backbone of
+  the 16 kHz models). Without the progressive paths (``input_skip=False, output_skip=False``:
+  the reference's ``progressive = progressive_input = "none"``) the last level ends in
+  GroupNorm -> swish -> 3x3 conv instead; the reference ``ncsnpp_48k`` backbone (EARS 48 kHz
+  models) uses that layout and divides by ``t`` after the 1x1 convolution
+  (``scale_after_output_layer=True``).
 
 Tensors are ``[B, C, H, W]`` (for spectrograms H is frequency, W is frames). H and W must be
 divisible by ``2 ** (levels - 1)``.
@@ -194,8 +199,8 @@ class _DownLevel(nn.Module):
 
 
 class _UpLevel(nn.Module):
-    def __init__(self, blocks: list[nn.Module], attention: nn.Module | None, output_norm: nn.Module,
-                 output_conv: nn.Module, upsample: nn.Module | None) -> None:
+    def __init__(self, blocks: list[nn.Module], attention: nn.Module | None, output_norm: nn.Module | None,
+                 output_conv: nn.Module | None, upsample: nn.Module | None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attention = attention
@@ -221,6 +226,11 @@ class NCSNppUNet(nn.Module):
         dropout: dropout inside the residual blocks.
         skip_rescale: scale residual sums by 1/sqrt(2).
         centered: False maps the input ``x`` to ``2 x - 1`` first (for data in [0, 1]).
+        input_skip: the "input_skip" progressive input (False: none, reference ``"none"``).
+        output_skip: the "output_skip" progressive output (False: a final GroupNorm -> swish ->
+            3x3 conv on the last level, reference ``"none"``).
+        scale_after_output_layer: divide by ``t`` after the final 1x1 convolution (reference
+            ``ncsnpp_48k``) instead of before it (``ncsnpp``).
     """
 
     def __init__(
@@ -237,12 +247,17 @@ class NCSNppUNet(nn.Module):
         dropout: float = 0.0,
         skip_rescale: bool = True,
         centered: bool = True,
+        input_skip: bool = True,
+        output_skip: bool = True,
+        scale_after_output_layer: bool = False,
     ) -> None:
         super().__init__()
         levels = len(channel_multipliers)
         if height % 2 ** (levels - 1):
             raise ConfigError(f"NCSN++ height {height} is not divisible by 2**{levels - 1}")
         self.centered = centered
+        self.output_skip = output_skip
+        self.scale_after_output_layer = scale_after_output_layer
         self.num_levels = levels
         embedding_dim = 4 * base_channels
         self.time_fourier = GaussianFourierEmbedding(base_channels, fourier_scale)
@@ -270,7 +285,7 @@ class NCSNppUNet(nn.Module):
             downsample = combine = None
             if level != levels - 1:
                 downsample = block(channels, resample="down")
-                combine = PyramidCombine(in_channels, channels)
+                combine = PyramidCombine(in_channels, channels) if input_skip else None
                 skip_channels.append(channels)
             down_levels.append(_DownLevel(blocks, attentions, downsample, combine))
         self.down_levels = nn.ModuleList(down_levels)
@@ -288,9 +303,12 @@ class NCSNppUNet(nn.Module):
                 channels = width
             attention = PositionAttention(channels, skip_rescale) if height // 2**level in attention_resolutions else None
             upsample = block(channels, resample="up") if level != 0 else None
-            up_levels.append(_UpLevel(blocks, attention, group_norm(channels),
-                                      nn.Conv2d(channels, in_channels, 3, padding=1), upsample))
+            output_norm = group_norm(channels) if output_skip else None
+            output_conv = nn.Conv2d(channels, in_channels, 3, padding=1) if output_skip else None
+            up_levels.append(_UpLevel(blocks, attention, output_norm, output_conv, upsample))
         self.up_levels = nn.ModuleList(up_levels)
+        self.final_norm = None if output_skip else group_norm(channels)
+        self.final_conv = None if output_skip else nn.Conv2d(channels, in_channels, 3, padding=1)
         self.output_layer = nn.Conv2d(in_channels, out_channels, 1)
 
     def flat_modules(self) -> list[nn.Module]:
@@ -298,8 +316,8 @@ class NCSNppUNet(nn.Module):
 
         That order (time embedding, input conv, per level: blocks with their attention, then the
         downsampling block and the pyramid projection; middle; per level upwards: blocks, attention,
-        output norm and conv, upsampling block) is how reference checkpoints index their modules;
-        the final ``output_layer`` is not part of it.
+        output norm and conv, upsampling block; without ``output_skip`` the final norm and conv) is
+        how reference checkpoints index their modules; the final ``output_layer`` is not part of it.
         """
         modules: list[nn.Module] = [self.time_fourier, self.time_dense_in, self.time_dense_out, self.input_conv]
         for down in self.down_levels:
@@ -308,15 +326,20 @@ class NCSNppUNet(nn.Module):
                 if len(down.attentions):
                     modules.append(down.attentions[index])
             if down.downsample is not None:
-                modules += [down.downsample, down.combine]
+                modules.append(down.downsample)
+            if down.combine is not None:
+                modules.append(down.combine)
         modules += [self.middle_in, self.middle_attention, self.middle_out]
         for up in self.up_levels:
             modules += list(up.blocks)
             if up.attention is not None:
                 modules.append(up.attention)
-            modules += [up.output_norm, up.output_conv]
+            if up.output_norm is not None:
+                modules += [up.output_norm, up.output_conv]
             if up.upsample is not None:
                 modules.append(up.upsample)
+        if self.final_norm is not None:
+            modules += [self.final_norm, self.final_conv]
         return modules
 
     def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
@@ -335,8 +358,10 @@ class NCSNppUNet(nn.Module):
                 skips.append(hidden)
             if down.downsample is not None:
                 hidden = down.downsample(skips[-1], embedding)  # [B, C, H/2, W/2]
-                pyramid_in = fir_downsample(pyramid_in, self.fir_kernel)  # [B, C_in, H/2, W/2]
-                skips.append(down.combine(pyramid_in, hidden))
+                if down.combine is not None:
+                    pyramid_in = fir_downsample(pyramid_in, self.fir_kernel)  # [B, C_in, H/2, W/2]
+                    hidden = down.combine(pyramid_in, hidden)
+                skips.append(hidden)
         hidden = self.middle_out(self.middle_attention(self.middle_in(skips[-1], embedding)), embedding)
         pyramid = None
         for up in self.up_levels:
@@ -344,12 +369,17 @@ class NCSNppUNet(nn.Module):
                 hidden = block(torch.cat((hidden, skips.pop()), dim=1), embedding)  # [B, C + C_skip, H, W] -> [B, C, H, W]
             if up.attention is not None:
                 hidden = up.attention(hidden)
-            level_out = up.output_conv(F.silu(up.output_norm(hidden)))  # [B, C_in, H, W]
-            pyramid = level_out if pyramid is None else fir_upsample(pyramid, self.fir_kernel) + level_out
+            if up.output_conv is not None and up.output_norm is not None:
+                level_out = up.output_conv(F.silu(up.output_norm(hidden)))  # [B, C_in, H, W]
+                pyramid = level_out if pyramid is None else fir_upsample(pyramid, self.fir_kernel) + level_out
             if up.upsample is not None:
                 hidden = up.upsample(hidden, embedding)  # [B, C, 2H, 2W]
-        scaled = pyramid / time.reshape(-1, 1, 1, 1)
-        return self.output_layer(scaled)  # [B, C_out, H, W]
+        if self.final_conv is not None and self.final_norm is not None:
+            pyramid = self.final_conv(F.silu(self.final_norm(hidden)))  # [B, C_in, H, W]
+        time = time.reshape(-1, 1, 1, 1)
+        if self.scale_after_output_layer:
+            return self.output_layer(pyramid) / time  # [B, C_out, H, W]
+        return self.output_layer(pyramid / time)  # [B, C_out, H, W]
 
 
 __all__ = [
