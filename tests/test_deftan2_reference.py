@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from reference_support import load_file_module, relative_error
+
 from speechkit.convert.deftan2 import convert_deftan2_checkpoint
 
 SOURCE = os.environ.get("DEFTAN2_REFERENCE")
@@ -70,11 +72,7 @@ def _official_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     if importlib.util.find_spec("einops") is None:
         for module in _einops_stand_in():
             monkeypatch.setitem(sys.modules, module.__name__, module)
-    spec = importlib.util.spec_from_file_location("deftan2_official_reference", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module("deftan2_official_reference", path, monkeypatch)
 
 
 def _official_network(monkeypatch: pytest.MonkeyPatch, **arguments: object) -> torch.nn.Module:
@@ -86,10 +84,6 @@ def _official_network(monkeypatch: pytest.MonkeyPatch, **arguments: object) -> t
             if parameter.dim() == 1 or name.endswith((".gamma", ".beta")):
                 parameter.add_(0.2 * torch.randn_like(parameter))
     return official
-
-
-def _relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((output - reference).abs().max() / reference.abs().max())
 
 
 @pytest.mark.filterwarnings("ignore:stft with return_complex=False is deprecated")
@@ -111,7 +105,7 @@ def test_converted_official_model_reproduces_the_official_output(tmp_path, monke
             reference = official(x)  # [B, M, T] -> [B, n_srcs = 1, T]
             output = ours(x)[:, :, 0]  # [B, 1, 1, T] -> [B, 1, T]
         assert output.shape == reference.shape == (2, 1, length)
-        error = _relative_error(output, reference)
+        error = relative_error(output, reference)
         assert error < 1e-5, (length, error)
 
 
@@ -127,7 +121,7 @@ def test_training_mode_dropout_and_gradients_match_the_official_network(tmp_path
     reference = official(x)  # [1, 1, T]
     torch.manual_seed(5)
     output = ours(x)[:, :, 0]  # [1, 1, T]
-    assert _relative_error(output.detach(), reference.detach()) < 1e-5
+    assert relative_error(output.detach(), reference.detach()) < 1e-5
     reference.pow(2).sum().backward()
     output.pow(2).sum().backward()
     official_parameters = dict(official.named_parameters())

@@ -49,12 +49,13 @@ def test_tracker_finds_the_bulk_delay_from_past_samples_only() -> None:
     tracker = DelayTracker(RATE)
     delays = track(tracker, mic, far)
     assert abs(delays[-1] - 960) <= 2 and tracker.changes == 1
-    # adopted from the samples pushed so far (signal length, not run time): the minimum history
-    # plus at most one analysis period per agreement required
+    # adopted after a bounded number of pushed samples (a sample count, never a clock): the minimum
+    # history plus at most one analysis period per agreement required
     options = tracker.options
-    first = next(index for index, delay in enumerate(delays) if delay)
-    pushed = (first + 1) * HOP
-    assert pushed <= (options.min_history_seconds + options.agreements * options.update_seconds) * RATE
+    history_samples = int(options.min_history_seconds * RATE)
+    analysis_samples = int(options.update_seconds * RATE)
+    first_hop = next(index for index, delay in enumerate(delays) if delay)
+    assert (first_hop + 1) * HOP <= history_samples + options.agreements * analysis_samples
 
 
 def test_tracker_follows_a_changed_echo_path_and_needs_two_agreeing_analyses() -> None:
@@ -62,12 +63,12 @@ def test_tracker_follows_a_changed_echo_path_and_needs_two_agreeing_analyses() -
     mic = np.concatenate([echo_of(far, 400, seed=3)[: 4 * RATE], echo_of(far, 1600, seed=3)[4 * RATE :]])
     tracker = DelayTracker(RATE)
     delays = np.asarray(track(tracker, mic, far))
-    hops_per_second = RATE // HOP
-    assert abs(delays[4 * hops_per_second - 1] - 400) <= 2
+    change_sample = 4 * RATE  # where the echo path changes, in samples of the signal
+    assert abs(delays[change_sample // HOP - 1] - 400) <= 2
     assert abs(delays[-1] - 1600) <= 2 and tracker.changes == 2
-    # a change is adopted only once two consecutive analyses (0.25 s apart) agree on it
-    switched = int(np.argmax(np.abs(delays - 1600) <= 2))
-    assert switched > 4 * hops_per_second + hops_per_second // 4
+    # a change is adopted only once two consecutive analyses (one analysis period apart) agree on it
+    switched_sample = int(np.argmax(np.abs(delays - 1600) <= 2)) * HOP
+    assert switched_sample > change_sample + int(tracker.options.update_seconds * RATE)
 
 
 @pytest.mark.parametrize("case", ["uncorrelated", "silent far end", "near end alone"])

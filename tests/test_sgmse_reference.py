@@ -44,6 +44,7 @@ from typing import Any
 
 import pytest
 import torch
+from reference_support import relative_error
 from torch import nn
 
 import speechkit.models.sgmse as sgmse_module
@@ -244,10 +245,6 @@ def _stacked(spec: torch.Tensor) -> torch.Tensor:
     return torch.stack((spec.real, spec.imag), dim=2)
 
 
-def _relative(output: torch.Tensor, reference: torch.Tensor) -> float:
-    return float((output - reference).abs().max() / reference.abs().max())
-
-
 def compare_scores(official_model: nn.Module, ours: nn.Module, official: types.SimpleNamespace,
                    frame_counts: tuple[int, ...] = (64, 50), seed: int = 7) -> float:
     """Largest relative error of ``ours.score`` against ``ScoreModel.forward`` over ``frame_counts``.
@@ -269,7 +266,7 @@ def compare_scores(official_model: nn.Module, ours: nn.Module, official: types.S
             output = ours.score(_stacked(x_t), _stacked(y), t)
         assert output.shape == (2, 1, 2, bins, frames)
         assert float(reference.abs().max()) > 1e-2
-        worst = max(worst, _relative(torch.complex(output[:, :, 0], output[:, :, 1]), reference))
+        worst = max(worst, relative_error(torch.complex(output[:, :, 0], output[:, :, 1]), reference))
     return worst
 
 
@@ -321,7 +318,7 @@ def test_converted_official_model_reproduces_the_official_score_and_sampler(tmp_
     norm_factor = y.abs().max()
     spectrum = torch.unsqueeze(official_model._forward_transform(official_model._stft(y / norm_factor)), 0)
     ours_spectrum = ours.spectrum(y[None] / norm_factor)  # [1, 1, 2, F, N]
-    assert _relative(ours_spectrum, _stacked(spectrum)) < 1e-5
+    assert relative_error(ours_spectrum, _stacked(spectrum)) < 1e-5
     frames = spectrum.shape[-1]
     assert frames % 64
 
@@ -350,11 +347,11 @@ def test_converted_official_model_reproduces_the_official_score_and_sampler(tmp_
     with torch.no_grad():
         ours_sample = ours.sample(ours.pad_frames(ours_spectrum), noise=noise)
     assert ours_sample.shape == (1, 1, 2, ours.config.num_freqs, condition.shape[-1])
-    sample_error = _relative(torch.complex(ours_sample[:, :, 0], ours_sample[:, :, 1]), sample)
+    sample_error = relative_error(torch.complex(ours_sample[:, :, 0], ours_sample[:, :, 1]), sample)
     assert sample_error < 1e-5, sample_error
     monkeypatch.setattr(sgmse_module, "generator_noise", lambda generator: list_noise(noise))
     with torch.no_grad():
         audio = ours(y[None])  # [1, 1, T] -> [1, 1, 1, T]
     assert audio.shape == (1, 1, 1, y.size(1))
-    audio_error = _relative(audio[0, 0, 0], reference_audio)
+    audio_error = relative_error(audio[0, 0, 0], reference_audio)
     assert audio_error < 1e-5, audio_error

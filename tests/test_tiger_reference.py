@@ -11,7 +11,6 @@ that are and are not multiples of the hop: the separated signals must agree to f
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -22,20 +21,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from reference_support import load_file_module, relative_error
+
 from speechkit.convert.tiger import convert_tiger_checkpoint, convert_tiger_state_dict
 from speechkit.models.tiger import TIGER
 
 SOURCE = os.environ.get("TIGER_REFERENCE")
-
-
-def _load(name: str, path: Path) -> types.ModuleType:
-    """Import one file of the reference as module ``name`` (its package must already be in sys.modules)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _official_tiger_class(root: Path, monkeypatch: pytest.MonkeyPatch) -> type:
@@ -54,12 +45,10 @@ def _official_tiger_class(root: Path, monkeypatch: pytest.MonkeyPatch) -> type:
         monkeypatch.setitem(sys.modules, package, module)
     layers = sys.modules["look2hear.layers"]
     for name in ("activations", "normalizations"):
-        monkeypatch.setitem(sys.modules, f"look2hear.layers.{name}", None)  # registered by _load below
-        setattr(layers, name, _load(f"look2hear.layers.{name}", root / "look2hear" / "layers" / f"{name}.py"))
-    monkeypatch.setitem(sys.modules, "look2hear.models.base_model", None)
-    _load("look2hear.models.base_model", root / "look2hear" / "models" / "base_model.py")
-    monkeypatch.setitem(sys.modules, "look2hear.models.tiger", None)
-    return _load("look2hear.models.tiger", root / "look2hear" / "models" / "tiger.py").TIGER
+        setattr(layers, name, load_file_module(f"look2hear.layers.{name}",
+                                               root / "look2hear" / "layers" / f"{name}.py", monkeypatch))
+    load_file_module("look2hear.models.base_model", root / "look2hear" / "models" / "base_model.py", monkeypatch)
+    return load_file_module("look2hear.models.tiger", root / "look2hear" / "models" / "tiger.py", monkeypatch).TIGER
 
 
 @pytest.mark.skipif(not SOURCE, reason="TIGER_REFERENCE (folder holding the official look2hear package) is not set")
@@ -87,16 +76,15 @@ def test_converted_official_model_reproduces_the_official_output(tmp_path, monke
             reference = official(x[:, None])  # [B, 1, T] -> [B, K, T]
             output = ours(x[:, None])[:, :, 0]  # [B, K, 1, T] -> [B, K, T]
         assert output.shape == reference.shape
-        scale = reference.abs().max()
-        assert (output - reference).abs().max() / scale < 1e-5, float((output - reference).abs().max() / scale)
+        assert relative_error(output, reference) < 1e-5, relative_error(output, reference)
 
 
 @pytest.mark.skipif(not SOURCE, reason="TIGER_REFERENCE (folder holding the official look2hear package) is not set")
 def test_dnr_preset_is_one_network_of_the_official_tiger_dnr(monkeypatch) -> None:
     """The ``dnr`` band table and layout equal a network of ``look2hear/models/tiger_dnr.py`` (reduced widths)."""
     _official_tiger_class(Path(str(SOURCE)), monkeypatch)
-    monkeypatch.setitem(sys.modules, "look2hear.models.tiger_dnr", None)
-    official_module = _load("look2hear.models.tiger_dnr", Path(str(SOURCE)) / "look2hear" / "models" / "tiger_dnr.py")
+    official_module = load_file_module("look2hear.models.tiger_dnr",
+                                       Path(str(SOURCE)) / "look2hear" / "models" / "tiger_dnr.py", monkeypatch)
     torch.manual_seed(0)
     official = official_module.TIGER(out_channels=12, in_channels=16, num_blocks=2, upsampling_depth=3, win=2048,
                                      stride=512, num_sources=3, sample_rate=44100).eval()
@@ -107,4 +95,4 @@ def test_dnr_preset_is_one_network_of_the_official_tiger_dnr(monkeypatch) -> Non
     with torch.no_grad():
         reference = official(x[:, None])  # [B, 1, T] -> [B, 3, T]
         output = ours(x[:, None])[:, :, 0]
-    assert (output - reference).abs().max() / reference.abs().max() < 1e-5
+    assert relative_error(output, reference) < 1e-5
