@@ -54,6 +54,36 @@ def test_array_dataset_items(fake_corpus: MiniCorpus, measured: bool) -> None:
     assert float(residual.pow(2).mean()) > 1e-3 * float(item["targets"].pow(2).mean())  # noise and reverberation
 
 
+def _silent_noise_entry(folder, seconds: float = 30.0):
+    """A long noise file of exact zeros (real ambience files hold such stretches)."""
+    import soundfile as sf
+
+    from recipes.data.manifest import CorpusEntry
+
+    path = folder / "silent.wav"
+    sf.write(path, np.zeros(int(seconds * 16000), dtype=np.float32), 16000)
+    return CorpusEntry(id="noise/silent.wav", kind="noise", split="train", group="silent", corpus="test",
+                       license="none", provenance="test", native_sample_rate=16000, sources=[str(path)],
+                       frames=int(seconds * 16000), sample_rate=16000)
+
+
+def test_array_dataset_draws_again_when_a_noise_segment_is_silent(fake_corpus: MiniCorpus, tmp_path) -> None:
+    from recipes.data.multichannel_datasets import ArrayRoomDataset, ArrayRoomMixingConfig
+    from recipes.data.rooms import ArrayRoomConfig
+    from speechkit.errors import AudioError
+
+    room = ArrayRoomConfig(rt60_range=(0.2, 0.3), max_order=4, max_seconds=0.2, room_size_max=(6.0, 6.0, 3.0))
+    config = ArrayRoomMixingConfig(segment_seconds=0.25, mic_count=4, room=room, diffuse_probability=1.0,
+                                   point_noise_range=(2, 2))
+    speech, audible = fake_corpus.select("speech", "train", 16000, True), fake_corpus.select("noise", "train")
+    silent = _silent_noise_entry(tmp_path)  # drawn most of the time: the longest file by far
+    dataset = ArrayRoomDataset(speech, [silent, *audible], config, length=6, seed=0)
+    noise_ids = [dataset[index]["noise_id"] for index in range(6)]
+    assert all("silent" not in noise_id for noise_id in noise_ids)
+    with pytest.raises(AudioError, match="silent"):
+        ArrayRoomDataset(speech, [silent], config, length=1, seed=0)[0]
+
+
 def test_complex_spectral_mapping_is_the_reference_pcm_loss_up_to_a_factor_two() -> None:
     from recipes.training.objectives import build_objective
 

@@ -257,3 +257,20 @@ def test_denoising_score_matching_trains_a_score_model(tmp_path: Path) -> None:
     assert len(rows) == 2 and all(float(row.split(",")[2]) > 0 for row in rows)
     valid = (tmp_path / "valid_log.csv").read_text().splitlines()
     assert float(dict(zip(valid[0].split(","), valid[1].split(",")))["loss"]) > 0
+
+
+def test_loader_workers_stop_when_the_training_loop_raises() -> None:
+    """Workers ignore SIGTERM, so the exit-time terminate-and-join of multiprocessing cannot end them:
+    an error raised in the loop (e.g. a data error re-raised from a worker) must stop them itself, or
+    the process never exits."""
+    from torch.utils.data import DataLoader
+
+    from recipes.training.data import ignore_interrupts, loader_batches
+
+    loader = DataLoader(list(range(8)), batch_size=2, num_workers=1, worker_init_fn=ignore_interrupts)
+    with pytest.raises(RuntimeError, match="data error"):
+        with loader_batches(loader) as batches:
+            next(batches)
+            workers = list(batches._workers)
+            raise RuntimeError("data error")
+    assert workers and not any(worker.is_alive() for worker in workers)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from speechkit.errors import ConfigError
+from speechkit.errors import AudioError, ConfigError
 
-from .audio import convolve, scale_to_snr
+from .audio import EPSILON, convolve, power, scale_to_snr
 from .echo import EchoConfig, make_echo_scenario
 from .minicorpus import CorpusEntry, load_noise_segment
 from .mixing import apply_gain_without_clipping, direct_path_only, mix_at_snr, reverberate, uniform
@@ -203,12 +203,18 @@ class ArrayRoomMixingConfig:
     room: ArrayRoomConfig = field(default_factory=ArrayRoomConfig)
 
 
+#: noise draws per source before a run of digitally silent segments is reported: real ambience files
+#: hold stretches of exact zeros, and a silent source has no gain that reaches an SNR
+NOISE_DRAWS = 8
+
+
 class ArrayRoomDataset(MixingDataset):
     """Array mixtures of :class:`ArrayRoomMixingConfig`.
 
     Item keys: ``mixture [M, T]``, ``targets [1, 1, T]`` (direct-path speech at microphone 0),
     ``noise [M, T]``, ``snr_db``, ``rt60`` (nominal; 0 for measured), ``array``, ``speech_id``,
-    ``noise_id``, ``index``.
+    ``noise_id``, ``index``. A noise segment that is digitally silent at the microphones is drawn
+    again (another file and position, up to :data:`NOISE_DRAWS` times).
     """
 
     default_config = ArrayRoomMixingConfig()
@@ -231,9 +237,26 @@ class ArrayRoomDataset(MixingDataset):
         self.noise_weights = noise_weights(noise)
         self.rir_source = _RirSource(ReverbConfig(source="measured"), config.sample_rate, rirs) if rirs else None
 
-    def _noise(self, rng: np.random.Generator, length: int) -> tuple[np.ndarray, str]:
-        entry, segment = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
-        return segment, entry.id  # [1, T]
+    def _point_noise(self, rng: np.random.Generator, length: int, responses: np.ndarray) -> tuple[np.ndarray, str]:
+        """One noise recording rendered through ``responses [M, L]``: ``[M, T]`` and its id."""
+        for _ in range(NOISE_DRAWS):
+            entry, segment = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
+            image = convolve(segment, responses)  # [1, T] -> [M, T]
+            if power(image) > EPSILON:
+                return image, entry.id
+        raise AudioError(f"{NOISE_DRAWS} noise segments in a row were silent; check the noise files.")
+
+    def _diffuse_noise(self, rng: np.random.Generator, length: int, responses: np.ndarray) -> tuple[np.ndarray, str]:
+        """One noise recording from ``len(responses)`` positions (independent segments): ``[M, T]`` and its id."""
+        for _ in range(NOISE_DRAWS):
+            entry, _ = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
+            field_noise = sum(
+                convolve(load_noise_segment(entry, self.config.sample_rate, length, rng), response)
+                for response in responses
+            )  # [M, T]
+            if power(field_noise) > EPSILON:
+                return field_noise, entry.id
+        raise AudioError(f"{NOISE_DRAWS} diffuse noise fields in a row were silent; check the noise files.")
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
@@ -257,18 +280,14 @@ class ArrayRoomDataset(MixingDataset):
         noise = np.zeros_like(image)  # [M, T]
         noise_ids = []
         for index in range(points):
-            segment, noise_id = self._noise(rng, length)
-            noise += scale_to_snr(image, convolve(segment, noise_rirs[index]), 0.0)  # [M, T]
+            point_noise, noise_id = self._point_noise(rng, length, noise_rirs[index])  # [M, T]
+            noise += scale_to_snr(image, point_noise, 0.0)
             noise_ids.append(noise_id)
         if diffuse:
-            entry, _ = _noise_segment(self.noise, self.noise_weights, config.sample_rate, length, rng)
-            field_noise = sum(
-                convolve(load_noise_segment(entry, config.sample_rate, length, rng), noise_rirs[points + k])
-                for k in range(config.diffuse_sources)
-            )  # [M, T]
+            field_noise, noise_id = self._diffuse_noise(rng, length, noise_rirs[points:points + config.diffuse_sources])
             ratio = uniform(rng, config.diffuse_to_point_db)
             noise += scale_to_snr(noise, field_noise, -ratio) if points else field_noise
-            noise_ids.append(f"diffuse:{entry.id}")
+            noise_ids.append(f"diffuse:{noise_id}")
         snr = uniform(rng, config.snr_range_db)
         mixture, noise = mix_at_snr(image, noise, snr)
         scaled, _gain = apply_gain_without_clipping(

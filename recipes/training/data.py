@@ -1,12 +1,14 @@
 """Training data helpers: synthetic smoke-test mixtures and a resumable distributed sampler."""
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class SyntheticMixtures(Dataset):
@@ -85,3 +87,21 @@ def ignore_interrupts(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def loader_batches(loader: DataLoader) -> Iterator[Iterator[Any]]:
+    """Iterate ``loader`` and stop its worker processes when the block ends, also on an exception.
+
+    The workers ignore SIGTERM (:func:`ignore_interrupts`), so the terminate-then-join that
+    multiprocessing runs at interpreter exit cannot end them: an error raised while an iterator is
+    still referenced (a data error in a worker, re-raised in the loop) would hang the exit forever.
+    ``_shutdown_workers`` is the DataLoader iterator's own clean-up (what its ``__del__`` calls).
+    """
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # only multi-process iterators have workers
+        if shutdown is not None:
+            shutdown()
