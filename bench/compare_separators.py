@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread unless the caller sa
 import argparse  # noqa: E402
 import bisect  # noqa: E402
 import csv  # noqa: E402
-import resource  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -40,15 +39,17 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench.peers.report import finish_report, finite_mean, format_cell, title_lines  # noqa: E402
+from bench.peers.report import (  # noqa: E402
+    display_path,
+    finish_report,
+    finite_mean,
+    format_cell,
+    process_cpu_seconds,
+    title_lines,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ["si_sdr", "si_sdri", "sdr", "pesq_wb", "stoi"]
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def score_test_set(processor: Any, test_set: Path, limit: int | None) -> dict[str, Any]:
@@ -62,10 +63,10 @@ def score_test_set(processor: Any, test_set: Path, limit: int | None) -> dict[st
     for item in items[:limit]:
         mixture = load_fixed_tensor(item["root"], item["mixture"])  # [C, T]
         reference = load_fixed_tensor(item["root"], item["targets"])  # [S, C, T]
-        started, cpu_started = time.perf_counter(), _cpu_seconds()
+        started, cpu_started = time.perf_counter(), process_cpu_seconds()
         estimate = process_array(processor.model, mixture.astype(np.float32), rate, device=processor.device)  # [S, C, T]
         wall += time.perf_counter() - started
-        cpu += _cpu_seconds() - cpu_started
+        cpu += process_cpu_seconds() - cpu_started
         audio_seconds += mixture.shape[-1] / rate
         rows.append(score_item(estimate, reference, rate, mixture, METRICS, False))
         unprocessed = np.repeat(mixture[None], reference.shape[0], axis=0)  # the input as every speaker's estimate
@@ -114,7 +115,7 @@ def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac
     first = results[0]
     rss, rss_cpu = peak_rss_mib(path, rss_seconds) if rss_seconds else (float("nan"), float("nan"))
     return {
-        "model": model, "path": _display_path(path), "options": dict(network.options), "name": network.name, "preset": provenance.get("model_preset"),
+        "model": model, "path": display_path(path), "options": dict(network.options), "name": network.name, "preset": provenance.get("model_preset"),
         "parameters": sum(parameter.numel() for parameter in network.parameters()),
         "gmacs_per_second": macs / 1e9,
         "rtf": first["wall_seconds"] / first["audio_seconds"],
@@ -123,14 +124,6 @@ def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac
         "steps_trained": provenance.get("steps_trained"), "train_hours": provenance.get("train_hours"),
         "recipe": provenance.get("recipe"), "test_sets": results,
     }
-
-
-def _display_path(path: Path) -> str:
-    """``path`` relative to the working directory when it lies inside it (reports stay machine-neutral)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -39,6 +39,22 @@ def format_cell(value: Any, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def process_cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (difference two calls to time a step)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it (reports stay machine-neutral)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, core count and platform."""
     cpu = platform.processor() or platform.machine()
@@ -136,11 +152,13 @@ def write_report(report: dict[str, Any], markdown: str, out: Path) -> None:
 
 
 __all__ = [
+    "display_path",
     "finish_report",
     "finite_mean",
     "format_cell",
     "machine_info",
     "package_versions",
+    "process_cpu_seconds",
     "report_header",
     "skipped_and_notes_lines",
     "system_facts",

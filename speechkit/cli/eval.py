@@ -139,7 +139,11 @@ def folder_items(references: Path, estimates: Path, mixtures: Path | None) -> li
 
 
 def fixed_set_items(root: Path) -> tuple[list[dict[str, Any]], int]:
-    """Items of a fixed-set folder (``index.json``, ``items.jsonl``, one WAV per tensor) and its rate."""
+    """Items of a fixed-set folder (``index.json``, ``items.jsonl``, one WAV per tensor) and its rate.
+
+    Each item: ``{"name", "mixture", "targets", "root", "meta"}`` (``meta``: the generator's record
+    of the item, e.g. its SNR or room; empty when the set stores none).
+    """
     index_path, items_path = root / "index.json", root / "items.jsonl"
     if not index_path.is_file() or not items_path.is_file():
         raise ConfigError(f"{root} is not a test set: index.json or items.jsonl is missing.")
@@ -153,7 +157,8 @@ def fixed_set_items(root: Path) -> tuple[list[dict[str, Any]], int]:
         for key in ("mixture", "targets"):
             if key not in tensors:
                 raise ConfigError(f"{root}: item {record['name']} has no {key!r} file.")
-        items.append({"name": record["name"], "mixture": tensors["mixture"], "targets": tensors["targets"], "root": root})
+        items.append({"name": record["name"], "mixture": tensors["mixture"], "targets": tensors["targets"], "root": root,
+                      "meta": record.get("meta", {})})
     return items, sample_rate
 
 

@@ -1,0 +1,213 @@
+"""Microphone-array enhancers side by side on a held-out multichannel fixed set (issue 17).
+
+Every system enhances the same items of a ``--test-set`` (a fixed-set folder of
+``recipes.train:fixed_array_enhancement``: ``mixture [M, T]``, ``targets [1, 1, T]`` = the talker's
+direct path at the reference microphone, and per-item ``meta``). A model is a bundled name or a
+checkpoint path; a multichannel model receives all M microphones, a single-channel model the
+reference microphone only (what a user without an array model would run). The unprocessed
+reference microphone is the first row.
+
+* quality: SI-SDR, SI-SDRi, PESQ-WB, ESTOI (``speechkit.metrics``) and DNSMOS P.835 (speechmos),
+  overall and per condition (``meta["array"]``: simulated circular-array rooms vs the measured
+  office array), through the file pipeline (the model's declared chunking);
+* cost: parameters, multiply-accumulates per second of audio (``bench.long_file.count_macs``),
+  real-time factor of the test-set inference on the benchmark's threads (wall and process CPU
+  seconds per audio second), algorithmic latency (streaming models) or the chunk a non-causal
+  model needs before its first output;
+* training: steps and hours recorded in the checkpoint's provenance.
+
+    .venv/bin/python -m bench.compare_array_enhancers \\
+        --models conv_tasnet_enhance_16k runs/enhance_deftan2_small_4ch/best.safetensors \\
+        --test-set data_cache/fixed/array_4ch_16k/test
+
+Prints a Markdown table and writes ``bench/results/compare_array_enhancers.{json,md}`` (``--out``).
+"""
+from __future__ import annotations
+
+import bench.one_thread  # noqa: F401 - one thread unless the caller says otherwise, before torch loads
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench.peers.report import (  # noqa: E402
+    display_path,
+    finish_report,
+    finite_mean,
+    format_cell,
+    process_cpu_seconds,
+    title_lines,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+METRICS = ["si_sdr", "si_sdri", "pesq_wb", "estoi"]
+DNSMOS = ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"]
+COLUMNS = [*METRICS, *DNSMOS]
+INPUT = "input (reference microphone)"
+
+
+def condition_of(meta: dict[str, Any]) -> str:
+    """The recording condition of one item: ``"measured"`` (measured office-array responses) or ``"simulated"``."""
+    return "measured" if str(meta.get("array", "")).startswith("measured") else "simulated"
+
+
+def score_items(run: Any, test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
+    """Per-item scores of ``run(mixture [M, T], rate) -> estimate [T]`` on one fixed set, and its timing.
+
+    ``run`` None scores the unprocessed reference microphone.
+    """
+    from speechkit.cli.eval import fixed_set_items, load_fixed_tensor, score_item
+
+    items, rate = fixed_set_items(test_set)
+    rows: list[dict[str, Any]] = []
+    wall = cpu = audio_seconds = 0.0
+    for item in items[:limit]:
+        mixture = load_fixed_tensor(item["root"], item["mixture"]).astype(np.float32)  # [M, T]
+        target = load_fixed_tensor(item["root"], item["targets"])  # [1, 1, T]
+        if run is None:
+            estimate = mixture[0]
+        else:
+            started, cpu_started = time.perf_counter(), process_cpu_seconds()
+            estimate = run(mixture, rate)  # [T]
+            wall += time.perf_counter() - started
+            cpu += process_cpu_seconds() - cpu_started
+        audio_seconds += mixture.shape[-1] / rate
+        reference_input = mixture[:1] if run is not None else None  # SI-SDRi needs it; the input row has none
+        row = score_item(estimate[None, None], target, rate, reference_input, METRICS, dnsmos)
+        rows.append({"name": item.get("name"), "condition": condition_of(item.get("meta", {})), **row})
+    return {"rows": rows, "audio_seconds": audio_seconds, "wall_seconds": wall, "cpu_seconds": cpu}
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean of every column over all items and per condition (with the item count)."""
+    groups = {"all": list(rows)}
+    for row in rows:
+        groups.setdefault(row["condition"], []).append(row)
+    return {
+        group: {"items": len(members), **{name: finite_mean([row.get(name) for row in members]) for name in COLUMNS}}
+        for group, members in groups.items()
+    }
+
+
+def model_runner(processor: Any, reference_microphone: int) -> Any:
+    """``run(mixture [M, T], rate) -> [T]`` for one loaded model: all microphones to an array model,
+    the reference microphone alone to a single-channel one."""
+    from speechkit.inference import process_array
+
+    network = processor.model
+    array_model = network.input_layout.num_microphones > 1
+
+    def run(mixture: np.ndarray, rate: int) -> np.ndarray:
+        inputs = mixture if array_model else mixture[reference_microphone:reference_microphone + 1]
+        return process_array(network, inputs, rate, device=processor.device)[0, 0]  # [S, C, T] -> [T]
+
+    return run
+
+
+def latency_text(network: Any) -> str:
+    """Algorithmic latency of a streaming model, or the chunk a non-causal model waits for."""
+    if network.algorithmic_latency is not None:
+        return f"{1000.0 * network.algorithmic_latency / network.sample_rate:.0f} ms (stream)"
+    chunk = network.inference_spec.chunk_seconds
+    return f"whole chunk ({chunk:g} s)" if chunk else "whole input"
+
+
+def evaluate_model(model: str, test_set: Path, limit: int | None, mac_seconds: float, dnsmos: bool) -> dict[str, Any]:
+    """Quality, cost and training facts of one enhancer on one array test set."""
+    import torch
+
+    from bench.long_file import count_macs
+    from speechkit.api import load
+    from speechkit.checkpoint import read_metadata
+    from speechkit.pretrained import resolve_model
+
+    path = resolve_model(model)
+    processor = load(str(path))
+    network = processor.model
+    provenance = read_metadata(path).get("provenance", {})
+    x = 0.1 * torch.randn(1, network.num_input_channels, int(mac_seconds * network.sample_rate))
+    macs = count_macs(lambda: network(x)) / mac_seconds
+    scored = score_items(model_runner(processor, 0), test_set, limit, dnsmos)
+    return {
+        "model": model, "path": display_path(path), "name": network.name, "preset": provenance.get("model_preset"),
+        "microphones": network.input_layout.num_microphones,
+        "parameters": sum(parameter.numel() for parameter in network.parameters()),
+        "gmacs_per_second": macs / 1e9,
+        "rtf": scored["wall_seconds"] / scored["audio_seconds"],
+        "cpu_seconds_per_second": scored["cpu_seconds"] / scored["audio_seconds"],
+        "latency": latency_text(network),
+        "steps_trained": provenance.get("steps_trained"), "train_hours": provenance.get("train_hours"),
+        "recipe": provenance.get("recipe"),
+        "summary": summarize(scored["rows"]), "rows": scored["rows"],
+    }
+
+
+def evaluate_input(test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
+    """The unprocessed reference microphone as a system row."""
+    scored = score_items(None, test_set, limit, dnsmos)
+    return {"model": INPUT, "microphones": 1, "summary": summarize(scored["rows"]), "rows": scored["rows"]}
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    lines = title_lines(report, "Microphone-array enhancers on a held-out multichannel set")
+    lines[-1] = lines[-1].replace("one thread per system", f"{report['threads']} torch thread(s)")
+    groups = list(report["systems"][0]["summary"])
+    for group in groups:
+        count = report["systems"][0]["summary"][group]["items"]
+        lines += ["", f"## `{Path(report['test_set']).name}`: {group} ({count} items)", "",
+                  "| system | mics | steps | train h | SI-SDR dB | SI-SDRi dB | PESQ-WB | ESTOI | DNSMOS SIG | BAK | OVRL |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for system in report["systems"]:
+            summary = system["summary"].get(group, {})
+            cells = [format_cell(summary.get(name), 3 if name == "estoi" else 2) for name in COLUMNS]
+            if system["model"] == INPUT:
+                cells[1] = "-"
+            lines.append(f"| {system['model']} | {system['microphones']} | {system.get('steps_trained') or '-'} | "
+                         f"{format_cell(system.get('train_hours'), 1) if system.get('train_hours') else '-'} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "## Cost", "", "| system | parameters | GMACs per second of audio | RTF | CPU s per audio s | latency |",
+              "|---|---:|---:|---:|---:|---|"]
+    for system in report["systems"][1:]:
+        lines.append(f"| {system['model']} | {system['parameters']:,} | {format_cell(system['gmacs_per_second'])} | "
+                     f"{format_cell(system['rtf'], 3)} | {format_cell(system['cpu_seconds_per_second'], 3)} | "
+                     f"{system['latency']} |")
+    lines += ["", *[f"Note: {note}" for note in report["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["conv_tasnet_enhance_16k"],
+                        help="bundled model names or checkpoint paths (array or single-channel)")
+    parser.add_argument("--test-set", type=Path, required=True, help="a multichannel fixed-set folder")
+    parser.add_argument("--limit", type=int, default=None, help="first N items")
+    parser.add_argument("--mac-seconds", type=float, default=4.0, help="input length of the MAC count")
+    parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (it needs speechmos)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "compare_array_enhancers.json")
+    args = parser.parse_args(argv)
+    from speechkit.memory import retain_freed_memory
+
+    retain_freed_memory()  # as the `speechkit` command does, so the in-process RTF is the one users get
+    started = time.perf_counter()
+    dnsmos = not args.no_dnsmos
+    systems = [evaluate_input(args.test_set, args.limit, dnsmos)]
+    systems += [evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos) for model in args.models]
+    notes = [
+        "Target: the talker's direct path at the reference microphone (microphone 0); every metric scores the "
+        "enhanced reference channel against it. SI-SDRi is against the unprocessed reference microphone.",
+        "Single-channel models receive the reference microphone only; array models all microphones in array order.",
+        "DNSMOS P.835 is non-intrusive (speechmos, 16 kHz); it rates the output alone.",
+        "RTF and CPU seconds: file-pipeline inference over the test set (declared chunking), metrics excluded.",
+    ]
+    return finish_report(
+        "compare_array_enhancers", argv, ["speechkit", "torch", "numpy", "pesq", "pystoi", "speechmos"], started,
+        markdown_report, args.out, test_set=str(args.test_set), systems=systems, notes=notes,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

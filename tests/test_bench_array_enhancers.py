@@ -1,0 +1,97 @@
+"""bench/compare_array_enhancers.py: which microphones each system gets, per-condition means, the report.
+
+No clock is read and no speed or cost is asserted: the cost columns (MACs, RTF, CPU time) are only
+checked to be present; their figures live in bench/results. DNSMOS is replaced by a stand-in whose
+value is known, so the test needs no speechmos model.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bench import compare_array_enhancers as bench
+
+RATE = 16000
+MICS = 4
+
+
+def _write_array_set(root: Path) -> Path:
+    """Two 4-mic items (a tone reaching each microphone a few samples later, plus noise): one from
+    the measured array, one simulated, in the layout ``fixed_array_enhancement`` writes."""
+    root.mkdir()
+    generator = np.random.default_rng(0)
+    time_axis = np.arange(int(0.5 * RATE)) / RATE
+    lines = []
+    for index, array in enumerate(("measured stride=2", "circular rt60=0.40")):
+        target = (0.3 * np.sin(2 * np.pi * (220 + 60 * index) * time_axis)).astype(np.float32)  # [T]
+        mixture = np.stack([np.roll(target, 3 * mic) for mic in range(MICS)])  # [M, T]
+        mixture = (mixture + 0.05 * generator.standard_normal(mixture.shape)).astype(np.float32)
+        folder = root / f"{index:05d}"
+        folder.mkdir()
+        sf.write(folder / "mixture.wav", mixture.T, RATE, subtype="FLOAT")
+        sf.write(folder / "targets.wav", target[:, None], RATE, subtype="FLOAT")
+        tensors = {"mixture": {"file": f"{index:05d}/mixture.wav", "shape": [MICS, target.size]},
+                   "targets": {"file": f"{index:05d}/targets.wav", "shape": [1, 1, target.size]}}
+        lines.append(json.dumps({"name": f"{index:05d}", "meta": {"array": array}, "tensors": tensors}))
+    (root / "items.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "index.json").write_text(json.dumps({"sample_rate": RATE}))
+    return root
+
+
+def _checkpoints(folder: Path) -> tuple[Path, Path]:
+    import torch
+
+    import speechkit
+    from speechkit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    array = save_checkpoint(speechkit.build_model("deftan2", "tiny"), folder / "array.safetensors",
+                            provenance={"steps_trained": 12, "train_hours": 0.5, "model_preset": "tiny"})
+    single = save_checkpoint(speechkit.build_model("conv_tasnet", "tiny", n_src=1, sample_rate=RATE),
+                             folder / "single.safetensors")
+    return array, single
+
+
+def test_single_channel_models_hear_the_reference_microphone_and_array_models_all(tmp_path: Path) -> None:
+    from speechkit.api import load
+
+    array, single = _checkpoints(tmp_path)
+    mixture = (0.1 * np.random.default_rng(1).standard_normal((MICS, RATE // 2))).astype(np.float32)
+    changed = mixture.copy()
+    changed[1:] *= -3.0  # every microphone but the reference
+    single_run = bench.model_runner(load(str(single)), reference_microphone=0)
+    array_run = bench.model_runner(load(str(array)), reference_microphone=0)
+    assert single_run(mixture, RATE).shape == (RATE // 2,)
+    np.testing.assert_allclose(single_run(mixture, RATE), single_run(changed, RATE))
+    assert not np.allclose(array_run(mixture, RATE), array_run(changed, RATE))
+
+
+def test_report_scores_every_system_overall_and_per_condition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from speechkit import metrics
+
+    monkeypatch.setattr(metrics, "dnsmos", lambda audio, rate: {"dnsmos_sig": 3.0, "dnsmos_bak": 2.0, "dnsmos_ovrl": 1.5})
+    array, single = _checkpoints(tmp_path)
+    test_set = _write_array_set(tmp_path / "test")
+    out = tmp_path / "report.json"
+    argv = ["--models", str(single), str(array), "--test-set", str(test_set), "--mac-seconds", "0.25", "--out", str(out)]
+    assert bench.main(argv) == 0
+    report = json.loads(out.read_text())
+    unprocessed, single_row, array_row = report["systems"]
+    assert unprocessed["model"] == bench.INPUT and [single_row["microphones"], array_row["microphones"]] == [1, MICS]
+    for system in report["systems"]:
+        assert {group: summary["items"] for group, summary in system["summary"].items()} == {
+            "all": 2, "measured": 1, "simulated": 1}
+        assert system["summary"]["all"]["dnsmos_ovrl"] == pytest.approx(1.5)
+    measured, simulated = (row["si_sdr"] for row in unprocessed["rows"])
+    assert unprocessed["summary"]["measured"]["si_sdr"] == pytest.approx(measured)
+    assert unprocessed["summary"]["all"]["si_sdr"] == pytest.approx((measured + simulated) / 2)
+    row = array_row["rows"][0]
+    assert row["si_sdri"] == pytest.approx(row["si_sdr"] - measured, abs=1e-4)  # against the reference microphone
+    assert array_row["steps_trained"] == 12 and array_row["latency"] == "whole chunk (8 s)"
+    assert {"gmacs_per_second", "rtf", "cpu_seconds_per_second", "parameters"} <= set(array_row)  # present, not judged
+    markdown = out.with_suffix(".md").read_text()
+    assert "`test`: measured (1 items)" in markdown and f"| {array} | {MICS} | 12 | 0.5 |" in markdown
