@@ -118,19 +118,10 @@ def latency_text(network: Any) -> str:
 
 def evaluate_model(model: str, test_set: Path, limit: int | None, mac_seconds: float, dnsmos: bool) -> dict[str, Any]:
     """Quality, cost and training facts of one enhancer on one array test set."""
-    import torch
+    from bench.compare_separators import load_model
 
-    from bench.long_file import count_macs
-    from speechkit.api import load
-    from speechkit.checkpoint import read_metadata
-    from speechkit.pretrained import resolve_model
-
-    path = resolve_model(model)
-    processor = load(str(path))
+    path, processor, provenance, macs = load_model(model, mac_seconds)
     network = processor.model
-    provenance = read_metadata(path).get("provenance", {})
-    x = 0.1 * torch.randn(1, network.num_input_channels, int(mac_seconds * network.sample_rate))
-    macs = count_macs(lambda: network(x)) / mac_seconds
     scored = score_items(model_runner(processor, 0), test_set, limit, dnsmos)
     return {
         "model": model, "path": display_path(path), "name": network.name, "preset": provenance.get("model_preset"),

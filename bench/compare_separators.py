@@ -93,9 +93,10 @@ def peak_rss_mib(checkpoint: Path, seconds: float) -> tuple[float, float]:
     return (rss if code == 0 else float("nan")), cpu
 
 
-def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac_seconds: float,
-                   rss_seconds: float | None) -> dict[str, Any]:
-    """Quality on every test set, cost and training facts of one separator."""
+def load_model(model: str, mac_seconds: float) -> tuple[Path, Any, dict[str, Any], float]:
+    """``(path, processor, provenance, MACs per second of audio)`` of a bundled name or checkpoint
+    path, optionally with inference options after ``#`` (``MODEL#KEY=VALUE[,KEY=VALUE]``); the MACs
+    are counted on ``mac_seconds`` of noise on every input channel of the model."""
     import torch
 
     from bench.long_file import count_macs
@@ -108,9 +109,16 @@ def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac
     path = resolve_model(name)
     processor = load(str(path), options=parse_option_strings(option_text.split(",")) if option_text else None)
     network = processor.model
-    provenance = read_metadata(path).get("provenance", {})
-    x = 0.1 * torch.randn(1, 1, int(mac_seconds * network.sample_rate))
+    x = 0.1 * torch.randn(1, network.num_input_channels, int(mac_seconds * network.sample_rate))
     macs = count_macs(lambda: network(x)) / mac_seconds
+    return path, processor, read_metadata(path).get("provenance", {}), macs
+
+
+def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac_seconds: float,
+                   rss_seconds: float | None) -> dict[str, Any]:
+    """Quality on every test set, cost and training facts of one separator."""
+    path, processor, provenance, macs = load_model(model, mac_seconds)
+    network = processor.model
     results = [score_test_set(processor, test_set, limit) for test_set in test_sets]
     first = results[0]
     rss, rss_cpu = peak_rss_mib(path, rss_seconds) if rss_seconds else (float("nan"), float("nan"))

@@ -1,7 +1,7 @@
 """bench/compare_array_enhancers.py: which microphones each system gets, per-condition means, the report.
 
-No clock is read and no speed or cost is asserted: the cost columns (MACs, RTF, CPU time) are only
-checked to be present; their figures live in bench/results. DNSMOS is replaced by a stand-in whose
+Quality and the microphone routing are checked here; the cost columns are not (their figures live
+in bench/results). DNSMOS is replaced by a stand-in whose
 value is known, so the test needs no speechmos model.
 """
 from __future__ import annotations
@@ -92,6 +92,5 @@ def test_report_scores_every_system_overall_and_per_condition(tmp_path: Path, mo
     row = array_row["rows"][0]
     assert row["si_sdri"] == pytest.approx(row["si_sdr"] - measured, abs=1e-4)  # against the reference microphone
     assert array_row["steps_trained"] == 12 and array_row["latency"] == "whole chunk (8 s)"
-    assert {"gmacs_per_second", "rtf", "cpu_seconds_per_second", "parameters"} <= set(array_row)  # present, not judged
     markdown = out.with_suffix(".md").read_text()
     assert "`test`: measured (1 items)" in markdown and f"| {array} | {MICS} | 12 | 0.5 |" in markdown

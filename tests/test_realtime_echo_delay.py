@@ -14,6 +14,10 @@ from speechkit.tasks import InputLayout
 
 RATE = 8000
 HOP = 80
+#: the tracker's minimum history and analysis period, as sample counts of the signal (the defaults)
+HISTORY_SAMPLES = 4000
+ANALYSIS_SAMPLES = 2000
+OPTIONS = TrackerOptions(min_history_seconds=HISTORY_SAMPLES / RATE, update_seconds=ANALYSIS_SAMPLES / RATE)
 
 
 def speech_like(seconds: float, seed: int) -> np.ndarray:
@@ -46,29 +50,26 @@ def track(tracker: DelayTracker, mic: np.ndarray, far: np.ndarray) -> list[int]:
 def test_tracker_finds_the_bulk_delay_from_past_samples_only() -> None:
     far = speech_like(3.0, seed=0)
     mic = echo_of(far, delay=960, seed=1)  # 120 ms
-    tracker = DelayTracker(RATE)
+    tracker = DelayTracker(RATE, OPTIONS)
     delays = track(tracker, mic, far)
     assert abs(delays[-1] - 960) <= 2 and tracker.changes == 1
-    # adopted after a bounded number of pushed samples (a sample count, never a clock): the minimum
-    # history plus at most one analysis period per agreement required
-    options = tracker.options
-    history_samples = int(options.min_history_seconds * RATE)
-    analysis_samples = int(options.update_seconds * RATE)
+    # adopted after a bounded number of pushed samples: the minimum history plus at most one
+    # analysis period per agreement required
     first_hop = next(index for index, delay in enumerate(delays) if delay)
-    assert (first_hop + 1) * HOP <= history_samples + options.agreements * analysis_samples
+    assert (first_hop + 1) * HOP <= HISTORY_SAMPLES + OPTIONS.agreements * ANALYSIS_SAMPLES
 
 
 def test_tracker_follows_a_changed_echo_path_and_needs_two_agreeing_analyses() -> None:
     far = speech_like(8.0, seed=2)
     mic = np.concatenate([echo_of(far, 400, seed=3)[: 4 * RATE], echo_of(far, 1600, seed=3)[4 * RATE :]])
-    tracker = DelayTracker(RATE)
+    tracker = DelayTracker(RATE, OPTIONS)
     delays = np.asarray(track(tracker, mic, far))
     change_sample = 4 * RATE  # where the echo path changes, in samples of the signal
     assert abs(delays[change_sample // HOP - 1] - 400) <= 2
     assert abs(delays[-1] - 1600) <= 2 and tracker.changes == 2
     # a change is adopted only once two consecutive analyses (one analysis period apart) agree on it
     switched_sample = int(np.argmax(np.abs(delays - 1600) <= 2)) * HOP
-    assert switched_sample > change_sample + int(tracker.options.update_seconds * RATE)
+    assert switched_sample > change_sample + ANALYSIS_SAMPLES
 
 
 @pytest.mark.parametrize("case", ["uncorrelated", "silent far end", "near end alone"])
