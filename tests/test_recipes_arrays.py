@@ -54,17 +54,22 @@ def test_array_dataset_items(fake_corpus: MiniCorpus, measured: bool) -> None:
     assert float(residual.pow(2).mean()) > 1e-3 * float(item["targets"].pow(2).mean())  # noise and reverberation
 
 
-def _silent_noise_entry(folder, seconds: float = 30.0):
-    """A long noise file of exact zeros (real ambience files hold such stretches)."""
+def _noise_file_entry(folder, samples: np.ndarray, name: str):
+    """A corpus entry of the 16 kHz noise file ``folder/name`` holding ``samples``."""
     import soundfile as sf
 
     from recipes.data.manifest import CorpusEntry
 
-    path = folder / "silent.wav"
-    sf.write(path, np.zeros(int(seconds * 16000), dtype=np.float32), 16000)
-    return CorpusEntry(id="noise/silent.wav", kind="noise", split="train", group="silent", corpus="test",
+    path = folder / name
+    sf.write(path, samples.astype(np.float32), 16000, subtype="FLOAT")
+    return CorpusEntry(id=f"noise/{name}", kind="noise", split="train", group=name, corpus="test",
                        license="none", provenance="test", native_sample_rate=16000, sources=[str(path)],
-                       frames=int(seconds * 16000), sample_rate=16000)
+                       frames=len(samples), sample_rate=16000)
+
+
+def _silent_noise_entry(folder, seconds: float = 30.0):
+    """A long noise file of exact zeros."""
+    return _noise_file_entry(folder, np.zeros(int(seconds * 16000)), "silent.wav")
 
 
 def test_array_dataset_draws_again_when_a_noise_segment_is_silent(fake_corpus: MiniCorpus, tmp_path) -> None:
@@ -82,6 +87,29 @@ def test_array_dataset_draws_again_when_a_noise_segment_is_silent(fake_corpus: M
     assert all("silent" not in noise_id for noise_id in noise_ids)
     with pytest.raises(AudioError, match="silent"):
         ArrayRoomDataset(speech, [silent], config, length=1, seed=0)[0]
+
+
+def test_a_quiet_noise_is_mixed_at_the_requested_snr_not_taken_for_silence(fake_corpus: MiniCorpus, tmp_path) -> None:
+    # A real ambience stretch at -79 dBFS through a measured room response arrives near -120 dB: quiet, not
+    # silent. It must be scaled to the drawn SNR like any other noise (it once stopped a training run).
+    from recipes.data.audio import scale_to_snr, snr_db
+    from recipes.data.multichannel_datasets import ArrayRoomDataset, ArrayRoomMixingConfig
+    from recipes.data.rooms import ArrayRoomConfig
+
+    rng = np.random.default_rng(0)
+    speech_segment = rng.standard_normal((1, 4000)).astype(np.float32) * 0.1
+    quiet_segment = rng.standard_normal((1, 4000)).astype(np.float32) * 1e-7  # -140 dB
+    assert snr_db(speech_segment, scale_to_snr(speech_segment, quiet_segment, 5.0)) == pytest.approx(5.0, abs=1e-3)
+
+    room = ArrayRoomConfig(rt60_range=(0.2, 0.3), max_order=4, max_seconds=0.2, room_size_max=(6.0, 6.0, 3.0))
+    config = ArrayRoomMixingConfig(segment_seconds=0.25, mic_count=4, room=room, diffuse_probability=0.0,
+                                   point_noise_range=(1, 1), snr_range_db=(5.0, 5.0))
+    speech = fake_corpus.select("speech", "train", 16000, True)
+    quiet = _noise_file_entry(tmp_path, rng.standard_normal(16000) * 1e-6, "quiet.wav")
+    item = ArrayRoomDataset(speech, [quiet], config, length=1, seed=0)[0]
+    assert item["noise_id"] == "noise/quiet.wav"
+    speech_image = (item["mixture"] - item["noise"]).numpy()
+    assert snr_db(speech_image, item["noise"].numpy()) == pytest.approx(5.0, abs=0.01)
 
 
 def test_complex_spectral_mapping_is_the_reference_pcm_loss_up_to_a_factor_two() -> None:

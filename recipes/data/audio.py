@@ -14,6 +14,11 @@ from speechkit.errors import AudioError
 
 EPSILON = 1e-12
 
+#: mean power at or below which a signal is digitally silent (-200 dB). Quiet is not silent: a real
+#: ambience segment at -79 dBFS heard through a measured room response arrives near -120 dB, and
+#: :func:`scale_to_snr` must still scale it; only a segment of (nearly) exact zeros has no gain.
+SILENT_POWER = 1e-20
+
 
 def read_audio(
     path: str | Path,
@@ -81,11 +86,12 @@ def scale_to_snr(signal: np.ndarray, noise: np.ndarray, target_snr_db: float) ->
     """Return ``noise`` scaled so that ``snr_db(signal, scaled_noise) == target_snr_db``.
 
     Raises:
-        AudioError: the noise is silent, so no gain reaches the requested SNR.
+        AudioError: the noise is digitally silent (:data:`SILENT_POWER`), so no gain reaches the
+            requested SNR.
     """
     noise_power = power(noise)
-    if noise_power <= EPSILON:
-        raise AudioError("The noise segment is silent, so no gain reaches the requested SNR.")
+    if noise_power <= SILENT_POWER:
+        raise AudioError("The noise segment is digitally silent, so no gain reaches the requested SNR.")
     wanted_noise_power = power(signal) / (10.0 ** (target_snr_db / 10.0))
     return (noise * np.sqrt(wanted_noise_power / noise_power)).astype(np.float32)
 

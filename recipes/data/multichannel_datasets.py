@@ -12,7 +12,7 @@ import torch
 
 from speechkit.errors import AudioError, ConfigError
 
-from .audio import EPSILON, convolve, power, scale_to_snr
+from .audio import SILENT_POWER, convolve, power, scale_to_snr
 from .echo import EchoConfig, make_echo_scenario
 from .minicorpus import CorpusEntry, load_noise_segment
 from .mixing import apply_gain_without_clipping, direct_path_only, mix_at_snr, reverberate, uniform
@@ -203,8 +203,8 @@ class ArrayRoomMixingConfig:
     room: ArrayRoomConfig = field(default_factory=ArrayRoomConfig)
 
 
-#: noise draws per source before a run of digitally silent segments is reported: real ambience files
-#: hold stretches of exact zeros, and a silent source has no gain that reaches an SNR
+#: noise draws per source before a run of digitally silent segments (:data:`SILENT_POWER`, exact
+#: zeros, e.g. a file's gap) is reported: a silent source has no gain that reaches an SNR
 NOISE_DRAWS = 8
 
 
@@ -242,7 +242,7 @@ class ArrayRoomDataset(MixingDataset):
         for _ in range(NOISE_DRAWS):
             entry, segment = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
             image = convolve(segment, responses)  # [1, T] -> [M, T]
-            if power(image) > EPSILON:
+            if power(image) > SILENT_POWER:
                 return image, entry.id
         raise AudioError(f"{NOISE_DRAWS} noise segments in a row were silent; check the noise files.")
 
@@ -254,7 +254,7 @@ class ArrayRoomDataset(MixingDataset):
                 convolve(load_noise_segment(entry, self.config.sample_rate, length, rng), response)
                 for response in responses
             )  # [M, T]
-            if power(field_noise) > EPSILON:
+            if power(field_noise) > SILENT_POWER:
                 return field_noise, entry.id
         raise AudioError(f"{NOISE_DRAWS} diffuse noise fields in a row were silent; check the noise files.")
 
