@@ -21,12 +21,17 @@ reference microphone is the first row.
         --test-set data_cache/fixed/array_4ch_16k/test
 
 Prints a Markdown table and writes ``bench/results/compare_array_enhancers.{json,md}`` (``--out``).
+``--reuse OLD.json`` copies every system of an earlier report whose inputs are the same (the test
+set's item list, ``--limit``, DNSMOS on or off, and for a model the SHA-256 of its weights file)
+instead of scoring it again; the copied rows keep the date, RTF and CPU figures of their own run.
 """
 from __future__ import annotations
 
 import bench.one_thread  # noqa: F401 - one thread unless the caller says otherwise, before torch loads
 
 import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -116,6 +121,45 @@ def latency_text(network: Any) -> str:
     return f"whole chunk ({chunk:g} s)" if chunk else "whole input"
 
 
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(model: str | None, test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
+    """What a system's scores depend on: the test set's item list, the item limit, DNSMOS on or
+    off and, for a model (``None``: the unprocessed input), the weights file's SHA-256 and options."""
+    facts: dict[str, Any] = {"items_sha256": file_sha256(test_set / "items.jsonl"), "limit": limit, "dnsmos": dnsmos}
+    if model is not None:
+        from speechkit.pretrained import resolve_model
+
+        name, _, options = model.partition("#")
+        facts.update(weights_sha256=file_sha256(resolve_model(name)), options=options)
+    return facts
+
+
+def reusable_systems(previous: Path | None) -> list[dict[str, Any]]:
+    """The systems of an earlier report (``--reuse``), each tagged with that report's date; none without one."""
+    if previous is None:
+        return []
+    report = json.loads(previous.read_text(encoding="utf-8"))
+    return [{**system, "reused_from": system.get("reused_from", report["date"])} for system in report["systems"]]
+
+
+def reused_or_scored(model: str | None, facts: dict[str, Any], earlier: Sequence[dict[str, Any]],
+                     score: Any) -> dict[str, Any]:
+    """The earlier system with the same model and ``facts``, else ``score()`` tagged with ``facts``."""
+    wanted = INPUT if model is None else model
+    for system in earlier:
+        if system["model"] == wanted and system.get("fingerprint") == facts:
+            return system
+    return {**score(), "fingerprint": facts}
+
+
 def evaluate_model(model: str, test_set: Path, limit: int | None, mac_seconds: float, dnsmos: bool) -> dict[str, Any]:
     """Quality, cost and training facts of one enhancer on one array test set."""
     from bench.compare_separators import load_model
@@ -179,20 +223,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mac-seconds", type=float, default=4.0, help="input length of the MAC count")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (it needs speechmos)")
     parser.add_argument("--out", type=Path, default=RESULTS / "compare_array_enhancers.json")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="an earlier report: copy its systems whose test set, limit, DNSMOS and weights "
+                             "are unchanged")
     args = parser.parse_args(argv)
     from speechkit.memory import retain_freed_memory
 
     retain_freed_memory()  # as the `speechkit` command does, so the in-process RTF is the one users get
     started = time.perf_counter()
     dnsmos = not args.no_dnsmos
-    systems = [evaluate_input(args.test_set, args.limit, dnsmos)]
-    systems += [evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos) for model in args.models]
+    earlier = reusable_systems(args.reuse)
+    systems = [reused_or_scored(None, fingerprint(None, args.test_set, args.limit, dnsmos), earlier,
+                                lambda: evaluate_input(args.test_set, args.limit, dnsmos))]
+    for model in args.models:
+        systems.append(reused_or_scored(
+            model, fingerprint(model, args.test_set, args.limit, dnsmos), earlier,
+            lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos)))
     notes = [
         "Target: the talker's direct path at the reference microphone (microphone 0); every metric scores the "
         "enhanced reference channel against it. SI-SDRi is against the unprocessed reference microphone.",
         "Single-channel models receive the reference microphone only; array models all microphones in array order.",
         "DNSMOS P.835 is non-intrusive (speechmos, 16 kHz); it rates the output alone.",
         "RTF and CPU seconds: file-pipeline inference over the test set (declared chunking), metrics excluded.",
+        *[f"{system['model']}: copied from the report of {system['reused_from']} (same test set, limit, DNSMOS "
+          "and weights); its RTF and CPU figures are that run's." for system in systems if "reused_from" in system],
     ]
     return finish_report(
         "compare_array_enhancers", argv, ["speechkit", "torch", "numpy", "pesq", "pystoi", "speechmos"], started,

@@ -1,4 +1,4 @@
-"""bench/compare_array_enhancers.py: which microphones each system gets, per-condition means, the report.
+"""bench/compare_array_enhancers.py: microphones per system, per-condition means, the report, reused rows.
 
 Quality and the microphone routing are checked here; the cost columns are not (their figures live
 in bench/results). DNSMOS is replaced by a stand-in whose
@@ -94,3 +94,32 @@ def test_report_scores_every_system_overall_and_per_condition(tmp_path: Path, mo
     assert array_row["steps_trained"] == 12 and array_row["latency"] == "whole chunk (8 s)"
     markdown = out.with_suffix(".md").read_text()
     assert "`test`: measured (1 items)" in markdown and f"| {array} | {MICS} | 12 | 0.5 |" in markdown
+
+
+def test_reuse_copies_unchanged_systems_and_scores_a_changed_checkpoint_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import speechkit
+    from speechkit.checkpoint import save_checkpoint
+
+    array, single = _checkpoints(tmp_path)
+    test_set = _write_array_set(tmp_path / "test")
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    common = ["--models", str(single), str(array), "--test-set", str(test_set), "--mac-seconds", "0.25", "--no-dnsmos"]
+    assert bench.main([*common, "--out", str(first)]) == 0
+    torch.manual_seed(1)  # other weights in the array checkpoint's file
+    save_checkpoint(speechkit.build_model("deftan2", "tiny"), array, provenance={"steps_trained": 13}, overwrite=True)
+    scored = []
+    real_evaluate_model = bench.evaluate_model
+    monkeypatch.setattr(bench, "evaluate_input", lambda *args: pytest.fail("the input row was scored again"))
+    monkeypatch.setattr(bench, "evaluate_model",
+                        lambda model, *args: scored.append(model) or real_evaluate_model(model, *args))
+    assert bench.main([*common, "--out", str(second), "--reuse", str(first)]) == 0
+    assert scored == [str(array)]
+    old, new = (json.loads(path.read_text())["systems"] for path in (first, second))
+    assert new[0]["rows"] == old[0]["rows"] and new[1]["rows"] == old[1]["rows"]
+    assert new[0]["reused_from"] == json.loads(first.read_text())["date"] and "reused_from" not in new[2]
+    assert new[2]["steps_trained"] == 13 and new[2]["rows"] != old[2]["rows"]
+    assert f"{single}: copied from the report of" in second.with_suffix(".md").read_text()
