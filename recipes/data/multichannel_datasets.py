@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from speechkit.errors import AudioError, ConfigError
+from speechkit.errors import ConfigError
 
-from .audio import SILENT_POWER, convolve, power, scale_to_snr
+from .audio import convolve, scale_to_snr
 from .echo import EchoConfig, make_echo_scenario
 from .minicorpus import CorpusEntry, load_noise_segment
 from .mixing import apply_gain_without_clipping, direct_path_only, mix_at_snr, reverberate, uniform
@@ -203,18 +203,12 @@ class ArrayRoomMixingConfig:
     room: ArrayRoomConfig = field(default_factory=ArrayRoomConfig)
 
 
-#: noise draws per source before a run of digitally silent segments (:data:`SILENT_POWER`, exact
-#: zeros, e.g. a file's gap) is reported: a silent source has no gain that reaches an SNR
-NOISE_DRAWS = 8
-
-
 class ArrayRoomDataset(MixingDataset):
     """Array mixtures of :class:`ArrayRoomMixingConfig`.
 
     Item keys: ``mixture [M, T]``, ``targets [1, 1, T]`` (direct-path speech at microphone 0),
     ``noise [M, T]``, ``snr_db``, ``rt60`` (nominal; 0 for measured), ``array``, ``speech_id``,
-    ``noise_id``, ``index``. A noise segment that is digitally silent at the microphones is drawn
-    again (another file and position, up to :data:`NOISE_DRAWS` times).
+    ``noise_id``, ``index``.
     """
 
     default_config = ArrayRoomMixingConfig()
@@ -239,24 +233,17 @@ class ArrayRoomDataset(MixingDataset):
 
     def _point_noise(self, rng: np.random.Generator, length: int, responses: np.ndarray) -> tuple[np.ndarray, str]:
         """One noise recording rendered through ``responses [M, L]``: ``[M, T]`` and its id."""
-        for _ in range(NOISE_DRAWS):
-            entry, segment = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
-            image = convolve(segment, responses)  # [1, T] -> [M, T]
-            if power(image) > SILENT_POWER:
-                return image, entry.id
-        raise AudioError(f"{NOISE_DRAWS} noise segments in a row were silent; check the noise files.")
+        entry, segment = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
+        return convolve(segment, responses), entry.id  # [1, T] -> [M, T]
 
     def _diffuse_noise(self, rng: np.random.Generator, length: int, responses: np.ndarray) -> tuple[np.ndarray, str]:
         """One noise recording from ``len(responses)`` positions (independent segments): ``[M, T]`` and its id."""
-        for _ in range(NOISE_DRAWS):
-            entry, _ = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
-            field_noise = sum(
-                convolve(load_noise_segment(entry, self.config.sample_rate, length, rng), response)
-                for response in responses
-            )  # [M, T]
-            if power(field_noise) > SILENT_POWER:
-                return field_noise, entry.id
-        raise AudioError(f"{NOISE_DRAWS} diffuse noise fields in a row were silent; check the noise files.")
+        entry, _ = _noise_segment(self.noise, self.noise_weights, self.config.sample_rate, length, rng)
+        field_noise = sum(
+            convolve(load_noise_segment(entry, self.config.sample_rate, length, rng), response)
+            for response in responses
+        )  # [M, T]
+        return field_noise, entry.id
 
     def make_item(self, rng: np.random.Generator) -> dict:
         config = self.config
