@@ -40,6 +40,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.peers.report import (  # noqa: E402
+    TRAINING_HOURS_NOTE,
     display_path,
     finish_report,
     finite_mean,
@@ -245,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Single-channel models receive the reference microphone only; array models all microphones in array order.",
         "DNSMOS P.835 is non-intrusive (speechmos, 16 kHz); it rates the output alone.",
         "RTF and CPU seconds: file-pipeline inference over the test set (declared chunking), metrics excluded.",
+        TRAINING_HOURS_NOTE,
         *[f"{system['model']}: copied from the report of {system['reused_from']} (same test set, limit, DNSMOS "
           "and weights); its RTF and CPU figures are that run's." for system in systems if "reused_from" in system],
     ]

@@ -40,6 +40,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.peers.report import (  # noqa: E402
+    TRAINING_HOURS_NOTE,
     display_path,
     finish_report,
     finite_mean,
@@ -243,8 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "RTF and CPU seconds: file-pipeline inference over the first test set (declared chunking), metrics excluded, "
         "with large freed buffers kept for reuse as the `speechkit` command keeps them (speechkit.memory).",
         "Peak RSS: `speechkit separate` (declared chunking) on a synthetic file in a fresh process, same threads.",
-        "Training wall-clock (`train_seconds` of the trainer) includes data loading and validation; runs that "
-        "shared the machine with other jobs are slower per step than alone.",
+        TRAINING_HOURS_NOTE,
     ]
     return finish_report(
         "compare_separators", argv, ["speechkit", "torch", "numpy"], started, markdown_report, args.out,

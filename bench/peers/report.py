@@ -103,6 +103,12 @@ def report_header(benchmark: str, argv: Sequence[str] | None, packages: Sequence
     }
 
 
+TRAINING_HOURS_NOTE = (
+    "Training hours: the trainer's wall clock (`train_seconds`), including data loading and validation; runs "
+    "that shared the machine with other jobs are slower per step than alone."
+)
+
+
 def title_lines(report: dict[str, Any], title: str) -> list[str]:
     """Markdown header lines: ``# title (date)``, a blank line and the machine line."""
     machine = report["machine"]
