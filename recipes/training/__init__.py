@@ -26,7 +26,7 @@ from recipes.training.config import (
     update_nested,
     validate_config,
 )
-from recipes.training.data import ResumableDistributedSampler, SyntheticMixtures, detach_from_interrupts
+from recipes.training.data import ResumableDistributedSampler, SyntheticMixtures, ignore_interrupts
 from recipes.training.distributed import DistributedContext, setup_distributed
 from recipes.training.loop import Trainer, run_training
 from recipes.training.objectives import (
@@ -68,7 +68,7 @@ __all__ = [
     "build_objective",
     "build_optimizer",
     "echo_aware_loss",
-    "detach_from_interrupts",
+    "ignore_interrupts",
     "legacy_objective_spec",
     "load_config",
     "load_train_state",

@@ -1,12 +1,14 @@
 """Training data helpers: synthetic smoke-test mixtures and a resumable distributed sampler."""
 from __future__ import annotations
 
+import contextlib
 import math
-import os
+import signal
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 class SyntheticMixtures(Dataset):
@@ -77,13 +79,29 @@ class ResumableDistributedSampler(DistributedSampler):
         return iter(indices)
 
 
-def detach_from_interrupts(worker_id: int) -> None:
-    """DataLoader worker initialiser: move the worker into its own process group.
+def ignore_interrupts(worker_id: int) -> None:
+    """DataLoader worker initialiser: leave SIGINT/SIGTERM to the main process, which saves and stops.
 
-    A signal sent to the whole process group (Ctrl-C in a terminal, ``timeout``, a scheduler)
-    then reaches only the main process, which saves its state and stops; the worker would
-    otherwise die first and make the loader raise before the state is saved. The worker keeps
-    the default handlers, so the terminate-then-join that multiprocessing runs at exit still
-    ends it, and it exits by itself when the main process dies (the loader's parent watchdog).
+    (A signal sent to the whole process group, as Ctrl-C or ``timeout`` do, would otherwise kill
+    the workers and make the loader raise before the state is saved.)
     """
-    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def loader_batches(loader: DataLoader) -> Iterator[Iterator[Any]]:
+    """Iterate ``loader`` and stop its worker processes when the block ends, also on an exception.
+
+    The workers ignore SIGTERM (:func:`ignore_interrupts`), so the terminate-then-join that
+    multiprocessing runs at interpreter exit cannot end them: an error raised while an iterator is
+    still referenced (a data error in a worker, re-raised in the loop) would hang the exit forever.
+    ``_shutdown_workers`` is the DataLoader iterator's own clean-up (what its ``__del__`` calls).
+    """
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # only multi-process iterators have workers
+        if shutdown is not None:
+            shutdown()

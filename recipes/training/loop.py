@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from recipes.training.config import DEFAULT_CONFIG, merge_config, resolve_factory, validate_config
-from recipes.training.data import ResumableDistributedSampler, detach_from_interrupts
+from recipes.training.data import ResumableDistributedSampler, ignore_interrupts, loader_batches
 from recipes.training.distributed import DistributedContext, setup_distributed
 from recipes.training.lineage import training_lineage, with_lineage
 from recipes.training.objectives import objective_from_config, objective_spec
@@ -277,7 +277,7 @@ class Trainer:
             drop_last=True,
             generator=torch.Generator().manual_seed(int(self.config["seed"]) * 10_007 + self.epoch),
             persistent_workers=False,
-            worker_init_fn=detach_from_interrupts if workers > 0 else None,
+            worker_init_fn=ignore_interrupts if workers > 0 else None,
         )
 
     def train_step(self, batch: Mapping[str, Any]) -> tuple[float, float]:
@@ -439,36 +439,37 @@ class Trainer:
             while (self.step < max_steps and (max_epochs is None or self.epoch < int(max_epochs))
                    and not self.flat_stop.flat):
                 last_tick = time.perf_counter()
-                for batch in self._make_loader():
-                    loss, grad_norm = self.train_step(batch)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    now = time.perf_counter()  # wall clock, including data loading and validation
-                    self.train_seconds += now - last_tick
-                    last_tick = now
-                    if progress is not None:
-                        progress.update(1)
-                        progress.set_postfix(loss=f"{loss:.3f}", best=f"{self.best_score:.2f}")
-                    if self.step % log_every == 0 or self.step == 1:
-                        self.log.row(
-                            "train_log.csv",
-                            {"step": self.step, "epoch": self.epoch, "loss": round(loss, 5),
-                             "grad_norm": round(grad_norm, 5), "lr": self.lr_controller.lr(self.step - 1),
-                             "train_seconds": round(self.train_seconds, 2)},
-                        )
-                    if self.step % valid_every == 0:
-                        self._after_validation(self.validate())
-                        last_validated = self.step
-                    if self.step % checkpoint_every == 0:
-                        self.save_state()
-                    if self._should_stop():
-                        status = "interrupted"
-                        break
-                    if self.step >= max_steps or self.flat_stop.flat:
-                        break
-                else:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
+                with loader_batches(self._make_loader()) as batches:  # workers stop on any exit
+                    for batch in batches:
+                        loss, grad_norm = self.train_step(batch)
+                        self.step += 1
+                        self.batch_in_epoch += 1
+                        now = time.perf_counter()  # wall clock, including data loading and validation
+                        self.train_seconds += now - last_tick
+                        last_tick = now
+                        if progress is not None:
+                            progress.update(1)
+                            progress.set_postfix(loss=f"{loss:.3f}", best=f"{self.best_score:.2f}")
+                        if self.step % log_every == 0 or self.step == 1:
+                            self.log.row(
+                                "train_log.csv",
+                                {"step": self.step, "epoch": self.epoch, "loss": round(loss, 5),
+                                 "grad_norm": round(grad_norm, 5), "lr": self.lr_controller.lr(self.step - 1),
+                                 "train_seconds": round(self.train_seconds, 2)},
+                            )
+                        if self.step % valid_every == 0:
+                            self._after_validation(self.validate())
+                            last_validated = self.step
+                        if self.step % checkpoint_every == 0:
+                            self.save_state()
+                        if self._should_stop():
+                            status = "interrupted"
+                            break
+                        if self.step >= max_steps or self.flat_stop.flat:
+                            break
+                    else:
+                        self.epoch += 1
+                        self.batch_in_epoch = 0
                 if status == "interrupted":
                     break
             if status == "done" and last_validated != self.step:
