@@ -8,6 +8,8 @@ reference microphone only (what a user without an array model would run). The un
 reference microphone is the first row.
 
 * quality: SI-SDR, SI-SDRi, PESQ-WB, ESTOI (``speechkit.metrics``) and DNSMOS P.835 (speechmos),
+  and the output level against the target (``level_db``, RMS ratio in dB: SI-SDR cannot see a
+  model that returns the speech 13 dB too loud, a listener does),
   overall and per condition (``meta["array"]``: simulated circular-array rooms vs the measured
   office array), through the file pipeline (the model's declared chunking);
 * cost: parameters, multiply-accumulates per second of audio (``bench.long_file.count_macs``),
@@ -22,7 +24,7 @@ reference microphone is the first row.
 
 Prints a Markdown table and writes ``bench/results/compare_array_enhancers.{json,md}`` (``--out``).
 ``--reuse OLD.json`` copies every system of an earlier report whose inputs are the same (the test
-set's item list, ``--limit``, DNSMOS on or off, and for a model the SHA-256 of its weights file)
+set's item list, ``--limit``, DNSMOS on or off, the metric list, and for a model the SHA-256 of its weights file)
 instead of scoring it again; the copied rows keep the date, RTF and CPU figures of their own run.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ from bench.peers.report import (  # noqa: E402
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METRICS = ["si_sdr", "si_sdri", "pesq_wb", "estoi"]
+METRICS = ["si_sdr", "si_sdri", "level_db", "pesq_wb", "estoi"]
 DNSMOS = ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"]
 COLUMNS = [*METRICS, *DNSMOS]
 INPUT = "input (reference microphone)"
@@ -133,8 +135,10 @@ def file_sha256(path: Path) -> str:
 
 def fingerprint(model: str | None, test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
     """What a system's scores depend on: the test set's item list, the item limit, DNSMOS on or
-    off and, for a model (``None``: the unprocessed input), the weights file's SHA-256 and options."""
-    facts: dict[str, Any] = {"items_sha256": file_sha256(test_set / "items.jsonl"), "limit": limit, "dnsmos": dnsmos}
+    off, the metrics and, for a model (``None``: the unprocessed input), the weights file's SHA-256
+    and options."""
+    facts: dict[str, Any] = {"items_sha256": file_sha256(test_set / "items.jsonl"), "limit": limit, "dnsmos": dnsmos,
+                             "metrics": METRICS}
     if model is not None:
         from speechkit.pretrained import resolve_model
 
@@ -195,8 +199,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     for group in groups:
         count = report["systems"][0]["summary"][group]["items"]
         lines += ["", f"## `{Path(report['test_set']).name}`: {group} ({count} items)", "",
-                  "| system | mics | steps | train h | SI-SDR dB | SI-SDRi dB | PESQ-WB | ESTOI | DNSMOS SIG | BAK | OVRL |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| system | mics | steps | train h | SI-SDR dB | SI-SDRi dB | level dB | PESQ-WB | ESTOI | DNSMOS SIG | BAK | OVRL |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for system in report["systems"]:
             summary = system["summary"].get(group, {})
             cells = [format_cell(summary.get(name), 3 if name == "estoi" else 2) for name in COLUMNS]

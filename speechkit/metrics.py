@@ -1,4 +1,4 @@
-"""Evaluation metrics: SI-SDR(i), SDR, PESQ, STOI/ESTOI, ERLE and DNSMOS.
+"""Evaluation metrics: SI-SDR(i), SDR, output level, PESQ, STOI/ESTOI, ERLE and DNSMOS.
 
 Conventions: signals are ``[..., T]`` (torch tensors or numpy arrays); scores are in dB unless
 stated. SI-SDR and the permutation search reuse :mod:`speechkit.losses` (the training objective and
@@ -25,7 +25,7 @@ from ._optional import require
 from .errors import AudioError, ConfigError
 
 #: metric names understood by :func:`evaluate_item`
-INTRUSIVE_METRICS = ("si_sdr", "si_sdri", "sdr", "pesq_wb", "pesq_nb", "stoi", "estoi")
+INTRUSIVE_METRICS = ("si_sdr", "si_sdri", "sdr", "level_db", "pesq_wb", "pesq_nb", "stoi", "estoi")
 DEFAULT_METRICS = ("si_sdr", "si_sdri", "sdr", "pesq_wb", "pesq_nb", "stoi", "estoi")
 EPSILON = 1e-8
 
@@ -115,6 +115,19 @@ def sdr(estimate: Any, reference: Any, filter_length: int = 512) -> float:
     target = np.fft.irfft(reference_spectrum * np.fft.rfft(taps, fft_size), fft_size)[:length]
     error = estimate_array - target
     return float(10 * np.log10((np.sum(target**2) + EPSILON) / (np.sum(error**2) + EPSILON)))
+
+
+def relative_level_db(estimate: Any, reference: Any) -> torch.Tensor:
+    """Level of the estimate relative to its reference in dB over the last axis (RMS ratio).
+
+    ``[..., T], [..., T] -> [...]`` (float64). 0 dB keeps the reference's level; a model trained
+    on a scale-invariant objective alone leaves it free, so this is what SI-SDR cannot see.
+    """
+    estimate, reference = _as_tensor(estimate), _as_tensor(reference)
+    _check_same_shape(estimate, reference)
+    estimate_power = estimate.pow(2).mean(dim=-1)
+    reference_power = reference.pow(2).mean(dim=-1)
+    return 10 * torch.log10((estimate_power + EPSILON**2) / (reference_power + EPSILON**2))
 
 
 # --------------------------------------------------------------------------------------- perceptual
@@ -282,6 +295,8 @@ def evaluate_item(
             results[f"{prefix}si_sdr"] = float(si_sdr(signal, reference_tensor).mean())
         if "sdr" in wanted:
             results[f"{prefix}sdr"] = per_signal(sdr, signal)
+        if "level_db" in wanted:
+            results[f"{prefix}level_db"] = float(relative_level_db(signal, reference_tensor).mean())
         if "pesq_wb" in wanted and sample_rate >= 16000:
             results[f"{prefix}pesq_wb"] = per_signal(lambda e, r: pesq(e, r, sample_rate, "wb"), signal)
         if "pesq_nb" in wanted:

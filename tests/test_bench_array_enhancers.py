@@ -86,6 +86,8 @@ def test_report_scores_every_system_overall_and_per_condition(tmp_path: Path, mo
         assert {group: summary["items"] for group, summary in system["summary"].items()} == {
             "all": 2, "measured": 1, "simulated": 1}
         assert system["summary"]["all"]["dnsmos_ovrl"] == pytest.approx(1.5)
+    input_level = 10 * np.log10(1 + 0.05**2 / (0.3**2 / 2))  # the input's noise over the tone, in dB
+    assert unprocessed["rows"][0]["level_db"] == pytest.approx(input_level, abs=0.05)
     measured, simulated = (row["si_sdr"] for row in unprocessed["rows"])
     assert unprocessed["summary"]["measured"]["si_sdr"] == pytest.approx(measured)
     assert unprocessed["summary"]["all"]["si_sdr"] == pytest.approx((measured + simulated) / 2)
@@ -123,3 +125,6 @@ def test_reuse_copies_unchanged_systems_and_scores_a_changed_checkpoint_again(
     assert new[0]["reused_from"] == json.loads(first.read_text())["date"] and "reused_from" not in new[2]
     assert new[2]["steps_trained"] == 13 and new[2]["rows"] != old[2]["rows"]
     assert f"{single}: copied from the report of" in second.with_suffix(".md").read_text()
+    monkeypatch.setattr(bench, "METRICS", ["si_sdr", "si_sdri"])  # a report scored with other metrics is not reused
+    with pytest.raises(pytest.fail.Exception, match="the input row was scored again"):
+        bench.main([*common, "--out", str(tmp_path / "third.json"), "--reuse", str(second)])

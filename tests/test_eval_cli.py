@@ -54,6 +54,12 @@ def test_enhancement_folders_with_mixtures_and_csv(tmp_path: Path, capsys: pytes
     assert main(["eval", "--references", str(tmp_path / "ref"), "--estimates", str(tmp_path / "est"), "--metrics", "si_sdr"]) == 0
     table = capsys.readouterr().out
     assert "si_sdr" in table and "files" in table
+    for index in range(2):  # the same estimates 6 dB too loud: SI-SDR unchanged, the level says it
+        write(tmp_path / "loud" / f"utt{index}.wav", 2.0 * soundfile.read(tmp_path / "est" / f"utt{index}.wav")[0])
+    loud = run_json(capsys, "--references", str(tmp_path / "ref"), "--estimates", str(tmp_path / "loud"),
+                    "--metrics", "si_sdr,level_db")
+    assert loud["summary"]["level_db"] == pytest.approx(6.02, abs=0.1)  # the estimates are at the reference level
+    assert loud["summary"]["si_sdr"] == pytest.approx(result["summary"]["si_sdr"], abs=1e-3)
 
 
 def test_separation_folders_are_permutation_invariant(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

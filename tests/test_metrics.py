@@ -50,6 +50,22 @@ def test_snr_hand_computed() -> None:
     assert metrics.snr(estimate, reference).item() == pytest.approx(10 * math.log10(16.0), abs=1e-6)
 
 
+def test_relative_level_is_what_si_sdr_cannot_see() -> None:
+    reference = torch.from_numpy(speech_like(0.5))
+    assert metrics.relative_level_db(reference, reference).item() == pytest.approx(0.0, abs=1e-9)
+    louder, quieter = 4.5 * reference, 0.01 * reference
+    assert metrics.relative_level_db(louder, reference).item() == pytest.approx(20 * math.log10(4.5), abs=1e-6)
+    assert metrics.relative_level_db(quieter, reference).item() == pytest.approx(-40.0, abs=1e-6)
+    distorted = reference + 0.1 * torch.from_numpy(speech_like(0.5, seed=1)).roll(800)
+    assert metrics.si_sdr(4.5 * distorted, reference).item() == pytest.approx(
+        metrics.si_sdr(0.01 * distorted, reference).item(), abs=1e-3)  # same SI-SDR at any level
+    scores = metrics.evaluate_item(louder[None, None], reference[None, None], 16000, reference[None],
+                                   metrics=("level_db",))
+    assert scores["level_db"] == pytest.approx(13.06, abs=0.01)
+    assert scores["input_level_db"] == pytest.approx(0.0, abs=1e-9)
+    assert metrics.relative_level_db(torch.zeros(3, 100), torch.zeros(3, 100)).tolist() == [0.0] * 3  # silence
+
+
 def test_best_permutation_restores_swapped_sources() -> None:
     targets = torch.randn(2, 3, 1, 400)
     order = torch.tensor([[2, 0, 1], [1, 2, 0]])

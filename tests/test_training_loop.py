@@ -3,6 +3,7 @@ schedules by name, a model's own training step, validation specs, the flat-valid
 all of them."""
 from __future__ import annotations
 
+import math
 import os
 import signal
 from pathlib import Path
@@ -166,14 +167,15 @@ def test_sampler_validates_on_a_fixed_seeded_subset(tmp_path: Path) -> None:
 
 
 def test_validation_metrics_and_selection_from_config(tmp_path: Path) -> None:
-    config = smoke_config(tmp_path, "max_steps=2", "valid_every=2", "validation.metrics=[si_sdr, snr, snri]",
-                         "validation.select=snri")
+    config = smoke_config(tmp_path, "max_steps=2", "valid_every=2",
+                          "validation.metrics=[si_sdr, snr, snri, level_db]", "validation.select=snri")
     assert run_training(config) == "done"
     header, row = (tmp_path / "valid_log.csv").read_text().splitlines()[:2]
-    assert header == "step,epoch,si_sdr,snr,snri,loss,lr,lr_reduced"
+    assert header == "step,epoch,si_sdr,snr,snri,level_db,loss,lr,lr_reduced"
     values = dict(zip(header.split(","), row.split(",")))
     state = load_train_state(tmp_path / "last.pt")
     assert state["best_score"] == pytest.approx(float(values["snri"]), abs=1e-3)
+    assert math.isfinite(float(values["level_db"]))
     by_loss = Trainer(smoke_config(tmp_path / "loss", "validation.select=loss"))
     assert by_loss.validation.score({"loss": 2.0}) == -2.0  # lower loss is better
     from recipes.training.validation import validation_spec
@@ -293,3 +295,20 @@ def test_loader_workers_survive_a_sigterm_sent_to_every_process_of_the_run() -> 
             os.kill(worker.pid, signal.SIGTERM)
         items = [*first.tolist(), *[item for batch in batches for item in batch.tolist()]]
     assert items == list(range(64))
+
+
+def test_run_log_keeps_columns_aligned_when_a_resume_logs_other_metrics(tmp_path: Path) -> None:
+    import csv
+
+    from recipes.training.runlog import RunLog
+
+    log = RunLog(tmp_path, is_main=True)
+    log.row("valid_log.csv", {"step": 250, "si_sdr": -6.8, "loss": 0.108})
+    log.row("valid_log.csv", {"step": 500, "si_sdr": -4.9, "level_db": -2.9, "loss": 0.106})  # a metric added
+    log.row("valid_log.csv", {"step": 750, "loss": 0.103, "level_db": -2.5})  # one dropped, another order
+    with (tmp_path / "valid_log.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["step", "si_sdr", "loss", "level_db"]
+    assert [(row["step"], row["si_sdr"], row["loss"], row["level_db"]) for row in rows] == [
+        ("250", "-6.8", "0.108", ""), ("500", "-4.9", "0.106", "-2.9"), ("750", "", "0.103", "-2.5")]
+    assert not list(tmp_path.glob("*.partial"))

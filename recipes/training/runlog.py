@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,15 @@ class RunLog:
             return
         path = self.run_dir / name
         new = not path.exists()
+        fields = list(row)
+        if not new:  # a resume may log other columns: new ones join the header, missing ones stay empty
+            with path.open(newline="") as handle:
+                header = next(csv.reader(handle), [])
+            fields = [*header, *(key for key in row if key not in header)]
+            if fields != header:
+                self._rewrite_with_columns(path, fields)
         with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
+            writer = csv.DictWriter(handle, fieldnames=fields, restval="")
             if new:
                 writer.writeheader()
             writer.writerow(row)
@@ -31,6 +39,18 @@ class RunLog:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):
                     self.tensorboard.add_scalar(f"{name.split('_')[0]}/{key}", value, row["step"])
+
+    @staticmethod
+    def _rewrite_with_columns(path: Path, fields: list[str]) -> None:
+        """Rewrite ``path`` under the header ``fields`` (earlier rows leave new columns empty)."""
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(partial, path)  # a crash leaves the old log whole
 
     def truncate(self, step: int, names: tuple[str, ...] = ("train_log.csv", "valid_log.csv")) -> None:
         """Drop rows logged after ``step`` (a resumed run produces them again)."""

@@ -26,7 +26,7 @@ from speechkit.errors import ConfigError
 from speechkit.tasks import Task
 
 #: per-item metrics of enhancement-like tasks and separation (``*i`` = improvement over the mixture)
-SIGNAL_METRICS = ("si_sdr", "si_sdri", "mixture_si_sdr", "snr", "snri", "mixture_snr", "pesq", "stoi")
+SIGNAL_METRICS = ("si_sdr", "si_sdri", "mixture_si_sdr", "snr", "snri", "mixture_snr", "level_db", "pesq", "stoi")
 #: metrics of the ``aec`` task
 AEC_METRICS = (
     "si_sdr", "si_sdri", "mixture_si_sdr", "erle", "near_end_items", "far_end_items", "pesq_double_talk",
@@ -132,6 +132,8 @@ def _item_metrics(
             values.append(metrics.snr(estimate, targets).mean().item())
         elif name == "mixture_snr":
             values.append(metrics.snr(reference_input, targets).mean().item())
+        elif name == "level_db":  # the estimate's level against the target's (SI-SDR leaves it free)
+            values.append(metrics.relative_level_db(estimate, targets).mean().item())
         elif name == "pesq":
             values.append(sum(metrics.pesq(est, ref, sample_rate) for est, ref in pairs) / len(pairs))
         elif name == "stoi":

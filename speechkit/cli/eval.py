@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--metrics",
         default="si_sdr,si_sdri,sdr,pesq_wb,pesq_nb,stoi,estoi",
-        help="comma-separated: si_sdr, si_sdri, sdr, pesq_wb, pesq_nb, stoi, estoi, erle (default: all but erle)",
+        help="comma-separated: si_sdr, si_sdri, sdr, level_db (estimate over reference level), pesq_wb, pesq_nb, "
+        "stoi, estoi, erle (default: all but level_db and erle)",
     )
     parser.add_argument("--dnsmos", action="store_true", help="add non-intrusive DNSMOS P.835 (needs speechmos)")
     parser.add_argument("--csv", type=Path, help="write one row per file to this CSV")
