@@ -11,8 +11,10 @@ holds:
   float16, with the run's provenance, whose ``lineage`` lists the stages before it
   (``recipes.training.lineage``);
 * ``train_log.csv`` and ``valid_log.csv``: the whole history in total steps and total training
-  seconds: the earlier stages' rows up to the weights this run continued from, then this run's rows
-  shifted by those totals. ``bench.compare_separators --runs releases/NAME`` reads them like a run
+  seconds: the earlier stages' rows up to the weights this run continued from (from the release
+  folder itself, or, for a fine-tune released under a new name, from its initial weights' release
+  folder), then this run's rows shifted by those totals; a column only some stages logged is empty
+  in the others. ``bench.compare_separators --runs releases/NAME`` reads them like a run
   folder.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 from speechkit._files import publish, temporary_sibling
 from speechkit.checkpoint import load_checkpoint, read_metadata, save_checkpoint
@@ -42,7 +45,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
     tmp_name = temporary_sibling(path)
     with open(tmp_name, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(key for row in rows for key in row))  # stages may log other columns
+        writer = csv.DictWriter(handle, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     publish(tmp_name, path)
@@ -59,6 +63,20 @@ def merged_log(earlier: list[dict[str, str]], current: list[dict[str, str]], off
             row["train_seconds"] = f"{float(row['train_seconds']) + offset_seconds:.2f}"
         shifted.append(row)
     return kept + shifted
+
+
+def earlier_rows(name: str, target: Path, provenance: dict[str, Any], offset_steps: int) -> list[dict[str, str]]:
+    """The rows of log ``name`` of the stages before a continued run (steps up to ``offset_steps``):
+    from the release folder itself (the run continued its own release), else from the folder of
+    its initial weights when that holds released logs (a fine-tune released under a new name)."""
+    folders = [target]
+    if provenance.get("initial_weights"):
+        folders.append(Path(str(provenance["initial_weights"])).parent)
+    for folder in folders:
+        rows = [row for row in _read_rows(folder / name) if int(row["step"]) <= offset_steps]
+        if rows:
+            return rows
+    return []
 
 
 def release_run(run_dir: Path, target: Path, force: bool = False) -> Path:
@@ -84,7 +102,7 @@ def release_run(run_dir: Path, target: Path, force: bool = False) -> Path:
     offset_steps, offset_seconds = int(steps), float(hours) * 3600.0
     target.mkdir(parents=True, exist_ok=True)
     for name in LOGS:
-        earlier = _read_rows(target / name) if lineage else []
+        earlier = earlier_rows(name, target, provenance, offset_steps) if lineage else []
         rows = merged_log(earlier, _read_rows(run_dir / name), offset_steps, offset_seconds)
         if rows:
             _write_rows(target / name, rows)

@@ -76,3 +76,24 @@ def test_training_continues_on_a_new_machine_from_a_release(tmp_path):
     assert provenance["total_steps"] == 4 and provenance["learning_rate"] > 0
     release_run(second, release.parent, force=True)
     assert [step for step, _ in _rows(release.parent / "valid_log.csv")] == [2, 4]
+
+
+def test_a_fine_tune_under_a_new_name_starts_its_history_with_the_parent_release(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # provenance records the initial weights as a path relative to the repository
+    parent = tmp_path / "runs" / "base"
+    _run(parent, {"recipe": "base", "steps_trained": 200, "train_hours": 0.1},
+         [{"step": s, "loss": 1.0, "train_seconds": s * 1.8} for s in (100, 200, 300)],
+         [{"step": s, "si_sdri": v} for s, v in ((100, 1.0), (200, 2.0), (300, 1.5))])
+    release_run(parent, tmp_path / "releases" / "base")
+    tuned = tmp_path / "runs" / "base_level"  # other objective, one more validation column
+    _run(tuned, {"recipe": "base_level", "steps_trained": 100, "train_hours": 0.05,
+                 "initial_weights": "releases/base/best.safetensors",
+                 "lineage": [{"recipe": "base", "steps_trained": 200, "train_hours": 0.1}]},
+         [{"step": 100, "loss": 0.5, "train_seconds": 180.0}],
+         [{"step": 100, "si_sdri": 2.5, "level_db": -2.0}])
+    for force in (False, True):  # released again later (--force): the parent's rows stay
+        release_run(tuned, tmp_path / "releases" / "base_level", force=force)
+        with (tmp_path / "releases" / "base_level" / "valid_log.csv").open(newline="") as handle:
+            rows = [(row["step"], row["si_sdri"], row["level_db"]) for row in csv.DictReader(handle)]
+        assert rows == [("100", "1.0", ""), ("200", "2.0", ""), ("300", "2.5", "-2.0")]
+    assert _rows(tmp_path / "releases" / "base_level" / "train_log.csv") == [(100, 180.0), (200, 360.0), (300, 540.0)]
