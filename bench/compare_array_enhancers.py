@@ -49,6 +49,7 @@ from bench.peers.report import (  # noqa: E402
     format_cell,
     process_cpu_seconds,
     title_lines,
+    training_facts,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -147,6 +148,14 @@ def fingerprint(model: str | None, test_set: Path, limit: int | None, dnsmos: bo
     return facts
 
 
+def provenance_of(model: str) -> dict[str, Any]:
+    """The training provenance stored in a model's weights file (bundled name or path)."""
+    from speechkit.checkpoint import read_metadata
+    from speechkit.pretrained import resolve_model
+
+    return read_metadata(resolve_model(model.partition("#")[0])).get("provenance") or {}
+
+
 def reusable_systems(previous: Path | None) -> list[dict[str, Any]]:
     """The systems of an earlier report (``--reuse``), each tagged with that report's date; none without one."""
     if previous is None:
@@ -180,7 +189,7 @@ def evaluate_model(model: str, test_set: Path, limit: int | None, mac_seconds: f
         "rtf": scored["wall_seconds"] / scored["audio_seconds"],
         "cpu_seconds_per_second": scored["cpu_seconds"] / scored["audio_seconds"],
         "latency": latency_text(network),
-        "steps_trained": provenance.get("steps_trained"), "train_hours": provenance.get("train_hours"),
+        **training_facts(provenance),
         "recipe": provenance.get("recipe"),
         "summary": summarize(scored["rows"]), "rows": scored["rows"],
     }
@@ -241,9 +250,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     systems = [reused_or_scored(None, fingerprint(None, args.test_set, args.limit, dnsmos), earlier,
                                 lambda: evaluate_input(args.test_set, args.limit, dnsmos))]
     for model in args.models:
-        systems.append(reused_or_scored(
+        system = reused_or_scored(
             model, fingerprint(model, args.test_set, args.limit, dnsmos), earlier,
-            lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos)))
+            lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos))
+        if "reused_from" in system:  # the same weights file: its provenance, read as this version reads it
+            system = {**system, **training_facts(provenance_of(model))}
+        systems.append(system)
     notes = [
         "Target: the talker's direct path at the reference microphone (microphone 0); every metric scores the "
         "enhanced reference channel against it. SI-SDRi is against the unprocessed reference microphone.",

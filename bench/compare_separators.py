@@ -47,6 +47,7 @@ from bench.peers.report import (  # noqa: E402
     format_cell,
     process_cpu_seconds,
     title_lines,
+    training_facts,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -130,7 +131,7 @@ def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac
         "rtf": first["wall_seconds"] / first["audio_seconds"],
         "cpu_seconds_per_second": first["cpu_seconds"] / first["audio_seconds"],
         "peak_rss_mib": rss, "rss_audio_seconds": rss_seconds, "rss_cpu_seconds": rss_cpu,
-        "steps_trained": provenance.get("steps_trained"), "train_hours": provenance.get("train_hours"),
+        **training_facts(provenance),
         "recipe": provenance.get("recipe"), "test_sets": results,
     }
 

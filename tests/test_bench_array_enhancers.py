@@ -111,6 +111,9 @@ def test_reuse_copies_unchanged_systems_and_scores_a_changed_checkpoint_again(
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     common = ["--models", str(single), str(array), "--test-set", str(test_set), "--mac-seconds", "0.25", "--no-dnsmos"]
     assert bench.main([*common, "--out", str(first)]) == 0
+    report = json.loads(first.read_text())
+    report["systems"][1]["steps_trained"] = 999  # as an older version of the benchmark may have read it
+    first.write_text(json.dumps(report))
     torch.manual_seed(1)  # other weights in the array checkpoint's file
     save_checkpoint(speechkit.build_model("deftan2", "tiny"), array, provenance={"steps_trained": 13}, overwrite=True)
     scored = []
@@ -124,7 +127,15 @@ def test_reuse_copies_unchanged_systems_and_scores_a_changed_checkpoint_again(
     assert new[0]["rows"] == old[0]["rows"] and new[1]["rows"] == old[1]["rows"]
     assert new[0]["reused_from"] == json.loads(first.read_text())["date"] and "reused_from" not in new[2]
     assert new[2]["steps_trained"] == 13 and new[2]["rows"] != old[2]["rows"]
+    assert new[1]["steps_trained"] is None  # a reused row's training facts are read from its weights file again
     assert f"{single}: copied from the report of" in second.with_suffix(".md").read_text()
     monkeypatch.setattr(bench, "METRICS", ["si_sdr", "si_sdri"])  # a report scored with other metrics is not reused
     with pytest.raises(pytest.fail.Exception, match="the input row was scored again"):
         bench.main([*common, "--out", str(tmp_path / "third.json"), "--reuse", str(second)])
+
+
+def test_training_facts_count_every_stage_of_a_fine_tune() -> None:
+    stage = {"steps_trained": 2500, "train_hours": 0.9}
+    assert bench.training_facts(stage) == stage
+    assert bench.training_facts({**stage, "total_steps": 8250, "total_train_hours": 2.85}) == {
+        "steps_trained": 8250, "train_hours": 2.85}

@@ -109,6 +109,13 @@ TRAINING_HOURS_NOTE = (
 )
 
 
+def training_facts(provenance: dict[str, Any]) -> dict[str, Any]:
+    """Steps and hours behind a checkpoint's weights: every stage's (``total_*``) when it continued
+    earlier training (a fine-tune or a resumed release), else its own run's."""
+    return {"steps_trained": provenance.get("total_steps", provenance.get("steps_trained")),
+            "train_hours": provenance.get("total_train_hours", provenance.get("train_hours"))}
+
+
 def title_lines(report: dict[str, Any], title: str) -> list[str]:
     """Markdown header lines: ``# title (date)``, a blank line and the machine line."""
     machine = report["machine"]
