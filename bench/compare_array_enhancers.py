@@ -141,19 +141,22 @@ def fingerprint(model: str | None, test_set: Path, limit: int | None, dnsmos: bo
     facts: dict[str, Any] = {"items_sha256": file_sha256(test_set / "items.jsonl"), "limit": limit, "dnsmos": dnsmos,
                              "metrics": METRICS}
     if model is not None:
-        from speechkit.pretrained import resolve_model
-
-        name, _, options = model.partition("#")
-        facts.update(weights_sha256=file_sha256(resolve_model(name)), options=options)
+        facts.update(weights_sha256=file_sha256(weights_file(model)), options=model.partition("#")[2])
     return facts
 
 
-def provenance_of(model: str) -> dict[str, Any]:
-    """The training provenance stored in a model's weights file (bundled name or path)."""
-    from speechkit.checkpoint import read_metadata
+def weights_file(model: str) -> Path:
+    """The weights file of a bundled name or checkpoint path (``NAME#options`` allowed)."""
     from speechkit.pretrained import resolve_model
 
-    return read_metadata(resolve_model(model.partition("#")[0])).get("provenance") or {}
+    return Path(resolve_model(model.partition("#")[0]))
+
+
+def provenance_of(model: str) -> dict[str, Any]:
+    """The training provenance stored in a model's weights file."""
+    from speechkit.checkpoint import read_metadata
+
+    return read_metadata(weights_file(model)).get("provenance") or {}
 
 
 def reusable_systems(previous: Path | None) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from speechkit.tasks import InputLayout
 
 RATE = 8000
 HOP = 80
-#: the tracker's minimum history and analysis period, as sample counts of the signal (the defaults)
+#: the tracker's minimum history and analysis period, as sample counts of the signal
 HISTORY_SAMPLES = 4000
 ANALYSIS_SAMPLES = 2000
 #: samples of a device capture (the fake device is paced by the engine, not by a clock)
@@ -49,28 +49,52 @@ def track(tracker: DelayTracker, mic: np.ndarray, far: np.ndarray) -> list[int]:
     return delays
 
 
-def test_tracker_finds_the_bulk_delay_from_past_samples_only() -> None:
-    far = speech_like(3.0, seed=0)
-    mic = echo_of(far, delay=960, seed=1)  # 120 ms
-    tracker = DelayTracker(RATE, OPTIONS)
-    delays = track(tracker, mic, far)
-    assert abs(delays[-1] - 960) <= 2 and tracker.changes == 1
-    # never before the minimum history (how soon after it: bench/aec_delay_changes.py)
-    first_hop = next(index for index, delay in enumerate(delays) if delay)
-    assert (first_hop + 1) * HOP >= HISTORY_SAMPLES
-
-
-def test_tracker_follows_a_changed_echo_path_and_needs_two_agreeing_analyses() -> None:
+def test_tracker_finds_the_bulk_delay_and_follows_a_changed_echo_path() -> None:
     far = speech_like(8.0, seed=2)
     mic = np.concatenate([echo_of(far, 400, seed=3)[: 4 * RATE], echo_of(far, 1600, seed=3)[4 * RATE :]])
     tracker = DelayTracker(RATE, OPTIONS)
-    delays = np.asarray(track(tracker, mic, far))
-    change_sample = 4 * RATE  # where the echo path changes, in samples of the signal
-    assert abs(delays[change_sample // HOP - 1] - 400) <= 2
+    delays = track(tracker, mic, far)
+    assert abs(delays[4 * RATE // HOP - 1] - 400) <= 2  # the first echo path, found before the change
     assert abs(delays[-1] - 1600) <= 2 and tracker.changes == 2
-    # a change is adopted only once two consecutive analyses (one analysis period apart) agree on it
-    switched_sample = int(np.argmax(np.abs(delays - 1600) <= 2)) * HOP
-    assert switched_sample > change_sample + ANALYSIS_SAMPLES
+
+
+def analyse(monkeypatch: pytest.MonkeyPatch, estimates: list[tuple[int, float]],
+            initial_delay: int | None = None) -> tuple[list[int], int]:
+    """Run the tracker's adoption rule over scripted analyses ``(delay, confidence)``: the adopted
+    delay after each analysis, and the analyses the tracker asked for."""
+    import speechkit.delay as delay_module
+
+    script = iter(estimates)
+    calls = []
+
+    def scripted(*args, **kwargs):
+        calls.append(1)
+        samples, confidence = next(script)
+        return delay_module.DelayEstimate(samples, RATE, confidence)
+
+    monkeypatch.setattr(delay_module, "estimate_delay", scripted)
+    tracker = DelayTracker(RATE, OPTIONS, initial_delay=initial_delay)
+    silence = np.zeros(ANALYSIS_SAMPLES, dtype=np.float32)
+    tracker.push(silence, silence)  # half the minimum history: no analysis yet
+    assert not calls
+    adopted = []
+    for _ in estimates:
+        tracker.push(silence, silence)  # one analysis period more
+        adopted.append(tracker.delay)
+    return adopted, len(calls)
+
+
+def test_tracker_adopts_a_delay_only_as_its_rules_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the first delay: one analysis suffices when it is very confident, else two must agree
+    assert analyse(monkeypatch, [(400, 12.0), (400, 12.0)]) == ([400, 400], 2)
+    assert analyse(monkeypatch, [(400, 6.0), (402, 6.0)]) == ([0, 402], 2)
+    # a change needs two consecutive reliable analyses that agree within the tolerance (32 samples at 8 kHz)
+    estimates = [(400, 12.0), (1600, 6.0), (400, 6.0), (1600, 6.0), (1000, 2.0), (1600, 6.0), (1640, 6.0),
+                 (1610, 6.0)]
+    adopted, calls = analyse(monkeypatch, estimates)
+    assert adopted == [400, 400, 400, 400, 400, 400, 400, 1610] and calls == len(estimates)
+    # a known delay is kept until two analyses agree on another one
+    assert analyse(monkeypatch, [(960, 20.0), (960, 20.0)], initial_delay=400) == ([400, 960], 2)
 
 
 @pytest.mark.parametrize("case", ["uncorrelated", "silent far end", "near end alone"])
