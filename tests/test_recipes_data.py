@@ -430,3 +430,25 @@ def test_a_response_still_decaying_at_its_end_is_kept_whole() -> None:
     np.testing.assert_array_equal(truncate_at_noise_floor(response, 16000), response)
     slow = np.exp(-np.arange(8000) / 2000.0)[None] * np.cos(np.arange(8000))[None]  # decays through the end
     np.testing.assert_array_equal(truncate_at_noise_floor(slow, 16000), slow)
+
+
+def test_a_silent_noise_segment_is_redrawn_and_a_silent_file_is_named(tmp_path: Path) -> None:
+    import soundfile
+
+    from recipes.data.manifest import CorpusEntry
+    from speechkit.errors import AudioError
+
+    gap = np.zeros(16000, dtype=np.float32)
+    gap[12000:] = 0.1 * np.random.default_rng(0).standard_normal(4000)  # a recording silent for 3/4 of its length
+    soundfile.write(tmp_path / "gap.wav", gap, 16000)
+    soundfile.write(tmp_path / "zeros.wav", np.zeros(16000, dtype=np.float32), 16000)
+
+    def entry(name: str) -> CorpusEntry:
+        return CorpusEntry(id=name, kind="noise", split="train", group=name, corpus="t", license="-", provenance="-",
+                           native_sample_rate=16000, sources=[str(tmp_path / name)], frames=16000)
+
+    for seed in range(6):
+        segment = load_noise_segment(entry("gap.wav"), 16000, 2000, np.random.default_rng(seed))
+        assert segment.shape == (1, 2000) and float(np.mean(segment**2)) > 1e-6
+    with pytest.raises(AudioError, match="zeros.wav is digitally silent"):
+        load_noise_segment(entry("zeros.wav"), 16000, 2000, np.random.default_rng(0))

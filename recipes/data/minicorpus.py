@@ -36,7 +36,7 @@ import numpy as np
 
 from speechkit.errors import AudioError, ConfigError
 
-from .audio import audio_info, read_audio, trim_silence
+from .audio import SILENT_POWER, audio_info, power, read_audio, trim_silence
 from .manifest import (  # noqa: F401 (re-exported: the entry record, manifests and hash splits)
     CorpusEntry,
     hash_fraction,
@@ -378,15 +378,34 @@ def load_speech(entry: CorpusEntry, sample_rate: int, trim_db: float = -40.0) ->
     return np.concatenate(pieces, axis=-1)  # -> [1, samples]
 
 
+#: random offsets tried before a noise file counts as digitally silent
+NOISE_SEGMENT_ATTEMPTS = 8
+
+
 def load_noise_segment(
     entry: CorpusEntry, sample_rate: int, length: int, rng: np.random.Generator
 ) -> np.ndarray:
     """A random ``[1, length]`` segment of a noise entry at ``sample_rate`` (looped if too short).
 
-    Synthetic entries are generated from ``rng``; real files are read only around the segment.
+    Synthetic entries are generated from ``rng``; real files are read only around the segment. A
+    digitally silent segment (a gap in a recording) is replaced by one at another random offset, up
+    to :data:`NOISE_SEGMENT_ATTEMPTS` offsets; the first audible one is used, so mixtures drawn before
+    never change.
+
+    Raises:
+        AudioError: every offset tried was digitally silent (the file names it).
     """
     if entry.synthetic is not None:
         return procedural_noise(entry, sample_rate, length, rng)
+    for _ in range(NOISE_SEGMENT_ATTEMPTS):
+        segment = _noise_file_segment(entry, sample_rate, length, rng)
+        if power(segment) > SILENT_POWER:
+            return segment
+    raise AudioError(f"Noise file {entry.sources[0]} is digitally silent at {NOISE_SEGMENT_ATTEMPTS} random offsets.")
+
+
+def _noise_file_segment(entry: CorpusEntry, sample_rate: int, length: int, rng: np.random.Generator) -> np.ndarray:
+    """One random ``[1, length]`` segment of a real noise file (looped if too short)."""
     frames = entry.frames or audio_info(entry.sources[0])[0]
     native_rate = entry.native_sample_rate
     needed = int(np.ceil(length * native_rate / sample_rate)) + 16
