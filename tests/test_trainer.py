@@ -21,6 +21,7 @@ from recipes.trainer import (
     merge_config,
     run_training,
 )
+from recipes.training.config import update_nested
 from speechkit.checkpoint import load_checkpoint, read_metadata
 from speechkit.errors import CheckpointError, ConfigError
 
@@ -220,6 +221,18 @@ def test_config_base_chain_merges_at_every_depth(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("base: missing.yaml\nname: c\n")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_config_base_section_with_another_name_is_replaced_not_merged() -> None:
+    causal = load_config(CONFIGS / "enhance_deftan2_small_causal_4ch.yaml")
+    offline = load_config(CONFIGS / "enhance_deftan2_small_4ch.yaml")
+    # the PCM objective's keywords must not leak into the combination (it would refuse n_fft)
+    assert set(causal["objective"]) == {"name", "terms"}
+    assert causal["objective"]["terms"][0] == offline["objective"]
+    # same model name: the preset is merged into the base's model section
+    assert causal["model"] == {**offline["model"], "preset": "small_causal"}
+    assert update_nested({"o": {"name": "a", "k": 1}}, {"o": {"name": "a", "j": 2}}) == {"o": {"name": "a", "k": 1, "j": 2}}
+    assert update_nested({"o": {"k": 1}}, {"o": {"name": "b"}}) == {"o": {"k": 1, "name": "b"}}
 
 
 def test_init_checkpoint_starts_from_given_weights_and_stft_loss_trains(tmp_path: Path) -> None:

@@ -131,12 +131,22 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return result
 
 
+def _same_name(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """False only when both mappings carry a ``name`` and the names differ."""
+    return "name" not in old or "name" not in new or old["name"] == new["name"]
+
+
 def update_nested(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` on top of ``base``, merging mappings at every depth (lists and scalars are replaced)."""
+    """``values`` on top of ``base``, merging mappings at every depth (lists and scalars are replaced).
+
+    A mapping whose ``name`` differs from the base mapping's replaces it whole: another objective,
+    model or optimiser takes none of the old one's keywords.
+    """
     merged = copy.deepcopy(dict(base))
     for key, value in values.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = update_nested(merged[key], value)
+        old = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping) and _same_name(old, value):
+            merged[key] = update_nested(old, value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
