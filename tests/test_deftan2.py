@@ -1,6 +1,8 @@
 """DeFTAN-II: paper sizes, reference behaviour, causal variant, converter and the array file path."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile
@@ -11,9 +13,10 @@ from conftest import speech_like, write_audio_file
 from speechkit.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from speechkit.cli import EXIT_OK, main
 from speechkit.convert.deftan2 import convert_deftan2_checkpoint
-from speechkit.errors import CheckpointError
+from speechkit.errors import CheckpointError, ConfigError
 from speechkit.models.deftan2 import DeFTAN2, DeFTAN2Config, unfold_neighbours
 from speechkit.nn.linear_attention import causal_linear_attention
+from speechkit.nn.split_dense import SingleGroupNorm
 
 
 # ---------------------------------------------------------------------- sizes
@@ -144,6 +147,61 @@ def test_offline_output_is_scale_equivariant_and_shaped() -> None:
         y_loud = model(4.0 * x)
     assert y.shape == (1, 1, 1, x.shape[-1])
     assert torch.allclose(y_loud, 4.0 * y, atol=1e-5 * float(y.abs().max()) * 4)
+
+
+def test_causal_level_is_in_the_offline_models_units() -> None:
+    # the causal network must see spectra of the size the offline one sees (input std 1), so that
+    # offline weights are a warm start; the scale was once the spectral RMS, about 10x the time std
+    torch.manual_seed(3)
+    causal, offline = DeFTAN2.from_preset("small_causal"), DeFTAN2.from_preset("small")
+    x = 0.05 * torch.randn(1, 4, 16000)
+    spec = causal.stft(x)  # [1, 4, 2, F, N]
+    normalised, scale, _ = causal._normalise(spec, torch.zeros(1, 2))
+    assert abs(float(scale[..., -1]) / float(x.std()) - 1.0) < 0.05
+    offline_size = offline.stft(x / x.std()).pow(2).mean().sqrt()
+    assert abs(float(normalised[..., 8:].pow(2).mean().sqrt() / offline_size) - 1.0) < 0.05
+
+
+def test_cumulative_group_norm_keeps_frame_levels_and_streams() -> None:
+    torch.manual_seed(4)
+    cumulative = SingleGroupNorm(3, time_statistics="cumulative").requires_grad_(False)
+    per_frame = SingleGroupNorm(3, time_statistics="frame").requires_grad_(False)
+    x = torch.randn(2, 3, 6, 5)  # [N, C, T, F]
+    whole, (state,) = cumulative(x)
+    for frame in (0, 3, 5):  # by hand: statistics over channels, bins and frames 0..t
+        past = x[:, :, : frame + 1]
+        mean = past.mean(dim=(1, 2, 3), keepdim=True)
+        std = torch.sqrt(past.var(dim=(1, 2, 3), unbiased=False, keepdim=True) + 1e-5)
+        torch.testing.assert_close(whole[:, :, frame], ((x[:, :, frame : frame + 1] - mean) / std)[:, :, 0])
+    torch.testing.assert_close(whole[:, :, :1], per_frame(x)[0][:, :, :1])
+    first, (middle,) = cumulative(x[:, :, :2])
+    second, (last,) = cumulative(x[:, :, 2:], [middle])
+    torch.testing.assert_close(torch.cat([first, second], dim=2), whole)
+    torch.testing.assert_close(last, state)
+    # a quiet frame after loud ones stays quiet; a per-frame norm lifts it to unit variance
+    quiet = torch.cat([x[:, :, :5], 0.01 * x[:, :, 5:]], dim=2)
+    assert float(cumulative(quiet)[0][:, :, 5].std()) < 0.2 < float(per_frame(quiet)[0][:, :, 5].std())
+    with pytest.raises(ConfigError, match="time_statistics"):
+        SingleGroupNorm(3, time_statistics="causal")
+
+
+@pytest.mark.parametrize("causal_norm", ["frame", "cumulative"])
+def test_both_causal_norms_stream_as_offline(causal_norm: str) -> None:
+    torch.manual_seed(5)
+    config = dataclasses.replace(DeFTAN2.presets["tiny_causal"], causal_norm=causal_norm)
+    model = DeFTAN2(config).eval()
+    x = 0.3 * torch.randn(1, 4, 32 * 20)
+    with torch.no_grad():
+        offline = model(x)
+        state, pieces = model.initial_state(1), []
+        for start in range(0, x.shape[-1], 64):
+            y, state = model.forward_step(x[..., start : start + 64], state)
+            pieces.append(y)
+    delay = model.stream_delay
+    streamed = torch.cat(pieces, dim=-1)
+    torch.testing.assert_close(streamed[..., delay:], offline[..., : x.shape[-1] - delay], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ConfigError, match="causal_norm"):
+        DeFTAN2Config(causal=True, causal_norm="global")
 
 
 def test_causal_attention_at_each_position_equals_offline_attention_on_the_prefix() -> None:

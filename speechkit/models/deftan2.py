@@ -28,9 +28,13 @@ Sizes (parameters counted on the meta device): ``"base"`` (6 layers) 3,997,988 a
 **Causal variant** (``causal=True``; our design after the authors' real-time predecessor
 DeFT-AN-RT, not in the paper): causal STFT framing (:mod:`speechkit.frontend.framing`), every
 time-axis conv left-padded, the T-transformer's unfold looks at the current and previous frames,
-its transposed conv keeps the first T outputs, group norms along time become per-frame norms,
+its transposed conv keeps the first T outputs, group norms along time become cumulative norms
+(statistics over every frame so far, as Conv-TasNet's cLN; ``causal_norm="frame"``: each frame
+alone, which removes the frame levels and trained worse),
 the T attention becomes prefix-normalised linear attention by cumulative sums, and the input
-level is a cumulative RMS of the spectrum (a per-frame scale, undone on the output frame). The
+level is a cumulative RMS of the spectrum in time-domain units (a per-frame scale, undone on the
+output frame; the network sees spectra of the offline model's size, so a trained offline model is a
+warm start for the causal one: same parameter names and shapes). The
 F-transformer works within a frame and is unchanged. It streams one hop per step with explicit
 state; the stream equals the offline output delayed by ``n_fft - hop`` samples; algorithmic
 latency ``n_fft`` samples (32 ms for 512/256 at 16 kHz).
@@ -47,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..frontend.stft import STFTConfig, stft_pair
+from ..frontend.stft import STFTConfig, make_window, stft_pair
 from ..nn.linear_attention import EfficientLinearAttention, PreNorm
 from ..nn.split_dense import SingleGroupNorm, SplitDenseBlock, TimeConv1d, TimeConv2d, TimeConvTranspose1d
 from ..tasks import InputLayout, Task
@@ -77,6 +81,9 @@ class DeFTAN2Config:
     dropout: float = 0.1
     eps: float = 1e-5
     causal: bool = False
+    # causal norms' time statistics: "cumulative" (cLN, keeps frame levels; the causal presets) or "frame"
+    # (each frame alone; the default, as checkpoints from before this option were trained)
+    causal_norm: str = "frame"
     attention_chunk: int = 64  # causal attention: positions per masked product
     logit_bound: float = 20.0  # causal attention: key logit clamp
     sample_rate: int = 16000
@@ -93,6 +100,8 @@ class DeFTAN2Config:
         if not 0 <= self.reference_microphone < self.num_microphones:
             raise ConfigError(f"DeFTAN2Config.reference_microphone {self.reference_microphone} is not one of "
                               f"the {self.num_microphones} microphones")
+        if self.causal_norm not in ("frame", "cumulative"):
+            raise ConfigError(f"DeFTAN2Config.causal_norm must be 'frame' or 'cumulative', got {self.causal_norm!r}")
         if self.hidden_dim % 2 or self.feedforward_kernel % 2 == 0:
             raise ConfigError("DeFTAN2Config needs an even hidden_dim and an odd feedforward_kernel")
         if self.num_heads == 1 and self.attention_dim == self.embed_dim:
@@ -141,18 +150,18 @@ class DualPathFeedForward(nn.Module):
     """
 
     def __init__(self, dim: int, hidden_dim: int, kernel_size: int, dilation: int, dropout: float,
-                 causal: bool, eps: float = 1e-5) -> None:
+                 causal: bool, eps: float = 1e-5, causal_norm: str = "frame") -> None:
         super().__init__()
         half = hidden_dim // 2
         self.PW1 = nn.ModuleList([nn.Linear(dim, half), nn.GELU(), nn.Dropout(dropout)])
         self.PW2 = nn.ModuleList([nn.Linear(dim, half), nn.GELU(), nn.Dropout(dropout)])
         self.DW_Conv = nn.ModuleList([TimeConv1d(half, half, kernel_size, dilation=dilation, causal=causal),
-                                      SingleGroupNorm(half, eps, per_frame=causal), nn.PReLU(half)])
+                                      SingleGroupNorm(half, eps, causal_norm if causal else "all"), nn.PReLU(half)])
         self.PW3 = nn.ModuleList([nn.Linear(hidden_dim, dim), nn.Dropout(dropout)])
 
     def cache_shapes(self, items: int) -> list[tuple[int, ...]]:
-        """The dilated conv's history (causal), else ``[]``."""
-        return self.DW_Conv[0].cache_shapes(items)
+        """The dilated conv's history and the norm's running sums (causal), else ``[]``."""
+        return [*self.DW_Conv[0].cache_shapes(items), *self.DW_Conv[1].cache_shapes(items)]
 
     @staticmethod
     def _run(layers: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
@@ -164,9 +173,13 @@ class DualPathFeedForward(nn.Module):
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``x [N, L, C] -> [N, L, C]`` and the new caches."""
         direct = self._run(self.PW1, x)  # [N, L, hidden/2]
-        dilated, new_caches = self.DW_Conv[0](self._run(self.PW2, x).transpose(1, 2), caches)  # [N, hidden/2, L]
-        dilated = self.DW_Conv[2](self.DW_Conv[1](dilated)).transpose(1, 2)  # [N, L, hidden/2]
-        return self._run(self.PW3, torch.cat([direct, dilated], dim=2)), new_caches  # [N, L, C]
+        conv, norm, activation = self.DW_Conv
+        count = len(conv.cache_shapes(1))
+        conv_caches, norm_caches = (None, None) if caches is None else (caches[:count], caches[count:])
+        dilated, new_caches = conv(self._run(self.PW2, x).transpose(1, 2), conv_caches)  # [N, hidden/2, L]
+        dilated, norm_new = norm(dilated, norm_caches)
+        dilated = activation(dilated).transpose(1, 2)  # [N, L, hidden/2]
+        return self._run(self.PW3, torch.cat([direct, dilated], dim=2)), new_caches + norm_new  # [N, L, C]
 
 
 def unfold_neighbours(x: torch.Tensor, kernel: int, cache: torch.Tensor | None, causal: bool
@@ -200,9 +213,10 @@ class DeFTAN2Block(nn.Module):
             attention = EfficientLinearAttention(dim, config.num_heads, config.attention_dim, config.dropout, causal,
                                                  config.attention_chunk, config.logit_bound)
             feedforward = DualPathFeedForward(dim, config.hidden_dim, config.feedforward_kernel, 2**index,
-                                              config.dropout, causal, eps)
+                                              config.dropout, causal, eps, config.causal_norm)
             setattr(self, f"{axis}_norm", ChannelLayerNorm4d(dim, eps))
-            setattr(self, f"{axis}_inv", SplitDenseBlock(dim * kernel, dim, kernel, dims=1, causal=causal, eps=eps))
+            setattr(self, f"{axis}_inv", SplitDenseBlock(dim * kernel, dim, kernel, dims=1, causal=causal, eps=eps,
+                                                         causal_norm=config.causal_norm))
             setattr(self, f"{axis}_att", PreNorm(dim, attention))
             setattr(self, f"{axis}_ffw", PreNorm(dim, feedforward))
             setattr(self, f"{axis}_linear", TimeConvTranspose1d(dim, dim, kernel, causal=causal))
@@ -267,27 +281,34 @@ class DeFTAN2(SpeechModel):
         # CPU-trainable reductions (our choice): 2 blocks, 32 channels, 2 heads of 32, feed-forward 64
         "small": DeFTAN2Config(num_layers=2, embed_dim=32, num_heads=2, attention_dim=32, hidden_dim=64),
         "small_causal": DeFTAN2Config(num_layers=2, embed_dim=32, num_heads=2, attention_dim=32, hidden_dim=64,
-                                      causal=True),
+                                      causal=True, causal_norm="cumulative"),
         "tiny": DeFTAN2Config(n_fft=64, hop_length=32, num_layers=2, embed_dim=8, num_heads=2, attention_dim=4,
                               hidden_dim=16, dropout=0.0),
         "tiny_causal": DeFTAN2Config(n_fft=64, hop_length=32, num_layers=2, embed_dim=8, num_heads=2,
-                                     attention_dim=4, hidden_dim=16, dropout=0.0, causal=True, attention_chunk=5),
+                                     attention_dim=4, hidden_dim=16, dropout=0.0, causal=True, attention_chunk=5,
+                                     causal_norm="cumulative"),
     })
 
     def __init__(self, config: DeFTAN2Config) -> None:
         super().__init__(config)
         self.stft, self.istft = stft_pair(config.stft_config())
+        # causal level: spectral RMS -> time-domain RMS (a white signal's spectrum has RMS sqrt(sum w^2 / 2) x its std)
+        framing = config.stft_config()
+        window = make_window(framing.window, framing.frame_length, torch.float64, device="cpu")  # [win_length]
+        self.spectral_level_gain = float(window.pow(2).sum().div(2).sqrt())
         stem = config.num_heads * config.embed_dim
         causal = config.causal
         self.up_conv = nn.ModuleList([
             TimeConv2d(2 * config.num_microphones, stem, (3, 3), causal=causal),
-            SingleGroupNorm(stem, config.eps, per_frame=causal),
-            SplitDenseBlock(stem, config.embed_dim, config.num_heads, dims=2, causal=causal, eps=config.eps),
+            SingleGroupNorm(stem, config.eps, config.causal_norm if causal else "all"),
+            SplitDenseBlock(stem, config.embed_dim, config.num_heads, dims=2, causal=causal, eps=config.eps,
+                            causal_norm=config.causal_norm),
         ])
         self.blocks = nn.ModuleList(DeFTAN2Block(index, config) for index in range(config.num_layers))
         self.down_conv = nn.ModuleList([
             TimeConv2d(config.embed_dim, 2 * config.num_heads, (3, 3), causal=causal),
-            SplitDenseBlock(2 * config.num_heads, 2, config.num_heads, dims=2, causal=causal, eps=config.eps),
+            SplitDenseBlock(2 * config.num_heads, 2, config.num_heads, dims=2, causal=causal, eps=config.eps,
+                            causal_norm=config.causal_norm),
         ])
 
     # ----------------------------------------------------------------- description
@@ -347,7 +368,8 @@ class DeFTAN2(SpeechModel):
 
         def stage(prefix: str, modules: nn.ModuleList) -> None:
             conv, dense = modules[0], modules[-1]
-            pieces = [*conv.cache_shapes(batch_size, freqs), *dense.cache_shapes(batch_size, freqs)]
+            norm = [*modules[1].cache_shapes(batch_size)] if len(modules) == 3 else []
+            pieces = [*conv.cache_shapes(batch_size, freqs), *norm, *dense.cache_shapes(batch_size, freqs)]
             shapes.extend((f"{prefix}_{index}", shape) for index, shape in enumerate(pieces))
 
         stage("up", self.up_conv)
@@ -363,7 +385,8 @@ class DeFTAN2(SpeechModel):
         take = (lambda count: None) if caches is None else (lambda count: [next(caches) for _ in range(count)])
         x, new_caches = conv(x, take(len(conv.cache_shapes(1, 1))))  # [B, C', T, F]
         if len(modules) == 3:
-            x = modules[1](x)
+            x, updated = modules[1](x, take(len(modules[1].cache_shapes(1))))  # [B, C', T, F]
+            new_caches += updated
         x, updated = dense(x, take(len(dense.cache_shapes(1, 1))))  # [B, C'', T, F]
         return x, new_caches + updated
 
@@ -413,11 +436,15 @@ class DeFTAN2(SpeechModel):
     # ----------------------------------------------------------------- causal variant
     def _normalise(self, spec: torch.Tensor, level_state: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Cumulative RMS of ``spec [B, M, 2, F, N]`` per frame: (normalised spec, scale ``[B, 1, 1, 1, N]``, state)."""
+        """Cumulative level of ``spec [B, M, 2, F, N]`` per frame: (normalised spec, scale ``[B, 1, 1, 1, N]``, state).
+
+        The scale is the cumulative spectral RMS over ``spectral_level_gain``, a time-domain RMS as the offline
+        model's input std (equal for white noise), so the network sees spectra of the offline model's size.
+        """
         energy = spec.pow(2).mean(dim=(1, 2, 3))  # [B, N]
         cumulative = level_state[:, 0:1] + torch.cumsum(energy, dim=1)  # [B, N]
         counts = level_state[:, 1:2] + torch.cumsum(torch.ones_like(energy), dim=1)  # [B, N]
-        scale = torch.sqrt(cumulative / counts).clamp_min(LEVEL_FLOOR)  # [B, N]
+        scale = (torch.sqrt(cumulative / counts) / self.spectral_level_gain).clamp_min(LEVEL_FLOOR)  # [B, N]
         new_state = torch.stack([cumulative[:, -1], counts[:, -1]], dim=1)  # [B, 2]
         scale = scale[:, None, None, None, :]  # [B, 1, 1, 1, N]
         return spec / scale, scale, new_state

@@ -31,6 +31,27 @@ NORM_TYPES = ("gLN", "cLN", "chanLN")
 CAUSAL_NORM_TYPES = ("cLN", "chanLN")
 
 
+def cumulative_moments(x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Running mean and variance of ``x [N, C, T, ...]`` over the channels, any axes after time and
+    every frame up to each frame (time is axis 2), continuing ``state [N, 3]`` (sum, sum of squares,
+    frames seen). Returns the mean and variance ``[N, 1, T, 1...]`` and the new state.
+    """
+    dims = (1,) + tuple(range(3, x.dim()))
+    values_per_frame = x[:1, :, :1].numel()
+    trailing = (1,) * (x.dim() - 3)
+    frame_sum = x.sum(dim=dims, keepdim=True)  # [N, 1, T, 1...]
+    frame_pow_sum = x.pow(2).sum(dim=dims, keepdim=True)  # [N, 1, T, 1...]
+    cum_sum = torch.cumsum(frame_sum, dim=2) + state[:, 0:1].reshape(-1, 1, 1, *trailing)  # [N, 1, T, 1...]
+    cum_pow_sum = torch.cumsum(frame_pow_sum, dim=2) + state[:, 1:2].reshape(-1, 1, 1, *trailing)  # [N, 1, T, 1...]
+    cum_frames = torch.cumsum(torch.ones_like(frame_sum), dim=2) + state[:, 2:3].reshape(-1, 1, 1, *trailing)
+    count = cum_frames * values_per_frame  # [N, 1, T, 1...]
+    cum_mean = cum_sum / count
+    cum_var = (cum_pow_sum / count - cum_mean.pow(2)).clamp(min=0.0)
+    last = (slice(None), 0, -1) + (0,) * len(trailing)
+    new_state = torch.stack([cum_sum[last], cum_pow_sum[last], cum_frames[last]], dim=1)  # [N, 3]
+    return cum_mean, cum_var, new_state
+
+
 class _AffineNorm(nn.Module):
     """Shared gain/bias parameters; subclasses compute the normalised features."""
 
@@ -86,13 +107,6 @@ class CumulativeLayerNorm(_AffineNorm):
         """Zero running statistics ``[batch_size, 3]`` (sum, sum of squares, frame count)."""
         return torch.zeros(batch_size, 3, device=device, dtype=dtype)
 
-    def _normalise(self, x: torch.Tensor, cum_sum: torch.Tensor, cum_pow_sum: torch.Tensor,
-                   cum_frames: torch.Tensor) -> torch.Tensor:
-        count = cum_frames * self.num_channels  # [B, 1, T]
-        cum_mean = cum_sum / count
-        cum_var = (cum_pow_sum / count - cum_mean.pow(2)).clamp(min=0.0)
-        return self._affine((x - cum_mean) / torch.sqrt(cum_var + self.eps))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, C, T] -> [B, C, T]`` (offline, from an empty history)."""
         output, _ = self.forward_step(x, self.initial_state(x.shape[0], x.device, x.dtype))
@@ -102,15 +116,8 @@ class CumulativeLayerNorm(_AffineNorm):
         """Normalise ``x [B, C, T]`` continuing the history in ``state [B, 3]``; return the new state."""
         if x.shape[-1] == 1:
             return self._forward_frame(x, state)
-        frame_sum = x.sum(dim=1, keepdim=True)  # [B, 1, T]
-        frame_pow_sum = x.pow(2).sum(dim=1, keepdim=True)  # [B, 1, T]
-        cum_sum = torch.cumsum(frame_sum, dim=-1) + state[:, 0:1, None]  # [B, 1, T]
-        cum_pow_sum = torch.cumsum(frame_pow_sum, dim=-1) + state[:, 1:2, None]  # [B, 1, T]
-        frame_index = torch.cumsum(torch.ones_like(frame_sum), dim=-1)  # [B, 1, T]: 1, 2, ...
-        cum_frames = frame_index + state[:, 2:3, None]  # [B, 1, T]
-        output = self._normalise(x, cum_sum, cum_pow_sum, cum_frames)
-        new_state = torch.cat([cum_sum[..., -1], cum_pow_sum[..., -1], cum_frames[..., -1]], dim=1)  # [B, 3]
-        return output, new_state
+        cum_mean, cum_var, new_state = cumulative_moments(x, state)  # [B, 1, T] twice, [B, 3]
+        return self._affine((x - cum_mean) / torch.sqrt(cum_var + self.eps)), new_state
 
     def _forward_frame(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward_step` for one frame ``x [B, C, 1]``: no cumulative sums (fewer ops per streaming step)."""

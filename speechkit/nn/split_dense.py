@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
+from .norms import cumulative_moments
 
 
 def _take(caches: Sequence[torch.Tensor] | None, count: int) -> list[torch.Tensor | None]:
@@ -130,33 +131,54 @@ class TimeConv2d(nn.Conv2d):
         return F.conv2d(F.pad(extended, (freq_pad, freq_pad)), self.weight, self.bias), [new_cache]
 
 
-class SingleGroupNorm(nn.Module):
-    """``GroupNorm(1, C)`` (statistics over every non-batch axis), or per frame along time (axis 2).
+#: where a :class:`SingleGroupNorm` takes its statistics along time
+TIME_STATISTICS = ("all", "frame", "cumulative")
 
-    ``per_frame=False`` is :func:`torch.nn.functional.group_norm` with one group (the statistics
-    span the whole time axis: non-causal). ``per_frame=True`` takes the mean and variance over the
-    channels and any axes after time, separately for each frame: causal and stateless. Parameters
-    ``weight``/``bias`` ``[C]`` as ``nn.GroupNorm``'s, so both forms load the same weights.
+
+class SingleGroupNorm(nn.Module):
+    """``GroupNorm(1, C)`` (statistics over every non-batch axis), per frame, or cumulative along time (axis 2).
+
+    ``time_statistics``: ``"all"`` is :func:`torch.nn.functional.group_norm` with one group (the
+    statistics span the whole time axis: non-causal). ``"frame"`` takes the mean and variance over
+    the channels and any axes after time, separately for each frame: causal and stateless, but it
+    removes each frame's level. ``"cumulative"`` takes them over every frame so far (Conv-TasNet's
+    cLN, :func:`speechkit.nn.norms.cumulative_moments`): causal, keeps the frame levels, and streams
+    with a ``[N, 3]`` running-sum cache. Parameters ``weight``/``bias`` ``[C]`` as ``nn.GroupNorm``'s,
+    so every form loads the same weights.
     """
 
-    def __init__(self, num_channels: int, eps: float = 1e-5, per_frame: bool = False) -> None:
+    def __init__(self, num_channels: int, eps: float = 1e-5, time_statistics: str = "all") -> None:
         super().__init__()
+        if time_statistics not in TIME_STATISTICS:
+            raise ConfigError(f"time_statistics must be one of {', '.join(TIME_STATISTICS)}, got {time_statistics!r}")
         self.num_channels = num_channels
         self.eps = eps
-        self.per_frame = per_frame
+        self.time_statistics = time_statistics
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [N, C, T, ...] -> same shape``."""
+    def cache_shapes(self, items: int) -> list[tuple[int, ...]]:
+        """``[(items, 3)]`` (running sums) when cumulative, else ``[]``."""
+        return [(items, 3)] if self.time_statistics == "cumulative" else []
+
+    def forward(self, x: torch.Tensor, caches: Sequence[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``x [N, C, T, ...] -> same shape`` and the new cache list."""
         affine_shape = (1, self.num_channels) + (1,) * (x.dim() - 2)
-        if not self.per_frame:
-            return F.group_norm(x, 1, self.weight, self.bias, self.eps)
-        dims = (1,) + tuple(range(3, x.dim()))
-        mean = x.mean(dim=dims, keepdim=True)  # [N, 1, T, 1...]
-        var = (x - mean).pow(2).mean(dim=dims, keepdim=True)  # [N, 1, T, 1...]
+        if self.time_statistics == "all":
+            return F.group_norm(x, 1, self.weight, self.bias, self.eps), []
+        new_caches: list[torch.Tensor] = []
+        if self.time_statistics == "frame":
+            dims = (1,) + tuple(range(3, x.dim()))
+            mean = x.mean(dim=dims, keepdim=True)  # [N, 1, T, 1...]
+            var = (x - mean).pow(2).mean(dim=dims, keepdim=True)  # [N, 1, T, 1...]
+        else:
+            (state,) = _take(caches, 1)
+            state = x.new_zeros(x.shape[0], 3) if state is None else state
+            mean, var, new_state = cumulative_moments(x, state)  # [N, 1, T, 1...] twice, [N, 3]
+            new_caches = [new_state]
         normed = (x - mean) / torch.sqrt(var + self.eps)
-        return normed * self.weight.reshape(affine_shape) + self.bias.reshape(affine_shape)
+        return normed * self.weight.reshape(affine_shape) + self.bias.reshape(affine_shape), new_caches
 
 
 class SplitDenseBlock(nn.Module):
@@ -170,12 +192,14 @@ class SplitDenseBlock(nn.Module):
         out_channels: channels of every block output.
         groups: number of strided subgroups.
         dims: 1 (``[N, C, T]``, Conv1d k=3) or 2 (``[B, C, T, F]``, Conv2d 3x3).
-        causal: causal along time (axis 2): left padding, streaming caches, per-frame norms.
+        causal: causal along time (axis 2): left padding, streaming caches, causal norms.
         eps: norm epsilon.
+        causal_norm: the norms' time statistics when causal, ``"frame"`` or ``"cumulative"``
+            (:class:`SingleGroupNorm`); ``"all"`` otherwise.
     """
 
     def __init__(self, in_channels: int, out_channels: int, groups: int, dims: int = 1,
-                 causal: bool = False, eps: float = 1e-5) -> None:
+                 causal: bool = False, eps: float = 1e-5, causal_norm: str = "frame") -> None:
         super().__init__()
         if in_channels != groups * out_channels:
             raise ConfigError(f"a split dense block needs in_channels = groups * out_channels, got "
@@ -187,33 +211,37 @@ class SplitDenseBlock(nn.Module):
             block_in = out_channels * (2 if index else 1)
             conv: nn.Module = (TimeConv1d(block_in, out_channels, 3, causal=causal) if dims == 1
                                else TimeConv2d(block_in, out_channels, (3, 3), causal=causal))
-            blocks.append(nn.ModuleList([conv, SingleGroupNorm(out_channels, eps, per_frame=causal),
-                                         nn.PReLU(out_channels)]))
+            norm = SingleGroupNorm(out_channels, eps, causal_norm if causal else "all")
+            blocks.append(nn.ModuleList([conv, norm, nn.PReLU(out_channels)]))
         self.blocks = nn.ModuleList(blocks)
 
     def cache_shapes(self, items: int, num_freqs: int = 0) -> list[tuple[int, ...]]:
-        """One time history per block conv (causal), in block order."""
+        """Per block (causal): the conv's time history, then the norm's running sums if cumulative."""
         shapes: list[tuple[int, ...]] = []
-        for conv, _, _ in self.blocks:  # type: ignore[misc]
+        for conv, norm, _ in self.blocks:  # type: ignore[misc]
             shapes.extend(conv.cache_shapes(items) if self.dims == 1 else conv.cache_shapes(items, num_freqs))
+            shapes.extend(norm.cache_shapes(items))
         return shapes
 
     def forward(self, x: torch.Tensor, caches: Sequence[torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``x [N, groups * C_out, T(, F)] -> [N, C_out, T(, F)]`` and the new caches."""
-        per_block = len(self.blocks[0][0].cache_shapes(1) if self.dims == 1 else self.blocks[0][0].cache_shapes(1, 1))
+        first_conv, first_norm = self.blocks[0][0], self.blocks[0][1]
+        conv_count = len(first_conv.cache_shapes(1) if self.dims == 1 else first_conv.cache_shapes(1, 1))
+        per_block = conv_count + len(first_norm.cache_shapes(1))
         caches = _take(caches, per_block * self.groups) if caches is not None else None
         new_caches: list[torch.Tensor] = []
         subgroup = x[:, 0 :: self.groups]  # [N, C_out, T(, F)]
         output = subgroup
         for index, (conv, norm, activation) in enumerate(self.blocks):  # type: ignore[misc]
             block_caches = None if caches is None else caches[index * per_block : (index + 1) * per_block]
-            output, block_new = conv(subgroup, block_caches)  # [N, C_out, T(, F)]
-            output = activation(norm(output))
-            new_caches.extend(block_new)
+            output, conv_new = conv(subgroup, None if block_caches is None else block_caches[:conv_count])
+            output, norm_new = norm(output, None if block_caches is None else block_caches[conv_count:])
+            output = activation(output)  # [N, C_out, T(, F)]
+            new_caches.extend(conv_new + norm_new)
             if index + 1 < self.groups:
                 subgroup = torch.cat([output, x[:, index + 1 :: self.groups]], dim=1)  # [N, 2 C_out, T(, F)]
         return output, new_caches
 
 
-__all__ = ["SingleGroupNorm", "SplitDenseBlock", "TimeConv1d", "TimeConv2d", "TimeConvTranspose1d"]
+__all__ = ["TIME_STATISTICS", "SingleGroupNorm", "SplitDenseBlock", "TimeConv1d", "TimeConv2d", "TimeConvTranspose1d"]
