@@ -432,10 +432,11 @@ def test_a_response_still_decaying_at_its_end_is_kept_whole() -> None:
     np.testing.assert_array_equal(truncate_at_noise_floor(slow, 16000), slow)
 
 
-def test_a_silent_noise_segment_is_redrawn_and_a_silent_file_is_named(tmp_path: Path) -> None:
+def test_a_silent_noise_segment_is_redrawn_and_a_silent_file_stays_silent(tmp_path: Path) -> None:
     import soundfile
 
     from recipes.data.manifest import CorpusEntry
+    from recipes.data.mixing import mix_at_snr
     from speechkit.errors import AudioError
 
     gap = np.zeros(16000, dtype=np.float32)
@@ -450,5 +451,7 @@ def test_a_silent_noise_segment_is_redrawn_and_a_silent_file_is_named(tmp_path: 
     for seed in range(6):
         segment = load_noise_segment(entry("gap.wav"), 16000, 2000, np.random.default_rng(seed))
         assert segment.shape == (1, 2000) and float(np.mean(segment**2)) > 1e-6
-    with pytest.raises(AudioError, match="zeros.wav is digitally silent"):
-        load_noise_segment(entry("zeros.wav"), 16000, 2000, np.random.default_rng(0))
+    silent = load_noise_segment(entry("zeros.wav"), 16000, 2000, np.random.default_rng(0))
+    assert silent.shape == (1, 2000) and not silent.any()  # the caller decides (clean item, or refused:)
+    with pytest.raises(AudioError, match="digitally silent"):
+        mix_at_snr(np.ones((1, 2000), np.float32), silent, 0.0)
