@@ -275,19 +275,28 @@ def test_portaudio_smoke_with_null_sink(tmp_path, tiny_export):
         os.environ.pop("PULSE_SINK", None)
 
 
-def _worker_alive() -> bool:
-    """True while :func:`realtime.devices.run_device`'s worker thread runs."""
-    import threading
+class _WorkerRunByTheFake:
+    """Stands in for :func:`realtime.devices.run_device`'s worker thread: the fake device runs the
+    worker's job (``engine.run_pending()``) itself, right after every callback."""
 
-    return any(thread.name == "speechkit-realtime-worker" and thread.is_alive() for thread in threading.enumerate())
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
 
 
 class _FakeSoundDevice:
     """Stands in for sounddevice: streams call the callback from a thread.
 
-    Paced by the engine, not by the wall clock: the next callback comes only once the worker has run
-    every hop that has arrived, so the test is exact on any machine. Nothing here reads a clock: a
-    dead worker ends the wait (and the exact comparisons fail), a hung one is left to the CI job's limit.
+    :meth:`install` also replaces the driver's worker thread: after every callback the fake runs
+    the worker's job (``engine.run_pending()``) in its own thread, so every hop that has arrived is
+    computed before the next callback, as by a worker that is never late. Nothing waits, sleeps or
+    reads a clock, so the exact comparisons hold on any machine, however loaded. (The real worker
+    thread and the real clock are exercised by the PortAudio smoke test where a sound server runs.)
     """
 
     class PortAudioError(Exception):
@@ -299,6 +308,17 @@ class _FakeSoundDevice:
         self.engine = engine
         self.played: list[np.ndarray] = []
         self.input_channels: list[int] = []  # capture channels of every stream opened
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Make :func:`realtime.devices.run_device` open this device and leave its steps to it."""
+        import threading
+        import types
+
+        import realtime.devices as devices
+
+        monkeypatch.setattr(devices, "import_sounddevice", lambda: self)
+        monkeypatch.setattr(devices, "threading", types.SimpleNamespace(Event=threading.Event,
+                                                                        Thread=_WorkerRunByTheFake))
 
     def _stream(self, kind: str):
         fake = self
@@ -323,8 +343,6 @@ class _FakeSoundDevice:
                 return self
 
             def _run(self):
-                import time as time_module
-
                 position = 0
                 while self.running:
                     frames = self.blocksize
@@ -340,9 +358,7 @@ class _FakeSoundDevice:
                         self.callback(indata, outdata, frames, None, None)
                     fake.played.append(outdata[:, 0].copy())
                     position += frames
-                    # no deadline: wait until the worker has run every arrived hop (a dead worker ends the wait)
-                    while self.running and fake.engine.pending_hops and _worker_alive():
-                        time_module.sleep(0.0005)  # yield to the worker
+                    fake.engine.run_pending()  # the worker's job, before the next callback
 
             def __exit__(self, *exc):
                 self.running = False
@@ -371,7 +387,7 @@ def test_device_driver_with_fake_portaudio(tiny_export, monkeypatch):
     stream_model = StreamModel(path)
     engine = Engine(stream_model, 64, device_input=32, device_output=48)
     fake = _FakeSoundDevice(x[0], 8000, engine)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    fake.install(monkeypatch)
     assert devices.device_latency(8000, 64, None, None, True, True) == (32, 48)
     captured = devices.run_device(engine, speaker=False, duration=0.5)  # microphone -> capture
     assert captured.shape[0] == 1 and captured.shape[-1] >= 4000
@@ -421,7 +437,7 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
                      "--output", str(tmp_path / "out2.wav"), "--quiet"]) != 0
     engine = Engine(stream_model, 64)
     fake = _FakeSoundDevice(x[:3], 8000, engine)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    fake.install(monkeypatch)
     captured = devices.run_device(engine, speaker=False, duration=0.25)  # 3-channel microphone -> capture
     assert fake.input_channels == [3]
     assert engine.metrics.deadline_misses == 0
@@ -430,7 +446,7 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
     # --mics on the device: channels 3, 1, 0 of a 4-channel capture, in that order
     engine = Engine(stream_model, 64)
     fake = _FakeSoundDevice(x, 8000, engine)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    fake.install(monkeypatch)
     captured = devices.run_device(engine, speaker=False, duration=0.25, mics=[3, 1, 0])
     assert fake.input_channels == [4]
     assert engine.metrics.deadline_misses == 0

@@ -17,7 +17,7 @@ HOP = 80
 #: the tracker's minimum history and analysis period, as sample counts of the signal
 HISTORY_SAMPLES = 4000
 ANALYSIS_SAMPLES = 2000
-#: samples of a device capture (the fake device is paced by the engine, not by a clock)
+#: samples of a device capture (the fake device runs every arrived hop before its next callback; no clock)
 CAPTURE_SAMPLES = 2000
 OPTIONS = TrackerOptions(min_history_seconds=HISTORY_SAMPLES / RATE, update_seconds=ANALYSIS_SAMPLES / RATE)
 
@@ -231,16 +231,16 @@ def test_device_far_end_from_a_loopback_channel_or_played_on_the_loudspeaker(ech
     # a two-channel capture: the loopback (far end) on channel 0, the microphone on channel 1
     engine = Engine(stream_model, 64)
     fake = _FakeSoundDevice(np.concatenate([far, mic]), 8000, engine)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    fake.install(monkeypatch)
     captured = devices.run_device(engine, speaker=False, duration=CAPTURE_SAMPLES / RATE, mics=[1],
                                    far_end_channel=0)
-    assert fake.input_channels == [2]  # exact output below: every hop computed and delivered (the fake is engine-paced)
+    assert fake.input_channels == [2]  # exact output below: the fake computes every hop before its next callback
     prefill = engine.latency.prefill
     np.testing.assert_array_equal(captured[:, prefill:CAPTURE_SAMPLES], offline[:, : CAPTURE_SAMPLES - prefill])
     # a far-end file: played on the loudspeaker while the microphone is captured; ends with the file
     engine = Engine(stream_model, 64)
     fake = _FakeSoundDevice(mic, 8000, engine)
-    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
+    fake.install(monkeypatch)
     captured = devices.run_device(engine, far_end=far, speaker=False, play_far_end=True)
     played = np.concatenate(fake.played)
     np.testing.assert_array_equal(played[:CAPTURE_SAMPLES], far[0])

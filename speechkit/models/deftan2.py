@@ -33,8 +33,8 @@ its transposed conv keeps the first T outputs, group norms along time become cum
 alone, which removes the frame levels and trained worse),
 the T attention becomes prefix-normalised linear attention by cumulative sums, and the input
 level is a cumulative RMS of the spectrum in time-domain units (a per-frame scale, undone on the
-output frame; the network sees spectra of the offline model's size, so a trained offline model is a
-warm start for the causal one: same parameter names and shapes). The
+output frame; the network sees spectra of the offline model's size, and the offline model's weights
+load into it, same names and shapes, though as a training start they did worse than none). The
 F-transformer works within a frame and is unchanged. It streams one hop per step with explicit
 state; the stream equals the offline output delayed by ``n_fft - hop`` samples; algorithmic
 latency ``n_fft`` samples (32 ms for 512/256 at 16 kHz).
@@ -81,9 +81,7 @@ class DeFTAN2Config:
     dropout: float = 0.1
     eps: float = 1e-5
     causal: bool = False
-    # causal norms' time statistics: "cumulative" (cLN, keeps frame levels; the causal presets) or "frame"
-    # (each frame alone; the default, as checkpoints from before this option were trained)
-    causal_norm: str = "frame"
+    causal_norm: str = "cumulative"  # causal norms' statistics: every frame so far (cLN) or "frame" (each alone)
     attention_chunk: int = 64  # causal attention: positions per masked product
     logit_bound: float = 20.0  # causal attention: key logit clamp
     sample_rate: int = 16000
@@ -150,7 +148,7 @@ class DualPathFeedForward(nn.Module):
     """
 
     def __init__(self, dim: int, hidden_dim: int, kernel_size: int, dilation: int, dropout: float,
-                 causal: bool, eps: float = 1e-5, causal_norm: str = "frame") -> None:
+                 causal: bool, eps: float = 1e-5, causal_norm: str = "cumulative") -> None:
         super().__init__()
         half = hidden_dim // 2
         self.PW1 = nn.ModuleList([nn.Linear(dim, half), nn.GELU(), nn.Dropout(dropout)])
@@ -281,19 +279,18 @@ class DeFTAN2(SpeechModel):
         # CPU-trainable reductions (our choice): 2 blocks, 32 channels, 2 heads of 32, feed-forward 64
         "small": DeFTAN2Config(num_layers=2, embed_dim=32, num_heads=2, attention_dim=32, hidden_dim=64),
         "small_causal": DeFTAN2Config(num_layers=2, embed_dim=32, num_heads=2, attention_dim=32, hidden_dim=64,
-                                      causal=True, causal_norm="cumulative"),
+                                      causal=True),
         "tiny": DeFTAN2Config(n_fft=64, hop_length=32, num_layers=2, embed_dim=8, num_heads=2, attention_dim=4,
                               hidden_dim=16, dropout=0.0),
         "tiny_causal": DeFTAN2Config(n_fft=64, hop_length=32, num_layers=2, embed_dim=8, num_heads=2,
-                                     attention_dim=4, hidden_dim=16, dropout=0.0, causal=True, attention_chunk=5,
-                                     causal_norm="cumulative"),
+                                     attention_dim=4, hidden_dim=16, dropout=0.0, causal=True, attention_chunk=5),
     })
 
     def __init__(self, config: DeFTAN2Config) -> None:
         super().__init__(config)
-        self.stft, self.istft = stft_pair(config.stft_config())
-        # causal level: spectral RMS -> time-domain RMS (a white signal's spectrum has RMS sqrt(sum w^2 / 2) x its std)
         framing = config.stft_config()
+        self.stft, self.istft = stft_pair(framing)
+        # causal level: spectral RMS -> time-domain RMS (a white signal's spectrum has RMS sqrt(sum w^2 / 2) x its std)
         window = make_window(framing.window, framing.frame_length, torch.float64, device="cpu")  # [win_length]
         self.spectral_level_gain = float(window.pow(2).sum().div(2).sqrt())
         stem = config.num_heads * config.embed_dim

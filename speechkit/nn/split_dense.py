@@ -199,7 +199,7 @@ class SplitDenseBlock(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, groups: int, dims: int = 1,
-                 causal: bool = False, eps: float = 1e-5, causal_norm: str = "frame") -> None:
+                 causal: bool = False, eps: float = 1e-5, causal_norm: str = "cumulative") -> None:
         super().__init__()
         if in_channels != groups * out_channels:
             raise ConfigError(f"a split dense block needs in_channels = groups * out_channels, got "
