@@ -32,7 +32,6 @@ from __future__ import annotations
 import bench.one_thread  # noqa: F401 - one thread unless the caller says otherwise, before torch loads
 
 import argparse  # noqa: E402
-import hashlib  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
@@ -50,6 +49,14 @@ from bench.peers.report import (  # noqa: E402
     process_cpu_seconds,
     title_lines,
     training_facts,
+)
+from bench.reuse import (  # noqa: E402
+    file_sha256,
+    model_facts,
+    provenance_of,
+    reusable_systems,
+    reuse_note,
+    reused_or_scored,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -125,15 +132,6 @@ def latency_text(network: Any) -> str:
     return f"whole chunk ({chunk:g} s)" if chunk else "whole input"
 
 
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(model: str | None, test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
     """What a system's scores depend on: the test set's item list, the item limit, DNSMOS on or
     off, the metrics and, for a model (``None``: the unprocessed input), the weights file's SHA-256
@@ -141,40 +139,8 @@ def fingerprint(model: str | None, test_set: Path, limit: int | None, dnsmos: bo
     facts: dict[str, Any] = {"items_sha256": file_sha256(test_set / "items.jsonl"), "limit": limit, "dnsmos": dnsmos,
                              "metrics": METRICS}
     if model is not None:
-        facts.update(weights_sha256=file_sha256(weights_file(model)), options=model.partition("#")[2])
+        facts.update(model_facts(model))
     return facts
-
-
-def weights_file(model: str) -> Path:
-    """The weights file of a bundled name or checkpoint path (``NAME#options`` allowed)."""
-    from speechkit.pretrained import resolve_model
-
-    return Path(resolve_model(model.partition("#")[0]))
-
-
-def provenance_of(model: str) -> dict[str, Any]:
-    """The training provenance stored in a model's weights file."""
-    from speechkit.checkpoint import read_metadata
-
-    return read_metadata(weights_file(model)).get("provenance") or {}
-
-
-def reusable_systems(previous: Path | None) -> list[dict[str, Any]]:
-    """The systems of an earlier report (``--reuse``), each tagged with that report's date; none without one."""
-    if previous is None:
-        return []
-    report = json.loads(previous.read_text(encoding="utf-8"))
-    return [{**system, "reused_from": system.get("reused_from", report["date"])} for system in report["systems"]]
-
-
-def reused_or_scored(model: str | None, facts: dict[str, Any], earlier: Sequence[dict[str, Any]],
-                     score: Any) -> dict[str, Any]:
-    """The earlier system with the same model and ``facts``, else ``score()`` tagged with ``facts``."""
-    wanted = INPUT if model is None else model
-    for system in earlier:
-        if system["model"] == wanted and system.get("fingerprint") == facts:
-            return system
-    return {**score(), "fingerprint": facts}
 
 
 def evaluate_model(model: str, test_set: Path, limit: int | None, mac_seconds: float, dnsmos: bool) -> dict[str, Any]:
@@ -250,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     dnsmos = not args.no_dnsmos
     earlier = reusable_systems(args.reuse)
-    systems = [reused_or_scored(None, fingerprint(None, args.test_set, args.limit, dnsmos), earlier,
+    systems = [reused_or_scored(INPUT, fingerprint(None, args.test_set, args.limit, dnsmos), earlier,
                                 lambda: evaluate_input(args.test_set, args.limit, dnsmos))]
     for model in args.models:
         system = reused_or_scored(
@@ -266,8 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "DNSMOS P.835 is non-intrusive (speechmos, 16 kHz); it rates the output alone.",
         "RTF and CPU seconds: file-pipeline inference over the test set (declared chunking), metrics excluded.",
         TRAINING_HOURS_NOTE,
-        *[f"{system['model']}: copied from the report of {system['reused_from']} (same test set, limit, DNSMOS "
-          "and weights); its RTF and CPU figures are that run's." for system in systems if "reused_from" in system],
+        *[reuse_note(system, "test set, limit, DNSMOS and weights") for system in systems if "reused_from" in system],
     ]
     return finish_report(
         "compare_array_enhancers", argv, ["speechkit", "torch", "numpy", "pesq", "pystoi", "speechmos"], started,

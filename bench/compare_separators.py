@@ -21,6 +21,9 @@ at equal training time on the same validation set.
         --test-set data_cache/fixed/realworld_sep_16k/test --runs runs/separate_stft_16k_real runs/X
 
 Prints a Markdown table and writes ``bench/results/compare_separators.{json,md}`` (``--out``).
+``--reuse OLD.json`` copies every model row of an earlier report whose inputs are the same (the test
+sets' item lists, ``--limit``, ``--mac-seconds``, ``--rss-seconds``, the metric list, and the SHA-256
+of the model's weights file and its options) instead of scoring it again (``bench.reuse``).
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ from bench.peers.report import (  # noqa: E402
     title_lines,
     training_facts,
 )
+from bench.reuse import file_sha256, model_facts, provenance_of, reusable_systems, reuse_note, reused_or_scored  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ["si_sdr", "si_sdri", "sdr", "pesq_wb", "stoi"]
@@ -134,6 +138,14 @@ def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac
         **training_facts(provenance),
         "recipe": provenance.get("recipe"), "test_sets": results,
     }
+
+
+def fingerprint(model: str, test_sets: Sequence[Path], limit: int | None, mac_seconds: float,
+                rss_seconds: float | None) -> dict[str, Any]:
+    """What a model row's figures depend on (``--reuse``): the test sets' item lists, the options of
+    this benchmark, the metrics, and the model's weights and options."""
+    return {"items_sha256": [file_sha256(test_set / "items.jsonl") for test_set in test_sets], "limit": limit,
+            "mac_seconds": mac_seconds, "rss_seconds": rss_seconds, "metrics": METRICS, **model_facts(model)}
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -231,13 +243,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="training run folders for the wall-clock table")
     parser.add_argument("--hours", type=float, nargs="*", default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
     parser.add_argument("--out", type=Path, default=RESULTS / "compare_separators.json")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="an earlier report: copy its model rows whose test sets, options and weights are unchanged")
     args = parser.parse_args(argv)
     from speechkit.memory import retain_freed_memory
 
     retain_freed_memory()  # as the `speechkit` command does, so the in-process RTF is the one users get
     started = time.perf_counter()
-    systems = [evaluate_model(model, args.test_set, args.limit, args.mac_seconds, args.rss_seconds or None)
-               for model in args.models]
+    earlier = reusable_systems(args.reuse)
+    rss_seconds = args.rss_seconds or None
+    systems = []
+    for model in args.models:
+        system = reused_or_scored(
+            model, fingerprint(model, args.test_set, args.limit, args.mac_seconds, rss_seconds), earlier,
+            lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, rss_seconds))
+        if "reused_from" in system:  # the same weights file: its provenance, read as this version reads it
+            system = {**system, **training_facts(provenance_of(model))}
+        systems.append(system)
     runs = [run_summary(run_dir, args.hours) for run_dir in args.runs]
     notes = [
         "SI-SDRi and SDRi against the unprocessed mixture, best speaker permutation per item; PESQ-WB and STOI "
@@ -246,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "with large freed buffers kept for reuse as the `speechkit` command keeps them (speechkit.memory).",
         "Peak RSS: `speechkit separate` (declared chunking) on a synthetic file in a fresh process, same threads.",
         TRAINING_HOURS_NOTE,
+        *[reuse_note(system, "test sets, limit, cost options and weights") for system in systems
+          if "reused_from" in system],
     ]
     return finish_report(
         "compare_separators", argv, ["speechkit", "torch", "numpy"], started, markdown_report, args.out,

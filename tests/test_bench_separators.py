@@ -111,3 +111,39 @@ def test_inference_options_follow_the_model_after_a_hash(tmp_path: Path) -> None
     assert [system["options"]["iterations"] for system in systems] == [1, 2]
     first, second = (system["test_sets"][0]["summary"]["si_sdr"] for system in systems)
     assert first != second  # the option reached the model: a second pass of the shared FFI block changes the output
+
+
+def test_reuse_copies_an_unchanged_model_and_scores_new_weights_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import speechkit
+    from speechkit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    kept = save_checkpoint(speechkit.build_model("conv_tasnet", "tiny", n_src=2, sample_rate=RATE),
+                           tmp_path / "kept.safetensors", provenance={"steps_trained": 7})
+    changed = save_checkpoint(speechkit.build_model("conv_tasnet", "tiny", n_src=2, sample_rate=RATE),
+                              tmp_path / "changed.safetensors", provenance={"steps_trained": 7})
+    test_set = _write_fixed_set(tmp_path / "test", count=1)
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    common = ["--models", str(kept), str(changed), "--test-set", str(test_set), "--rss-seconds", "0",
+              "--mac-seconds", "0.25"]
+    assert compare_separators.main([*common, "--out", str(first)]) == 0
+    save_checkpoint(speechkit.build_model("conv_tasnet", "tiny", n_src=2, sample_rate=RATE), changed,
+                    provenance={"steps_trained": 9}, overwrite=True)  # a continued run, same path, new weights
+    scored = []
+    real_evaluate_model = compare_separators.evaluate_model
+    monkeypatch.setattr(compare_separators, "evaluate_model",
+                        lambda model, *args: scored.append(model) or real_evaluate_model(model, *args))
+    assert compare_separators.main([*common, "--out", str(second), "--reuse", str(first)]) == 0
+    assert scored == [str(changed)]
+    old, new = (json.loads(path.read_text())["systems"] for path in (first, second))
+    assert new[0]["test_sets"] == old[0]["test_sets"] and new[0]["reused_from"] == json.loads(first.read_text())["date"]
+    assert "reused_from" not in new[1] and new[1]["steps_trained"] == 9
+    assert f"{kept}: copied from the report of" in second.with_suffix(".md").read_text()
+    scored.clear()  # another limit is another input: nothing is copied
+    assert compare_separators.main([*common, "--limit", "1", "--out", str(tmp_path / "third.json"),
+                                    "--reuse", str(second)]) == 0
+    assert scored == [str(kept), str(changed)]
