@@ -52,7 +52,14 @@ from bench.peers.report import (  # noqa: E402
     title_lines,
     training_facts,
 )
-from bench.reuse import file_sha256, model_facts, provenance_of, reusable_systems, reuse_note, reused_or_scored  # noqa: E402
+from bench.reuse import (  # noqa: E402
+    file_sha256,
+    model_facts,
+    provenance_of,
+    reusable_systems,
+    reuse_note,
+    reused_or_scored,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ["si_sdr", "si_sdri", "sdr", "pesq_wb", "stoi"]

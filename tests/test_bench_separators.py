@@ -88,7 +88,7 @@ def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
     assert result["items"] == 2 and result["audio_seconds"] == pytest.approx(1.0)  # audio length, not time taken
     assert system["parameters"] == sum(parameter.numel() for parameter in model.parameters())
     assert system["steps_trained"] == 7
-    assert {"gmacs_per_second", "rtf", "cpu_seconds_per_second", "peak_rss_mib"} <= set(system)  # present, not judged
+    assert system["gmacs_per_second"] > 0  # counted operations, not measured time (the report tables its speed)
     summary, inputs = result["summary"], result["input"]
     assert np.isfinite(summary["si_sdri"]) and summary["sdri"] == pytest.approx(summary["sdr"] - inputs["sdr"])
     assert [mark["si_sdri"] for mark in report["runs"][0]["marks"]] == [None, 1.5, None]

@@ -101,7 +101,7 @@ def test_engine_stream_equals_offline_graph_and_pytorch(tiny_export):
     rng = np.random.default_rng(0)
     for device_block in (8, 13, 64):
         sizes = rng.integers(1, device_block + 1, size=40)
-        engine = Engine(stream_model, device_block, variable_blocks=True)
+        engine = Engine(stream_model, device_block, variable_blocks=True, clock=VirtualClock())
         streamed = engine.run_array(x, callback_sizes=sizes, compensate_latency=False)
         prefill = engine.latency.prefill
         np.testing.assert_array_equal(streamed[:, prefill:], offline[:, : x.shape[-1] - prefill])
@@ -132,7 +132,7 @@ def test_file_source_to_file_sink_cli(tiny_export, tmp_path):
 @pytest.mark.parametrize("hop,delay,block", [(8, 0, 8), (8, 3, 8), (8, 3, 5), (16, 7, 40), (4, 2, 1)])
 def test_identity_output_delay_equals_declared_latency(tmp_path, hop, delay, block):
     model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", hop, delay))
-    engine = Engine(model, block)
+    engine = Engine(model, block, clock=VirtualClock())
     x = random_signal(1500)
     y = engine.run_array(x, compensate_latency=False)
     declared = engine.latency.algorithmic + engine.latency.buffering
@@ -189,7 +189,7 @@ def test_very_slow_step_skips_steps_without_growing_latency(tmp_path):
 
 def test_reset_and_flush_lengths(tiny_export):
     _, path, _ = tiny_export
-    engine = Engine(StreamModel(path), 24)
+    engine = Engine(StreamModel(path), 24, clock=VirtualClock())
     for length in (1, 7, 8, 999):
         x = random_signal(length, seed=length)
         first = engine.run_array(x)
@@ -212,7 +212,7 @@ def test_echo_cancellation_mode_with_far_end(aec_export, tmp_path):
     stream_model = StreamModel(path)
     x = file_input(tmp_path / "near.wav", 8000, tmp_path / "far.wav", stream_model.input_layout)
     assert x.shape == (2, 1000)
-    engine = Engine(stream_model, 16)
+    engine = Engine(stream_model, 16, clock=VirtualClock())
     y = engine.run_array(x, compensate_latency=False)
     prefill = engine.latency.prefill
     np.testing.assert_array_equal(y[:, prefill:], stream_model.process(x)[:, :-prefill])
@@ -223,8 +223,8 @@ def test_echo_cancellation_mode_with_far_end(aec_export, tmp_path):
 def test_budget_refusal_and_compute_check(tmp_path):
     model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", 80, 0))  # 10 ms hop at 8 kHz
     with pytest.raises(LatencyBudgetError, match="budget"):
-        Engine(model, 160, latency_budget_ms=15.0)
-    engine = Engine(model, 80, latency_budget_ms=10.0, device_output=0)
+        Engine(model, 160, latency_budget_ms=15.0, clock=VirtualClock())
+    engine = Engine(model, 80, latency_budget_ms=10.0, device_output=0, clock=VirtualClock())
     assert engine.latency.milliseconds(engine.latency.total) == 10.0
     with pytest.raises(RealtimeError, match="real time"):
         engine.check_compute([0.02] * 10)  # 20 ms per 10 ms hop
@@ -266,7 +266,7 @@ def test_portaudio_smoke_with_null_sink(tmp_path, tiny_export):
         from realtime.devices import run_device
 
         _, path, _ = tiny_export
-        engine = Engine(StreamModel(path), 256)
+        engine = Engine(StreamModel(path), 256)  # the real clock, with the real device
         x = random_signal(4000)
         run_device(engine, file_input=x, speaker=True)
         assert engine.metrics.steps > 0
@@ -290,13 +290,15 @@ class _WorkerRunByTheFake:
 
 
 class _FakeSoundDevice:
-    """Stands in for sounddevice: streams call the callback from a thread.
+    """Stands in for sounddevice: entering a stream runs all its callbacks at once, in the caller's
+    thread (the signal, then the engine's delay and a few blocks more), so the driver finds its
+    stream finished as soon as it looks.
 
     :meth:`install` also replaces the driver's worker thread: after every callback the fake runs
-    the worker's job (``engine.run_pending()``) in its own thread, so every hop that has arrived is
-    computed before the next callback, as by a worker that is never late. Nothing waits, sleeps or
-    reads a clock, so the exact comparisons hold on any machine, however loaded. (The real worker
-    thread and the real clock are exercised by the PortAudio smoke test where a sound server runs.)
+    the worker's job (``engine.run_pending()``), so every hop that has arrived is computed before the
+    next callback, as by a worker that is never late. No thread, no wait, no clock: the exact
+    comparisons hold on any machine, however loaded. (The real worker thread and the real clock are
+    exercised by the PortAudio smoke test where a sound server runs.)
     """
 
     class PortAudioError(Exception):
@@ -335,16 +337,11 @@ class _FakeSoundDevice:
                 pass
 
             def __enter__(self):
-                import threading
-
-                self.running = True
-                self.thread = threading.Thread(target=self._run, daemon=True)
-                self.thread.start()
-                return self
-
-            def _run(self):
+                # every callback of the stream, here and now: the signal, then the engine's delay and
+                # a few blocks of silence, more than any test asks the driver to wait for
                 position = 0
-                while self.running:
+                end = fake.signal.shape[-1] + fake.engine.signal_delay + 4 * self.blocksize
+                while position < end:
                     frames = self.blocksize
                     indata = np.zeros((frames, max(1, self.capture)), dtype=np.float32)
                     chunk = fake.signal[: indata.shape[1], position : position + frames].T  # [frames, C]
@@ -359,10 +356,10 @@ class _FakeSoundDevice:
                     fake.played.append(outdata[:, 0].copy())
                     position += frames
                     fake.engine.run_pending()  # the worker's job, before the next callback
+                return self
 
             def __exit__(self, *exc):
-                self.running = False
-                self.thread.join()
+                pass
 
         return Stream
 
@@ -385,7 +382,7 @@ def test_device_driver_with_fake_portaudio(tiny_export, monkeypatch):
     _, path, _ = tiny_export
     x = random_signal(4000)
     stream_model = StreamModel(path)
-    engine = Engine(stream_model, 64, device_input=32, device_output=48)
+    engine = Engine(stream_model, 64, device_input=32, device_output=48, clock=VirtualClock())
     fake = _FakeSoundDevice(x[0], 8000, engine)
     fake.install(monkeypatch)
     assert devices.device_latency(8000, 64, None, None, True, True) == (32, 48)
@@ -435,7 +432,7 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
         file_input(tmp_path / "four.wav", 8000, None, stream_model.input_layout, [0, 1])
     assert cli_main(["stream", "--model", str(path), "--input", str(tmp_path / "two.wav"),
                      "--output", str(tmp_path / "out2.wav"), "--quiet"]) != 0
-    engine = Engine(stream_model, 64)
+    engine = Engine(stream_model, 64, clock=VirtualClock())
     fake = _FakeSoundDevice(x[:3], 8000, engine)
     fake.install(monkeypatch)
     captured = devices.run_device(engine, speaker=False, duration=0.25)  # 3-channel microphone -> capture
@@ -444,7 +441,7 @@ def test_microphone_array_model_from_file_and_device(tmp_path, monkeypatch):
     prefill = engine.latency.prefill
     np.testing.assert_array_equal(captured[:, prefill:2000], stream_model.process(x[:3])[:, : 2000 - prefill])
     # --mics on the device: channels 3, 1, 0 of a 4-channel capture, in that order
-    engine = Engine(stream_model, 64)
+    engine = Engine(stream_model, 64, clock=VirtualClock())
     fake = _FakeSoundDevice(x, 8000, engine)
     fake.install(monkeypatch)
     captured = devices.run_device(engine, speaker=False, duration=0.25, mics=[3, 1, 0])
@@ -527,13 +524,13 @@ def test_graph_optimization_level_comes_from_the_export(tiny_export):
 def test_attenuation_limit_adds_the_aligned_input_back(tmp_path, hop, delay, block):
     model = StreamModel(make_identity_onnx(tmp_path / "identity.onnx", hop, delay))
     x = random_signal(1500)
-    plain = Engine(model, block).run_array(x)
+    plain = Engine(model, block, clock=VirtualClock()).run_array(x)
     model.reset()
-    limited = Engine(model, block, attenuation_limit_db=20.0).run_array(x)
+    limited = Engine(model, block, attenuation_limit_db=20.0, clock=VirtualClock()).run_array(x)
     np.testing.assert_allclose(plain, x, atol=1e-6)  # the identity model, latency compensated
     np.testing.assert_allclose(limited, 1.1 * x, atol=1e-6)  # + the input 20 dB down, sample-aligned
     with pytest.raises(SpeechkitError, match="attenuation limit"):
-        Engine(model, block, attenuation_limit_db=-1.0)
+        Engine(model, block, attenuation_limit_db=-1.0, clock=VirtualClock())
 
 
 def test_file_at_another_rate_is_resampled_like_enhance(tiny_export, tmp_path):

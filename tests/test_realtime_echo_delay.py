@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from realtime.clock import VirtualClock
 from realtime.echo_delay import DelayAlignedModel, DelayTracker, TrackerOptions
 from realtime.errors import RealtimeError
 from speechkit.errors import AudioError
@@ -229,7 +230,7 @@ def test_device_far_end_from_a_loopback_channel_or_played_on_the_loudspeaker(ech
     stream_model = StreamModel(echo_export)
     offline = stream_model.process(np.concatenate([mic, far]))  # [1, T]
     # a two-channel capture: the loopback (far end) on channel 0, the microphone on channel 1
-    engine = Engine(stream_model, 64)
+    engine = Engine(stream_model, 64, clock=VirtualClock())
     fake = _FakeSoundDevice(np.concatenate([far, mic]), 8000, engine)
     fake.install(monkeypatch)
     captured = devices.run_device(engine, speaker=False, duration=CAPTURE_SAMPLES / RATE, mics=[1],
@@ -238,7 +239,7 @@ def test_device_far_end_from_a_loopback_channel_or_played_on_the_loudspeaker(ech
     prefill = engine.latency.prefill
     np.testing.assert_array_equal(captured[:, prefill:CAPTURE_SAMPLES], offline[:, : CAPTURE_SAMPLES - prefill])
     # a far-end file: played on the loudspeaker while the microphone is captured; ends with the file
-    engine = Engine(stream_model, 64)
+    engine = Engine(stream_model, 64, clock=VirtualClock())
     fake = _FakeSoundDevice(mic, 8000, engine)
     fake.install(monkeypatch)
     captured = devices.run_device(engine, far_end=far, speaker=False, play_far_end=True)
