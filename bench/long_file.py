@@ -5,8 +5,9 @@ For each requested duration a synthetic 16 kHz mono file is streamed to disk (ne
 memory), a random-weight model of the requested registered model and preset is saved as a
 checkpoint, and ``speechkit enhance`` (enhancement models) or ``speechkit separate`` (separation
 models) runs on it in a subprocess with the model's declared chunk and overlap (or
-``--chunk-seconds`` / ``--overlap-seconds``). Peak RSS of that subprocess comes from ``os.wait4``
-(``ru_maxrss``); real-time factor is wall time / audio duration. Memory that does not grow between
+``--chunk-seconds`` / ``--overlap-seconds``). Peak RSS is that subprocess's own ``VmHWM``
+(:mod:`bench.peak_memory`; its ``ru_maxrss`` would include this process's peak, e.g. that of the
+``--macs`` pass); real-time factor is wall time / audio duration. Memory that does not grow between
 the short and the long run shows the bounded-memory design works.
 
 ``--macs SECONDS...`` also counts the model's multiply-accumulates (convolutions and matrix
@@ -14,9 +15,9 @@ products, :class:`torch.utils.flop_counter.FlopCounterMode`, MACs = FLOPs / 2) f
 over inputs of those lengths, reported per second of audio (a model with attention over all frames
 costs more per second on longer inputs).
 
-    .venv/bin/python bench/long_file.py                       # 1 and 30 minutes, conv_tasnet enhance_causal_16k
-    .venv/bin/python bench/long_file.py --minutes 0.5 5 --preset tiny
-    .venv/bin/python bench/long_file.py --model tiger --preset small --minutes 1 10 --macs 1 6 \
+    .venv/bin/python -m bench.long_file                       # 1 and 30 minutes, conv_tasnet enhance_causal_16k
+    .venv/bin/python -m bench.long_file --minutes 0.5 5 --preset tiny
+    .venv/bin/python -m bench.long_file --model tiger --preset small --minutes 1 10 --macs 1 6 \
         --results bench/results/long_file_tiger_small.json
 
 Prints a Markdown table and writes ``bench/results/long_file.json`` (or ``--results``) and the
@@ -28,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +39,7 @@ import numpy as np
 import soundfile
 import torch
 
+from bench.peak_memory import run_python
 from speechkit.checkpoint import save_checkpoint
 from speechkit.models import build_model
 from speechkit.models.spec import parse_option_strings
@@ -66,30 +67,23 @@ def synthesize(path: Path, seconds: float, seed: int = 0) -> None:
 def run_enhance(source: Path, output: Path, checkpoint: Path, chunk_seconds: float | None,
                 overlap_seconds: float | None = None, command_name: str = "enhance",
                 options: list[str] | None = None) -> tuple[float, float, int, float]:
-    """Run the CLI (``enhance`` or ``separate``) in a subprocess.
+    """Run the CLI (``enhance`` or ``separate``) in a fresh subprocess (:func:`bench.peak_memory.run_python`).
 
-    Returns (wall seconds, peak RSS MiB, exit code, CPU seconds (user + system) of the subprocess):
-    on a shared machine the CPU time shows the cost the wall time hides behind other jobs.
+    Returns (wall seconds, peak RSS MiB of the subprocess's own memory, exit code, CPU seconds (user +
+    system) of the subprocess): on a shared machine the CPU time shows the cost the wall time hides
+    behind other jobs.
     """
-    command = [
-        sys.executable, "-c", "from speechkit.cli import run; run()", command_name, str(source), "-o", str(output),
-        "--model", str(checkpoint), "--force", "--no-progress",
-    ]
+    arguments = [command_name, str(source), "-o", str(output), "--model", str(checkpoint), "--force", "--no-progress"]
     if chunk_seconds is not None:  # None: the model's declared chunking
-        command += ["--chunk-seconds", str(chunk_seconds)]
+        arguments += ["--chunk-seconds", str(chunk_seconds)]
     if overlap_seconds is not None:
-        command += ["--overlap-seconds", str(overlap_seconds)]
+        arguments += ["--overlap-seconds", str(overlap_seconds)]
     for option in options or []:
-        command += ["--option", option]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        sys.stderr.write(process.stderr.read().decode())
-    process.stderr.close()
-    return wall, usage.ru_maxrss / 1024.0, process.returncode, usage.ru_utime + usage.ru_stime
+        arguments += ["--option", option]
+    run = run_python("from speechkit.cli import run; run()", arguments)
+    if run.exit_code != 0:
+        sys.stderr.write(run.stderr)
+    return run.wall_seconds, run.peak_rss_mib, run.exit_code, run.cpu_seconds
 
 
 def count_macs(call: Callable[[], object]) -> float:

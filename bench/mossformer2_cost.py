@@ -25,8 +25,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 from bench.long_file import count_macs
+from bench.peak_memory import run_python
 from speechkit.models import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -81,18 +80,19 @@ def si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
 
 
 def chunk_peak_rss_mb(preset: str, chunk_seconds: float) -> float:
-    """Peak RSS (MB) of a fresh one-thread subprocess that builds the model and runs one chunk."""
+    """Peak RSS (MiB) of a fresh one-thread subprocess that builds the model and runs one chunk
+    (its own memory: :mod:`bench.peak_memory`)."""
     code = (
-        "import torch, resource; torch.set_num_threads(1)\n"
+        "import torch; torch.set_num_threads(1)\n"
         "from speechkit.models import build_model\n"
         f"m = build_model('mossformer2', {preset!r}).eval()\n"
         f"x = 0.1 * torch.randn(1, 1, int({chunk_seconds} * m.sample_rate))\n"
         "with torch.inference_mode(): m(x)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    return int(result.stdout.strip().splitlines()[-1]) / 1024.0
+    run = run_python(code, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if run.exit_code != 0:
+        raise RuntimeError(f"the peak-memory subprocess failed: {run.stderr.strip().splitlines()[-1:]}")
+    return run.peak_rss_mib
 
 
 def measure(preset: str, seconds: float, mac_seconds: float, threads: list[int], rss: bool) -> dict:

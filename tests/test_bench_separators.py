@@ -147,3 +147,32 @@ def test_reuse_copies_an_unchanged_model_and_scores_new_weights_again(
     assert compare_separators.main([*common, "--limit", "1", "--out", str(tmp_path / "third.json"),
                                     "--reuse", str(second)]) == 0
     assert scored == [str(kept), str(changed)]
+
+
+def test_reuse_measures_memory_again_when_a_row_was_measured_the_old_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import speechkit
+    from speechkit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    kept = save_checkpoint(speechkit.build_model("conv_tasnet", "tiny", n_src=2, sample_rate=RATE),
+                           tmp_path / "kept.safetensors")
+    test_set = _write_fixed_set(tmp_path / "test", count=1)
+    measured = []
+    monkeypatch.setattr(compare_separators, "peak_rss_mib",
+                        lambda path, seconds: measured.append(path) or (100.0 + len(measured), 1.0))
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    common = ["--models", str(kept), "--test-set", str(test_set), "--rss-seconds", "0.5", "--mac-seconds", "0.25"]
+    assert compare_separators.main([*common, "--out", str(first)]) == 0
+    report = json.loads(first.read_text())
+    assert report["systems"][0]["peak_rss_mib"] == 101.0
+    del report["systems"][0]["rss_method"]  # a report from before the method was recorded (ru_maxrss)
+    first.write_text(json.dumps(report))
+    monkeypatch.setattr(compare_separators, "evaluate_model", lambda *args: pytest.fail("quality scored again"))
+    assert compare_separators.main([*common, "--out", str(second), "--reuse", str(first)]) == 0
+    system = json.loads(second.read_text())["systems"][0]
+    assert system["peak_rss_mib"] == 102.0 and system["rss_method"] == compare_separators.RSS_METHOD
+    assert system["test_sets"] == report["systems"][0]["test_sets"] and len(measured) == 2
