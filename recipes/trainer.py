@@ -23,6 +23,8 @@ Run directory (``run_dir``, gitignored under ``runs/``)::
     best.safetensors     the best model in speechkit's checkpoint format, with provenance
     train_log.csv        step, epoch, loss, grad norm, lr, seconds
     valid_log.csv        step, validation metrics (default SI-SDR, SI-SDRi, mixture SI-SDR), loss, lr
+    earlier/<UTC time>/  an earlier run's files, moved there when a run starts at step 0 (no ``--resume``,
+                         e.g. a new stage from ``init.checkpoint``) in a folder that holds them
 
 All ``.pt`` files hold only tensors and plain Python values and are loaded with
 ``torch.load(weights_only=True)``.

@@ -132,6 +132,23 @@ def test_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     assert logged_steps == [str(step) for step in range(1, 8)]
 
 
+def test_a_fresh_start_in_a_used_run_dir_sets_the_earlier_run_aside(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run_training(smoke_config(run_dir, max_steps=3)) == "done"
+    first_log = (run_dir / "train_log.csv").read_text()
+    next_stage = smoke_config(run_dir, f"init.checkpoint={run_dir / 'best.safetensors'}", max_steps=2)
+    assert run_training(next_stage) == "done"  # a new stage from the run's own weights, without --resume
+    (earlier,) = (run_dir / "earlier").iterdir()
+    assert (earlier / "train_log.csv").read_text() == first_log
+    assert {"last.pt", "best.safetensors", "valid_log.csv", "config.json"} <= {path.name for path in earlier.iterdir()}
+    logged_steps = [line.split(",")[0] for line in (run_dir / "train_log.csv").read_text().splitlines()[1:]]
+    assert logged_steps == ["1", "2"]  # the new stage's rows alone, not appended to the first run's
+    assert run_training(smoke_config(run_dir, max_steps=4), resume=True) == "done"
+    assert len(list((run_dir / "earlier").iterdir())) == 1  # a resumed run is the same run: nothing set aside
+    logged_steps = [line.split(",")[0] for line in (run_dir / "train_log.csv").read_text().splitlines()[1:]]
+    assert logged_steps == ["1", "2", "3", "4"]
+
+
 class SignalAtItem(SyntheticMixtures):
     """Sends SIGTERM to this process while loading item ``trigger`` (simulates a scheduler kill)."""
 

@@ -25,7 +25,7 @@ from recipes.training.data import ResumableDistributedSampler, ignore_interrupts
 from recipes.training.distributed import DistributedContext, setup_distributed
 from recipes.training.lineage import training_lineage, with_lineage
 from recipes.training.objectives import objective_from_config, objective_spec
-from recipes.training.runlog import RunLog
+from recipes.training.runlog import RunLog, set_aside_earlier_run
 from recipes.training.schedule import (
     ExponentialMovingAverage,
     FlatValidationStop,
@@ -419,6 +419,9 @@ class Trainer:
         """
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.step == 0:  # a fresh start: another run's logs and weights here are kept apart, not mixed in
+                export = Path(str(self.config["export"]["path"]))
+                set_aside_earlier_run(self.run_dir, export.name if len(export.parts) == 1 else "")
             (self.run_dir / "config.json").write_text(json.dumps(self.config, indent=2, sort_keys=True))
         if self.config["tensorboard"]:
             self.log.open_tensorboard()

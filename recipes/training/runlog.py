@@ -3,9 +3,41 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+#: what a training run writes into its run directory, besides its export (named by the config)
+RUN_FILES = ("train_log.csv", "valid_log.csv", "last.pt", "best_model.pt", "config.json", "tensorboard")
+RUN_FILE_PATTERNS = ("step_*.pt",)
+
+
+def set_aside_earlier_run(run_dir: Path, export_name: str) -> Path | None:
+    """Move the files of an earlier run out of ``run_dir`` into ``run_dir/earlier/<UTC time>/``.
+
+    For a run that starts from step 0 (no ``--resume``) in a folder that holds another run, e.g. a
+    new stage from ``init.checkpoint``: it would otherwise append its rows, whose steps start again
+    at 1, to that run's logs (and a later ``--resume`` truncation would drop the earlier rows past
+    its step), and leave the earlier best weights in place until its own first validation. Nothing
+    is deleted. ``export_name``: the export's file name in ``run_dir`` ("" for none there). Returns
+    the folder the files went to, or None when there were none.
+    """
+    run_dir = Path(run_dir)
+    names = (*RUN_FILES, export_name) if export_name else RUN_FILES
+    found = [run_dir / name for name in names if (run_dir / name).exists()]
+    found += [path for pattern in RUN_FILE_PATTERNS for path in sorted(run_dir.glob(pattern))]
+    if not found:
+        return None
+    target = run_dir / "earlier" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    suffix = 1
+    while target.exists():  # two fresh starts within one second
+        target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+        suffix += 1
+    target.mkdir(parents=True)
+    for path in dict.fromkeys(found):  # the export may be named like a run file
+        os.replace(path, target / path.name)
+    return target
 
 
 class RunLog:
