@@ -32,7 +32,6 @@ from __future__ import annotations
 import bench.one_thread  # noqa: F401 - one thread unless the caller says otherwise, before torch loads
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -53,10 +52,10 @@ from bench.peers.report import (  # noqa: E402
 from bench.reuse import (  # noqa: E402
     file_sha256,
     model_facts,
-    provenance_of,
     reusable_systems,
     reuse_note,
     reused_or_scored,
+    reused_or_scored_model,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -219,12 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     systems = [reused_or_scored(INPUT, fingerprint(None, args.test_set, args.limit, dnsmos), earlier,
                                 lambda: evaluate_input(args.test_set, args.limit, dnsmos))]
     for model in args.models:
-        system = reused_or_scored(
+        systems.append(reused_or_scored_model(
             model, fingerprint(model, args.test_set, args.limit, dnsmos), earlier,
-            lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos))
-        if "reused_from" in system:  # the same weights file: its provenance, read as this version reads it
-            system = {**system, **training_facts(provenance_of(model))}
-        systems.append(system)
+            lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos)))
     notes = [
         "Target: the talker's direct path at the reference microphone (microphone 0); every metric scores the "
         "enhanced reference channel against it. SI-SDRi is against the unprocessed reference microphone.",

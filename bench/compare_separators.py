@@ -54,15 +54,7 @@ from bench.peers.report import (  # noqa: E402
     title_lines,
     training_facts,
 )
-from bench.reuse import (  # noqa: E402
-    file_sha256,
-    model_facts,
-    provenance_of,
-    reusable_systems,
-    reuse_note,
-    reused_or_scored,
-    weights_file,
-)
+from bench import reuse  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ["si_sdr", "si_sdri", "sdr", "pesq_wb", "stoi"]
@@ -159,8 +151,8 @@ def fingerprint(model: str, test_sets: Sequence[Path], limit: int | None, mac_se
                 rss_seconds: float | None) -> dict[str, Any]:
     """What a model row's figures depend on (``--reuse``): the test sets' item lists, the options of
     this benchmark, the metrics, and the model's weights and options."""
-    return {"items_sha256": [file_sha256(test_set / "items.jsonl") for test_set in test_sets], "limit": limit,
-            "mac_seconds": mac_seconds, "rss_seconds": rss_seconds, "metrics": METRICS, **model_facts(model)}
+    return {"items_sha256": [reuse.file_sha256(test_set / "items.jsonl") for test_set in test_sets], "limit": limit,
+            "mac_seconds": mac_seconds, "rss_seconds": rss_seconds, "metrics": METRICS, **reuse.model_facts(model)}
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -265,18 +257,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     retain_freed_memory()  # as the `speechkit` command does, so the in-process RTF is the one users get
     started = time.perf_counter()
-    earlier = reusable_systems(args.reuse)
+    earlier = reuse.reusable_systems(args.reuse)
     rss_seconds = args.rss_seconds or None
     systems = []
     for model in args.models:
-        system = reused_or_scored(
+        system = reuse.reused_or_scored_model(
             model, fingerprint(model, args.test_set, args.limit, args.mac_seconds, rss_seconds), earlier,
             lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, rss_seconds))
-        if "reused_from" in system:  # the same weights file: its provenance, read as this version reads it
-            system = {**system, **training_facts(provenance_of(model))}
-            if rss_seconds and system.get("rss_method") != RSS_METHOD:  # quality copied, memory measured again
-                rss, rss_cpu = peak_rss_mib(weights_file(model), rss_seconds)
-                system = {**system, "peak_rss_mib": rss, "rss_cpu_seconds": rss_cpu, "rss_method": RSS_METHOD}
+        if rss_seconds and system.get("rss_method") != RSS_METHOD:  # a copied row measured the old way
+            rss, rss_cpu = peak_rss_mib(reuse.weights_file(model), rss_seconds)  # quality kept, memory measured again
+            system = {**system, "peak_rss_mib": rss, "rss_cpu_seconds": rss_cpu, "rss_method": RSS_METHOD}
         systems.append(system)
     runs = [run_summary(run_dir, args.hours) for run_dir in args.runs]
     notes = [
@@ -287,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Peak RSS: `speechkit separate` (declared chunking) on a synthetic file in a fresh process, same threads; "
         "the process's own peak (VmHWM, bench.peak_memory), not ru_maxrss, which includes this benchmark's.",
         TRAINING_HOURS_NOTE,
-        *[reuse_note(system, "test sets, limit, cost options and weights") for system in systems
+        *[reuse.reuse_note(system, "test sets, limit, cost options and weights") for system in systems
           if "reused_from" in system],
     ]
     return finish_report(

@@ -43,6 +43,18 @@ def provenance_of(model: str) -> dict[str, Any]:
     return read_metadata(weights_file(model)).get("provenance") or {}
 
 
+def reused_or_scored_model(model: str, facts: dict[str, Any], earlier: Sequence[dict[str, Any]],
+                           score: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """:func:`reused_or_scored` for a model row: a copied row's training facts (steps, hours) are read
+    again from its weights file, as this version reads them (the weights are the same, by the SHA-256)."""
+    from bench.peers.report import training_facts
+
+    system = reused_or_scored(model, facts, earlier, score)
+    if "reused_from" in system:
+        system = {**system, **training_facts(provenance_of(model))}
+    return system
+
+
 def reusable_systems(previous: Path | None) -> list[dict[str, Any]]:
     """The systems of an earlier report, each tagged with that report's date; none without one."""
     if previous is None:
