@@ -2,10 +2,12 @@
 
 Every system enhances the same items of a ``--test-set`` (a fixed-set folder of
 ``recipes.train:fixed_array_enhancement``: ``mixture [M, T]``, ``targets [1, 1, T]`` = the talker's
-direct path at the reference microphone, and per-item ``meta``). A model is a bundled name or a
-checkpoint path; a multichannel model receives all M microphones, a single-channel model the
-reference microphone only (what a user without an array model would run). The unprocessed
-reference microphone is the first row.
+direct path at the reference microphone, and per-item ``meta``; or several folders, single-channel
+ones too, each item's condition then being its folder's name unless it has an array record). A
+model is a bundled name or a checkpoint path, with inference options after ``#``
+(``MODEL#steps=10,seed=1``); a multichannel model receives all M microphones, a single-channel
+model the reference microphone only (what a user without an array model would run). The
+unprocessed reference microphone is the first row.
 
 * quality: SI-SDR, SI-SDRi, PESQ-WB, ESTOI (``speechkit.metrics``) and DNSMOS P.835 (speechmos),
   and the output level against the target (``level_db``, RMS ratio in dB: SI-SDR cannot see a
@@ -23,9 +25,10 @@ reference microphone is the first row.
         --test-set data_cache/fixed/array_4ch_16k/test
 
 Prints a Markdown table and writes ``bench/results/compare_array_enhancers.{json,md}`` (``--out``).
-``--reuse OLD.json`` copies every system of an earlier report whose inputs are the same (the test
-set's item list, ``--limit``, DNSMOS on or off, the metric list, and for a model the SHA-256 of its weights file)
-instead of scoring it again; the copied rows keep the date, RTF and CPU figures of their own run.
+``--reuse OLD.json [MORE.json ...]`` copies every system of earlier reports whose inputs are the same (the
+test sets' item lists, ``--limit``, DNSMOS on or off, the metric list, and for a model the SHA-256 of its
+weights file and its options) instead of scoring it again; the copied rows keep the date, RTF and CPU
+figures of their own run.
 """
 from __future__ import annotations
 
@@ -63,24 +66,30 @@ METRICS = ["si_sdr", "si_sdri", "level_db", "pesq_wb", "estoi"]
 DNSMOS = ["dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl"]
 COLUMNS = [*METRICS, *DNSMOS]
 INPUT = "input (reference microphone)"
+TITLE = "Microphone-array enhancers on a held-out multichannel set"
 
 
-def condition_of(meta: dict[str, Any]) -> str:
-    """The recording condition of one item: ``"measured"`` (measured office-array responses) or ``"simulated"``."""
-    return "measured" if str(meta.get("array", "")).startswith("measured") else "simulated"
+def condition_of(meta: dict[str, Any], test_set: Path) -> str:
+    """The condition of one item: for an array item ``"measured"`` (measured office-array responses) or
+    ``"simulated"``; for an item without an array record, the name of its test-set folder."""
+    if "array" not in meta:
+        return test_set.name
+    return "measured" if str(meta["array"]).startswith("measured") else "simulated"
 
 
-def score_items(run: Any, test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
-    """Per-item scores of ``run(mixture [M, T], rate) -> estimate [T]`` on one fixed set, and its timing.
-
-    ``run`` None scores the unprocessed reference microphone.
+def score_items(run: Any, test_sets: Sequence[Path], limit: int | None, dnsmos: bool) -> dict[str, Any]:
+    """Per-item scores of ``run(mixture [M, T], rate) -> estimate [T]`` on the first ``limit`` items of
+    each fixed set, and its timing. ``run`` None scores the unprocessed reference microphone.
     """
     from speechkit.cli.eval import fixed_set_items, load_fixed_tensor, score_item
 
-    items, rate = fixed_set_items(test_set)
+    chosen = []
+    for test_set in test_sets:
+        items, rate = fixed_set_items(test_set)
+        chosen += [(item, rate, test_set) for item in items[:limit]]
     rows: list[dict[str, Any]] = []
     wall = cpu = audio_seconds = 0.0
-    for item in items[:limit]:
+    for item, rate, test_set in chosen:
         mixture = load_fixed_tensor(item["root"], item["mixture"]).astype(np.float32)  # [M, T]
         target = load_fixed_tensor(item["root"], item["targets"])  # [1, 1, T]
         if run is None:
@@ -93,7 +102,7 @@ def score_items(run: Any, test_set: Path, limit: int | None, dnsmos: bool) -> di
         audio_seconds += mixture.shape[-1] / rate
         reference_input = mixture[:1] if run is not None else None  # SI-SDRi needs it; the input row has none
         row = score_item(estimate[None, None], target, rate, reference_input, METRICS, dnsmos)
-        rows.append({"name": item.get("name"), "condition": condition_of(item.get("meta", {})), **row})
+        rows.append({"name": item.get("name"), "condition": condition_of(item.get("meta", {}), test_set), **row})
     return {"rows": rows, "audio_seconds": audio_seconds, "wall_seconds": wall, "cpu_seconds": cpu}
 
 
@@ -131,24 +140,26 @@ def latency_text(network: Any) -> str:
     return f"whole chunk ({chunk:g} s)" if chunk else "whole input"
 
 
-def fingerprint(model: str | None, test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
-    """What a system's scores depend on: the test set's item list, the item limit, DNSMOS on or
+def fingerprint(model: str | None, test_sets: Sequence[Path], limit: int | None, dnsmos: bool) -> dict[str, Any]:
+    """What a system's scores depend on: the test sets' item lists, the item limit, DNSMOS on or
     off, the metrics and, for a model (``None``: the unprocessed input), the weights file's SHA-256
     and options."""
-    facts: dict[str, Any] = {"items_sha256": file_sha256(test_set / "items.jsonl"), "limit": limit, "dnsmos": dnsmos,
-                             "metrics": METRICS}
+    hashes = [file_sha256(test_set / "items.jsonl") for test_set in test_sets]
+    facts: dict[str, Any] = {"items_sha256": hashes[0] if len(hashes) == 1 else hashes, "limit": limit,
+                             "dnsmos": dnsmos, "metrics": METRICS}
     if model is not None:
         facts.update(model_facts(model))
     return facts
 
 
-def evaluate_model(model: str, test_set: Path, limit: int | None, mac_seconds: float, dnsmos: bool) -> dict[str, Any]:
-    """Quality, cost and training facts of one enhancer on one array test set."""
+def evaluate_model(model: str, test_sets: Sequence[Path], limit: int | None, mac_seconds: float,
+                   dnsmos: bool) -> dict[str, Any]:
+    """Quality, cost and training facts of one enhancer on the test sets."""
     from bench.compare_separators import load_model
 
     path, processor, provenance, macs = load_model(model, mac_seconds)
     network = processor.model
-    scored = score_items(model_runner(processor, 0), test_set, limit, dnsmos)
+    scored = score_items(model_runner(processor, 0), test_sets, limit, dnsmos)
     return {
         "model": model, "path": display_path(path), "name": network.name, "preset": provenance.get("model_preset"),
         "microphones": network.input_layout.num_microphones,
@@ -163,19 +174,21 @@ def evaluate_model(model: str, test_set: Path, limit: int | None, mac_seconds: f
     }
 
 
-def evaluate_input(test_set: Path, limit: int | None, dnsmos: bool) -> dict[str, Any]:
+def evaluate_input(test_sets: Sequence[Path], limit: int | None, dnsmos: bool) -> dict[str, Any]:
     """The unprocessed reference microphone as a system row."""
-    scored = score_items(None, test_set, limit, dnsmos)
+    scored = score_items(None, test_sets, limit, dnsmos)
     return {"model": INPUT, "microphones": 1, "summary": summarize(scored["rows"]), "rows": scored["rows"]}
 
 
 def markdown_report(report: dict[str, Any]) -> str:
-    lines = title_lines(report, "Microphone-array enhancers on a held-out multichannel set")
+    lines = title_lines(report, report.get("title") or TITLE)
     lines[-1] = lines[-1].replace("one thread per system", f"{report['threads']} torch thread(s)")
+    test_sets = report["test_set"] if isinstance(report["test_set"], list) else [report["test_set"]]
+    set_names = " + ".join(Path(test_set).name for test_set in test_sets)
     groups = list(report["systems"][0]["summary"])
     for group in groups:
         count = report["systems"][0]["summary"][group]["items"]
-        lines += ["", f"## `{Path(report['test_set']).name}`: {group} ({count} items)", "",
+        lines += ["", f"## `{set_names}`: {group} ({count} items)", "",
                   "| system | mics | steps | train h | SI-SDR dB | SI-SDRi dB | level dB | PESQ-WB | ESTOI | DNSMOS SIG | BAK | OVRL |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for system in report["systems"]:
@@ -200,14 +213,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["conv_tasnet_enhance_16k"],
                         help="bundled model names or checkpoint paths (array or single-channel)")
-    parser.add_argument("--test-set", type=Path, required=True, help="a multichannel fixed-set folder")
-    parser.add_argument("--limit", type=int, default=None, help="first N items")
+    parser.add_argument("--test-set", type=Path, nargs="+", required=True,
+                        help="fixed-set folders (multichannel or single-channel); an item's condition is its array "
+                             "record (measured or simulated) or else its folder's name")
+    parser.add_argument("--limit", type=int, default=None, help="first N items of each test set")
     parser.add_argument("--mac-seconds", type=float, default=4.0, help="input length of the MAC count")
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (it needs speechmos)")
     parser.add_argument("--out", type=Path, default=RESULTS / "compare_array_enhancers.json")
-    parser.add_argument("--reuse", type=Path, default=None,
-                        help="an earlier report: copy its systems whose test set, limit, DNSMOS and weights "
+    parser.add_argument("--reuse", type=Path, nargs="+", default=None,
+                        help="earlier reports: copy their systems whose test sets, limit, DNSMOS and weights "
                              "are unchanged")
+    parser.add_argument("--title", default=TITLE, help="the report's title")
+    parser.add_argument("--note", action="append", default=[], help="a note added to the report (repeatable)")
     args = parser.parse_args(argv)
     from speechkit.memory import retain_freed_memory
 
@@ -222,8 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             model, fingerprint(model, args.test_set, args.limit, dnsmos), earlier,
             lambda model=model: evaluate_model(model, args.test_set, args.limit, args.mac_seconds, dnsmos)))
     notes = [
-        "Target: the talker's direct path at the reference microphone (microphone 0); every metric scores the "
-        "enhanced reference channel against it. SI-SDRi is against the unprocessed reference microphone.",
+        *args.note,
+        "Target: the test set's stored target (array sets: the talker's direct path at the reference microphone, "
+        "microphone 0); every metric scores the enhanced reference channel against it. SI-SDRi is against the "
+        "unprocessed reference microphone.",
         "Single-channel models receive the reference microphone only; array models all microphones in array order.",
         "DNSMOS P.835 is non-intrusive (speechmos, 16 kHz); it rates the output alone.",
         "RTF and CPU seconds: file-pipeline inference over the test set (declared chunking), metrics excluded.",
@@ -232,7 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     return finish_report(
         "compare_array_enhancers", argv, ["speechkit", "torch", "numpy", "pesq", "pystoi", "speechmos"], started,
-        markdown_report, args.out, test_set=str(args.test_set), systems=systems, notes=notes,
+        markdown_report, args.out, title=args.title,
+        test_set=str(args.test_set[0]) if len(args.test_set) == 1 else [str(test_set) for test_set in args.test_set],
+        systems=systems, notes=notes,
     )
 
 

@@ -55,12 +55,15 @@ def reused_or_scored_model(model: str, facts: dict[str, Any], earlier: Sequence[
     return system
 
 
-def reusable_systems(previous: Path | None) -> list[dict[str, Any]]:
-    """The systems of an earlier report, each tagged with that report's date; none without one."""
+def reusable_systems(previous: Path | Sequence[Path] | None) -> list[dict[str, Any]]:
+    """The systems of earlier reports (one path or several), each tagged with its report's date; none without one."""
     if previous is None:
         return []
-    report = json.loads(previous.read_text(encoding="utf-8"))
-    return [{**system, "reused_from": system.get("reused_from", report["date"])} for system in report["systems"]]
+    systems = []
+    for path in [previous] if isinstance(previous, Path) else previous:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+        systems += [{**system, "reused_from": system.get("reused_from", report["date"])} for system in report["systems"]]
+    return systems
 
 
 def reused_or_scored(name: str, facts: dict[str, Any], earlier: Sequence[dict[str, Any]],
