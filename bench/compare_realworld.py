@@ -100,6 +100,13 @@ def held_out_entries(corpus_root: Path, floor_cache: Path) -> tuple[list, list, 
     return speech, noise, rirs
 
 
+def group_folders(items: int, cache_root: Path) -> dict[str, Path]:
+    """The fixed-set folder of every group of :data:`GROUPS` for a set of ``items`` items (equal shares,
+    at least ``DEFAULT_ITEMS`` in all): ``<cache_root>/fixed/realworld_16k/test_bench/<group>_n<count>/``."""
+    per_group = int(math.ceil(max(items, DEFAULT_ITEMS) / len(GROUPS)))
+    return {group: cache_root / "fixed" / "realworld_16k" / "test_bench" / f"{group}_n{per_group}" for group in GROUPS}
+
+
 def realworld_set(items: int, corpus_root: Path, cache_root: Path) -> list[dict[str, Any]]:
     """``items`` held-out items, equal shares per group, as numpy items with their conditions.
 
@@ -111,10 +118,11 @@ def realworld_set(items: int, corpus_root: Path, cache_root: Path) -> list[dict[
     from recipes.data.realworld import RealWorldEnhancementDataset
 
     per_group = int(math.ceil(max(items, DEFAULT_ITEMS) / len(GROUPS)))
+    folders = group_folders(items, cache_root)
     entries = None
     loaded = []
     for index, (group, config) in enumerate(group_configs().items()):
-        root = cache_root / "fixed" / "realworld_16k" / "test_bench" / f"{group}_n{per_group}"
+        root = folders[group]
         if not (root / "index.json").is_file():
             entries = entries or held_out_entries(corpus_root, cache_root / "speech_floor.json")
             speech, noise, rirs = entries

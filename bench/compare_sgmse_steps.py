@@ -40,7 +40,8 @@ NOISY_GROUPS = tuple(group for group in compare_realworld.GROUPS if group != "cl
 
 
 def setting_options(setting: str) -> str:
-    """``"pc:10"`` -> ``"sampler=pc,steps=10"`` (the model-string options of ``bench.compare_separators.load_model``)."""
+    """``"pc:10"`` -> ``"sampler=pc,steps=10"`` (the model-string options of ``bench.compare_separators.load_model``);
+    the ``type`` of ``--settings``."""
     sampler, _, steps = setting.partition(":")
     if sampler not in ("pc", "ode") or not steps.isdigit() or int(steps) < 1:
         raise argparse.ArgumentTypeError(f"a setting is SAMPLER:STEPS with SAMPLER pc or ode (got {setting!r})")
@@ -49,8 +50,8 @@ def setting_options(setting: str) -> str:
 
 def group_sets(corpus_root: Path, cache_root: Path) -> list[Path]:
     """The fixed-set folders of the noisy groups of the held-out real-world set (written on first use)."""
-    per_group = -(-compare_realworld.DEFAULT_ITEMS // len(compare_realworld.GROUPS))
-    folders = [cache_root / "fixed" / "realworld_16k" / "test_bench" / f"{group}_n{per_group}" for group in NOISY_GROUPS]
+    every_group = compare_realworld.group_folders(compare_realworld.DEFAULT_ITEMS, cache_root)
+    folders = [every_group[group] for group in NOISY_GROUPS]
     if not all((folder / "index.json").is_file() for folder in folders):
         compare_realworld.realworld_set(compare_realworld.DEFAULT_ITEMS, corpus_root, cache_root)
     return folders
@@ -60,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="an SGMSE+ checkpoint (path or bundled name)")
-    parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), metavar="SAMPLER:STEPS",
+    parser.add_argument("--settings", nargs="+", type=setting_options,
+                        default=[setting_options(setting) for setting in DEFAULT_SETTINGS],
+                        metavar="SAMPLER:STEPS",
                         help=f"sampler settings (default: {' '.join(DEFAULT_SETTINGS)})")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (every setting)")
     parser.add_argument("--baseline", nargs="*", default=["conv_tasnet_enhance_16k"],
@@ -73,11 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS (it needs speechmos)")
     parser.add_argument("--out", type=Path, default=RESULTS / "compare_sgmse_steps.json")
     parser.add_argument("--reuse", type=Path, nargs="+", default=None, help="earlier (partial) reports to copy rows from")
-    args = parser.parse_args(argv)
-    try:
-        options = [setting_options(setting) for setting in args.settings]
-    except argparse.ArgumentTypeError as error:
-        parser.error(str(error))
+    args = parser.parse_args(argv)  # --settings arrive as model options ("sampler=pc,steps=10")
     from speechkit.errors import SpeechkitError
 
     try:
@@ -85,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpeechkitError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    models = [*args.baseline, *(f"{args.model}#{option},seed={args.seed}" for option in options)]
+    models = [*args.baseline, *(f"{args.model}#{option},seed={args.seed}" for option in args.settings)]
     forwarded = ["--models", *models, "--test-set", *map(str, folders), "--limit", str(args.per_group),
                  "--mac-seconds", str(args.mac_seconds), "--out", str(args.out),
                  "--title", "SGMSE+ sampler settings on the held-out real-world set",
@@ -93,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "(bench.compare_realworld: test-split speakers, held-out noise files, 4 s); per-group "
                            "means rest on that many items.",
                  "--note", "SGMSE+ rows: MODEL#sampler=pc|ode,steps=N,seed=S; pc = reverse-diffusion predictor plus "
-                           "one annealed Langevin corrector step (snr 0.5): 2N network evaluations; ode = N Euler "
+                           "one annealed Langevin corrector step (the model's snr): 2N network evaluations; ode = N Euler "
                            "steps of the probability-flow ODE: N evaluations."]
     if args.no_dnsmos:
         forwarded.append("--no-dnsmos")

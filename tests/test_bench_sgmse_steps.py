@@ -22,11 +22,11 @@ RATE = 16000
 
 def _write_group_sets(cache_root: Path) -> None:
     """Two 0.25 s items per group folder (a tone plus noise), named as ``group_sets`` expects."""
-    per_group = -(-compare_realworld.DEFAULT_ITEMS // len(compare_realworld.GROUPS))
+    folders = compare_realworld.group_folders(compare_realworld.DEFAULT_ITEMS, cache_root)
     generator = np.random.default_rng(0)
     time_axis = np.arange(RATE // 4) / RATE
     for position, group in enumerate(bench.NOISY_GROUPS):
-        root = cache_root / "fixed" / "realworld_16k" / "test_bench" / f"{group}_n{per_group}"
+        root = folders[group]
         root.mkdir(parents=True)
         lines = []
         for index in range(2):
@@ -70,7 +70,8 @@ def test_one_row_per_setting_with_per_group_means(setup: tuple[Path, list[str]],
     assert pc["steps_trained"] == 7
     for system in report["systems"]:
         assert {group: summary["items"] for group, summary in system["summary"].items()} == {
-            "all": len(bench.NOISY_GROUPS), **{f"{group}_n34": 1 for group in bench.NOISY_GROUPS}}
+            "all": len(bench.NOISY_GROUPS), **{bench.group_sets(tmp_path, tmp_path / "cache")[index].name: 1
+                                               for index in range(len(bench.NOISY_GROUPS))}}
     assert pc["rows"] != ode["rows"]  # the sampler option reached the model
     assert ode["gmacs_per_second"] == pytest.approx(pc["gmacs_per_second"], rel=0.05)  # 2 evaluations each
     markdown = out.with_suffix(".md").read_text()
@@ -100,4 +101,4 @@ def test_a_malformed_setting_is_refused_with_the_reason(setting: str, setup, cap
     with pytest.raises(SystemExit) as exited:
         bench.main([*common, "--settings", setting])
     assert exited.value.code == 2
-    assert "a setting is SAMPLER:STEPS" in capsys.readouterr().err
+    assert "argument --settings: a setting is SAMPLER:STEPS" in capsys.readouterr().err
