@@ -15,13 +15,17 @@ e.g. ``tiger.safetensors#iterations=2``; default: the bundled 16 kHz separator):
 ``--runs DIR...`` adds a table of validation SI-SDRi against training wall-clock from the run
 folders' ``valid_log.csv`` and ``train_log.csv`` (the trainer's ``train_seconds`` includes data
 loading and validation), at every ``--hours`` mark the best value reached so far: the comparison
-at equal training time on the same validation set.
+at equal training time on the same validation set. With ``--from-recipe-start`` a run that
+continues other training (a fine-tune on other data) is counted from where its own recipe began:
+hours and validations of the leading lineage stages trained with another recipe (read from the
+provenance of the folder's ``best.safetensors``) are left out, so that fine-tunes from different
+starting points compare on the time each spent on the new data.
 
     .venv/bin/python -m bench.compare_separators --models conv_tasnet_separate_2spk_16k runs/X/best.safetensors \\
         --test-set data_cache/fixed/realworld_sep_16k/test --runs runs/separate_stft_16k_real runs/X
 
 Prints a Markdown table and writes ``bench/results/compare_separators.{json,md}`` (``--out``).
-``--reuse OLD.json`` copies every model row of an earlier report whose inputs are the same (the test
+``--reuse OLD.json [MORE.json ...]`` copies every model row of earlier reports whose inputs are the same (the test
 sets' item lists, ``--limit``, ``--mac-seconds``, ``--rss-seconds``, the metric list, and the SHA-256
 of the model's weights file and its options) instead of scoring it again (``bench.reuse``); a copied
 row whose peak RSS was measured the earlier way (``ru_maxrss``, see :mod:`bench.peak_memory`) gets
@@ -160,39 +164,61 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def validation_curve(run_dir: Path) -> tuple[list[tuple[float, int, float]], float]:
-    """``(training hours, step, validation SI-SDRi)`` per validation of one run folder, and the run's
-    training hours so far (the last ``train_seconds`` of its ``train_log.csv``)."""
+def recipe_start(run_dir: Path) -> tuple[int, float]:
+    """``(steps, hours)`` of the stages before the first one trained with the run's own recipe: the
+    leading lineage stages of ``run_dir/best.safetensors`` whose recipe differs from its own."""
+    from recipes.training.lineage import stage_total
+    from speechkit.checkpoint import read_metadata
+
+    provenance = read_metadata(run_dir / "best.safetensors").get("provenance") or {}
+    earlier = []
+    for stage in provenance.get("lineage") or []:
+        if stage.get("recipe") == provenance.get("recipe"):
+            break
+        earlier.append(stage)
+    steps, hours = stage_total(earlier, "steps_trained"), stage_total(earlier, "train_hours")
+    if steps is None or hours is None:
+        raise SystemExit(f"{run_dir}: an earlier stage's steps or hours are unknown; cannot count from the recipe's start")
+    return int(steps), float(hours)
+
+
+def validation_curve(run_dir: Path, start: tuple[int, float] = (0, 0.0)) -> tuple[list[tuple[float, int, float]], float]:
+    """``(training hours, step, validation SI-SDRi)`` per validation of one run folder after ``start``
+    (steps, hours: see :func:`recipe_start`), hours counted from it, and the run's training hours so
+    far (the last ``train_seconds`` of its ``train_log.csv``, from the same origin)."""
+    start_step, start_hours = start
     seconds_at = {int(row["step"]): float(row["train_seconds"]) for row in _read_csv(run_dir / "train_log.csv")}
     logged = sorted(seconds_at)
     curve = []
     for row in _read_csv(run_dir / "valid_log.csv"):
         position = bisect.bisect_right(logged, int(row["step"]))  # the last logged step at or before it
-        if position:
-            curve.append((seconds_at[logged[position - 1]] / 3600.0, int(row["step"]), float(row["si_sdri"])))
-    return curve, max(seconds_at.values()) / 3600.0
+        if position and int(row["step"]) > start_step:
+            hours = seconds_at[logged[position - 1]] / 3600.0 - start_hours
+            curve.append((hours, int(row["step"]), float(row["si_sdri"])))
+    return curve, max(seconds_at.values()) / 3600.0 - start_hours
 
 
 def best_by_hours(curve: Sequence[tuple[float, int, float]], hours: Sequence[float],
                   end_hours: float = float("inf")) -> list[dict[str, Any]]:
     """At each mark: the best validation SI-SDRi reached by then and its step (None before the first
-    validation, and ``"ended"`` for marks after the run's ``end_hours``)."""
+    validation), with ``"ended"`` for marks after the run's ``end_hours`` (the run's final best: it
+    did not train that long)."""
     marks = []
     for mark in hours:
-        if mark > end_hours:
-            marks.append({"hours": mark, "si_sdri": None, "step": None, "ended": True})
-            continue
         reached = [(value, step) for when, step, value in curve if when <= mark]
         best = max(reached) if reached else None
-        marks.append({"hours": mark, "si_sdri": best[0] if best else None, "step": best[1] if best else None})
+        entry = {"hours": mark, "si_sdri": best[0] if best else None, "step": best[1] if best else None}
+        marks.append({**entry, "ended": True} if mark > end_hours else entry)
     return marks
 
 
-def run_summary(run_dir: Path, hours: Sequence[float]) -> dict[str, Any]:
-    """One run folder's validation curve, its training hours and the best value at every mark."""
-    curve, end_hours = validation_curve(run_dir)
+def run_summary(run_dir: Path, hours: Sequence[float], from_recipe_start: bool = False) -> dict[str, Any]:
+    """One run folder's validation curve, its training hours and the best value at every mark
+    (counted from its recipe's first stage with ``from_recipe_start``)."""
+    start = recipe_start(run_dir) if from_recipe_start else (0, 0.0)
+    curve, end_hours = validation_curve(run_dir, start)
     return {"run_dir": str(run_dir), "hours_trained": end_hours, "curve": curve,
-            "marks": best_by_hours(curve, hours, end_hours)}
+            "marks": best_by_hours(curve, hours, end_hours), "start_step": start[0], "start_hours": start[1]}
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -230,10 +256,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             cells = []
             for run in report["runs"]:
                 entry = run["marks"][index]
-                if entry.get("ended"):
-                    cells.append(f"(ended at {run['hours_trained']:.2f} h)")
-                else:
-                    cells.append("-" if entry["si_sdri"] is None else f"{entry['si_sdri']:.2f} ({entry['step']})")
+                value = "-" if entry["si_sdri"] is None else f"{entry['si_sdri']:.2f} ({entry['step']})"
+                cells.append(f"{value}, ended at {run['hours_trained']:.2f} h" if entry.get("ended") else value)
             lines.append(f"| {mark:g} | " + " | ".join(cells) + " |")
     lines += ["", *[f"Note: {note}" for note in report["notes"]]]
     return "\n".join(lines) + "\n"
@@ -249,9 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rss-seconds", type=float, default=60.0, help="synthetic file length of the RSS run (0: skip)")
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="training run folders for the wall-clock table")
     parser.add_argument("--hours", type=float, nargs="*", default=[0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0])
+    parser.add_argument("--from-recipe-start", action="store_true",
+                        help="count each run's hours and validations from its own recipe's first stage")
     parser.add_argument("--out", type=Path, default=RESULTS / "compare_separators.json")
-    parser.add_argument("--reuse", type=Path, default=None,
-                        help="an earlier report: copy its model rows whose test sets, options and weights are unchanged")
+    parser.add_argument("--reuse", type=Path, nargs="+", default=None,
+                        help="earlier reports: copy their model rows whose test sets, options and weights are unchanged")
     args = parser.parse_args(argv)
     from speechkit.memory import retain_freed_memory
 
@@ -268,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rss, rss_cpu = peak_rss_mib(reuse.weights_file(model), rss_seconds)  # quality kept, memory measured again
             system = {**system, "peak_rss_mib": rss, "rss_cpu_seconds": rss_cpu, "rss_method": RSS_METHOD}
         systems.append(system)
-    runs = [run_summary(run_dir, args.hours) for run_dir in args.runs]
+    runs = [run_summary(run_dir, args.hours, args.from_recipe_start) for run_dir in args.runs]
     notes = [
         "SI-SDRi and SDRi against the unprocessed mixture, best speaker permutation per item; PESQ-WB and STOI "
         "of the separated talkers (the input's figures in each heading use the mixture as both estimates).",
@@ -279,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         TRAINING_HOURS_NOTE,
         *[reuse.reuse_note(system, "test sets, limit, cost options and weights") for system in systems
           if "reused_from" in system],
+        *[f"{Path(run['run_dir']).name}: hours and validations counted from its recipe's first stage, after "
+          f"{run['start_step']:,} steps and {run['start_hours']:.2f} h of earlier training with another recipe"
+          for run in runs if run["start_hours"] or run["start_step"]],
     ]
     return finish_report(
         "compare_separators", argv, ["speechkit", "torch", "numpy"], started, markdown_report, args.out,

@@ -63,7 +63,27 @@ def test_best_by_hours_keeps_the_best_value_reached_by_each_mark(tmp_path: Path)
     assert [mark["step"] for mark in marks] == [None, 200, 200, 400]
     assert end_hours == pytest.approx(4.0)
     summary = compare_separators.run_summary(run, [3.5, 4.5])
-    assert [mark.get("ended", False) for mark in summary["marks"]] == [False, True]  # no value after the run stopped
+    assert [mark.get("ended", False) for mark in summary["marks"]] == [False, True]  # marked: the run stopped before
+
+
+def test_runs_count_from_their_own_recipes_first_stage(tmp_path: Path) -> None:
+    import speechkit
+    from speechkit.checkpoint import save_checkpoint
+
+    # steps 1-100 on the old recipe (1 h, another validation set), then two stages of the fine-tune
+    run = _write_run(tmp_path / "run", [(100, 9.0), (150, 1.0), (200, 2.0)], logged_hours_per_step=0.01)
+    model = speechkit.build_model("conv_tasnet", "tiny", n_src=2, sample_rate=RATE)
+    lineage = [{"recipe": "clean", "steps_trained": 60, "train_hours": 0.6},
+               {"recipe": "clean", "steps_trained": 40, "train_hours": 0.4},
+               {"recipe": "noisy", "steps_trained": 50, "train_hours": 0.5}]
+    save_checkpoint(model, run / "best.safetensors", provenance={"recipe": "noisy", "lineage": lineage})
+    summary = compare_separators.run_summary(run, [0.5, 1.0], from_recipe_start=True)
+    assert (summary["start_step"], summary["start_hours"]) == (100, pytest.approx(1.0))
+    assert [(round(hours, 6), step) for hours, step, _ in summary["curve"]] == [(0.5, 150), (1.0, 200)]
+    assert [mark["si_sdri"] for mark in summary["marks"]] == [1.0, 2.0]  # the old set's 9.0 is not counted
+    assert summary["hours_trained"] == pytest.approx(1.0)
+    plain = compare_separators.run_summary(run, [1.0])
+    assert plain["marks"][0]["si_sdri"] == 9.0 and plain["start_hours"] == 0.0
 
 
 def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
@@ -91,10 +111,11 @@ def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
     assert system["gmacs_per_second"] > 0  # counted operations, not measured time (the report tables its speed)
     summary, inputs = result["summary"], result["input"]
     assert np.isfinite(summary["si_sdri"]) and summary["sdri"] == pytest.approx(summary["sdr"] - inputs["sdr"])
-    assert [mark["si_sdri"] for mark in report["runs"][0]["marks"]] == [None, 1.5, None]
+    assert [mark["si_sdri"] for mark in report["runs"][0]["marks"]] == [None, 1.5, 1.5]
+    assert [mark.get("ended", False) for mark in report["runs"][0]["marks"]] == [False, False, True]
     markdown = out.with_suffix(".md").read_text()
     assert "| tiny.safetensors" not in markdown and f"| {checkpoint} | 7 |" in markdown
-    assert "| 0.25 | 1.50 (10) |" in markdown and "| 0.5 | (ended at 0.25 h) |" in markdown
+    assert "| 0.25 | 1.50 (10) |" in markdown and "| 0.5 | 1.50 (10), ended at 0.25 h |" in markdown
 
 
 def test_inference_options_follow_the_model_after_a_hash(tmp_path: Path) -> None:

@@ -46,6 +46,16 @@ def test_paper_size_on_the_meta_device():
     assert len(wide.backbone.flat_modules()) == 56 and len(wide.state_dict()) == 581
 
 
+def test_reduced_presets_keep_the_paper_layout_at_cpu_sizes():
+    sizes = {}
+    for preset in ("small", "xsmall"):
+        with torch.device("meta"):
+            model = build_model("sgmse", preset)
+        sizes[preset] = model.num_parameters()
+        assert (model.config.num_freqs, model.frontend_spec.hop_length, model.options["steps"]) == (256, 128, 30)
+    assert sizes == {"small": 1_783_994, "xsmall": 1_242_954}
+
+
 def test_config_refuses_sizes_the_unet_cannot_halve():
     with pytest.raises(ConfigError):
         build_model("sgmse", "tiny", n_fft=60)  # 31 bins

@@ -127,6 +127,12 @@ class SGMSE(SpeechModel):
                 base_channels=32, channel_multipliers=(1, 2, 2, 2), num_res_blocks=1, attention_resolutions=(32,),
                 frame_multiple=8,
             ),
+            # for CPU training: 16 channels at the two finest levels, 64 at the two coarsest (1.24 M
+            # parameters, 3.9 GMACs per network evaluation per second of audio against small's 9.8)
+            "xsmall": SGMSEConfig(
+                base_channels=16, channel_multipliers=(1, 2, 4, 4), num_res_blocks=1, attention_resolutions=(32,),
+                frame_multiple=8,
+            ),
             "tiny": SGMSEConfig(
                 n_fft=62, hop_length=16, base_channels=8, channel_multipliers=(1, 2, 2), num_res_blocks=1,
                 attention_resolutions=(8,), frame_multiple=4, steps=3,
