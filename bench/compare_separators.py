@@ -170,6 +170,8 @@ def recipe_start(run_dir: Path) -> tuple[int, float]:
     from recipes.training.lineage import stage_total
     from speechkit.checkpoint import read_metadata
 
+    if not (run_dir / "best.safetensors").is_file():
+        raise SystemExit(f"{run_dir}: no best.safetensors to read the training lineage from (--from-recipe-start)")
     provenance = read_metadata(run_dir / "best.safetensors").get("provenance") or {}
     earlier = []
     for stage in provenance.get("lineage") or []:

@@ -84,6 +84,9 @@ def test_runs_count_from_their_own_recipes_first_stage(tmp_path: Path) -> None:
     assert summary["hours_trained"] == pytest.approx(1.0)
     plain = compare_separators.run_summary(run, [1.0])
     assert plain["marks"][0]["si_sdri"] == 9.0 and plain["start_hours"] == 0.0
+    (run / "best.safetensors").unlink()  # a logs-only release has no lineage to read
+    with pytest.raises(SystemExit, match="no best.safetensors"):
+        compare_separators.run_summary(run, [1.0], from_recipe_start=True)
 
 
 def test_report_scores_a_checkpoint_and_tables_the_runs(tmp_path: Path) -> None:
