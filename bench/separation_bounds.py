@@ -18,16 +18,15 @@ Reads a fixed set (``index.json`` + ``items.jsonl`` with ``mixture`` and ``targe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from bench.peers.report import finite_mean, format_cell, report_header, write_report
+from speechkit.cli.eval import fixed_set_items, load_fixed_tensor
 from speechkit.metrics import si_sdr
 
 #: an item whose residual energy is below this fraction of its targets' has no ceiling (left out)
@@ -40,18 +39,14 @@ def consistent_oracle(mixture: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return targets + residual[None] / targets.shape[0]
 
 
-def _read(root: Path, entry: dict[str, Any], key: str) -> np.ndarray:
-    audio, _ = sf.read(str(root / entry["tensors"][key]["file"]), dtype="float64", always_2d=True)
-    return audio.T  # [channels, T]: the mixture's one channel, or one row per target
-
-
 def score_set(test_set: Path, limit: int | None = None) -> dict[str, Any]:
     """Per-talker SI-SDR of the mixture and of the consistent oracle over the first ``limit`` items."""
-    lines = [line for line in (test_set / "items.jsonl").read_text().splitlines() if line.strip()]
+    items, _ = fixed_set_items(test_set)
     rows, clean = [], 0
-    for line in lines[:limit]:
-        entry = json.loads(line)
-        mixture, targets = _read(test_set, entry, "mixture")[0], _read(test_set, entry, "targets")  # [T], [K, T]
+    for entry in items[:limit]:
+        mixture = load_fixed_tensor(test_set, entry["mixture"]).reshape(-1).astype(np.float64)  # [T]
+        targets = load_fixed_tensor(test_set, entry["targets"]).astype(np.float64)  # [K, 1, T]
+        targets = targets.reshape(targets.shape[0], -1)  # -> [K, T]
         oracle = consistent_oracle(mixture, targets)
         if np.sum((oracle - targets) ** 2) <= CLEAN_RATIO * np.sum(targets ** 2):  # nothing to share: no ceiling
             clean += 1
@@ -60,8 +55,7 @@ def score_set(test_set: Path, limit: int | None = None) -> dict[str, Any]:
             rows.append({"name": entry["name"], "talker": talker,
                          "input_si_sdr": float(si_sdr(mixture, target)),
                          "oracle_si_sdr": float(si_sdr(oracle[talker], target)),
-                         "reverb": entry.get("meta", {}).get("reverb", ""),
-                         "snr_db": entry.get("meta", {}).get("snr_db")})
+                         "reverb": entry["meta"].get("reverb", ""), "snr_db": entry["meta"].get("snr_db")})
     inputs = [row["input_si_sdr"] for row in rows]
     oracles = [row["oracle_si_sdr"] for row in rows]
     return {"items": len({row["name"] for row in rows}), "items_without_residual": clean, "rows": rows,
