@@ -97,12 +97,6 @@ def test_complex_spectral_mapping_speech_and_implied_noise() -> None:
         estimate, batch["targets"], 256, 64).mean())
 
 
-class ToyScoreModel(torch.nn.Module):
-    """A variance-exploding SDE ``x_t = x0 + sigma(t) z``, ``sigma(t) = 0.1 + t``, and a learnable
-    score ``-(x_t - a * y) / sigma^2``; ``cheat`` makes the score exact by remembering ``x0``."""
-
-
-
 def test_magnitude_term_counters_the_shrinkage_of_the_real_imaginary_l1() -> None:
     # an estimate whose phase is unrelated to the target's (noise of the target's spectrum): the L1 on
     # real and imaginary parts alone is lowest for silence, the magnitude term moves the best gain up
@@ -118,6 +112,12 @@ def test_magnitude_term_counters_the_shrinkage_of_the_real_imaginary_l1() -> Non
 
     assert best_gain(0.0) == 0.0
     assert best_gain(1.0) >= 0.25
+
+
+class ToyScoreModel(torch.nn.Module):
+    """A variance-exploding SDE ``x_t = x0 + sigma(t) z``, ``sigma(t) = 0.1 + t``, and a learnable
+    score ``-(x_t - a * y) / sigma^2``; ``cheat`` makes the score exact by remembering ``x0``."""
+
     def __init__(self, cheat: bool = False) -> None:
         super().__init__()
         self.scale = torch.nn.Parameter(torch.tensor(0.5))
